@@ -1,0 +1,134 @@
+"""``python -m slowfast generate|train``: the engine headless."""
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Any, Optional
+
+from .samplers import SAMPLERS
+
+# Sampler parameter flags: (flags, dest, type, help). Reference-code names are aliases.
+SAMPLER_FLAGS: list[tuple[tuple[str, ...], str, Any, str]] = [
+    (("--remasking",), "remasking", str, "baseline: low_confidence (default) or random"),
+    (("--exploration-steps", "--k-exploration-steps"), "exploration_steps", int,
+     "slowfast: full forwards per slow stage (reference 6; paper K_max 8)"),
+    (("--horizon-threshold", "--cycle-len-confidence-threshold"), "horizon_threshold", float,
+     "slowfast: confidence a masked position needs to extend the horizon (0.3)"),
+    (("--stability-window", "--cycle-length-stability-window"), "stability_window", int,
+     "slowfast: horizon estimates compared for convergence (2)"),
+    (("--std-threshold", "--cycle-length-stability-std-dev-threshold"), "std_threshold", float,
+     "slowfast: the span freezes when the window's spread is below this (1.0)"),
+    (("--high-confidence-threshold",), "high_confidence_threshold", float,
+     "slowfast: decode in parallel every position at or above this, if at least two (0.9)"),
+    (("--max-cycles", "--max-sub-cycles-per-block"), "max_cycles", int, "slowfast: cycle cap per block (256)"),
+    (("--variant",), "variant", str, "slowfast: reference (default, the published code) or paper"),
+    (("--threshold",), "threshold", float, "threshold: confidence to unmask in parallel (0.9)"),
+    (("--factor",), "factor", float, "threshold: use Fast-dLLM's factor rule with this factor"),
+]
+
+
+def parse_param(text: str) -> tuple[str, Any]:
+    """``name=value`` with value read as int, float, bool or string."""
+    if "=" not in text:
+        raise ValueError(f"--param: {text!r} is not allowed; use name=value")
+    name, raw = text.split("=", 1)
+    for cast in (int, float):
+        try:
+            return name.strip(), cast(raw)
+        except ValueError:
+            pass
+    if raw.lower() in ("true", "false"):
+        return name.strip(), raw.lower() == "true"
+    return name.strip(), raw
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m slowfast", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    g = sub.add_parser("generate", help="decode one prompt step by step and print the text")
+    g.add_argument("--model", default="embedded",
+                   help="'embedded', a local LLaDA-layout folder or a hub id (e.g. GSAI-ML/LLaDA-8B-Instruct)")
+    g.add_argument("--prompt", required=True)
+    g.add_argument("--sampler", default="slowfast", help=f"one of: {', '.join(SAMPLERS)}")
+    g.add_argument("--gen-length", type=int, default=128)
+    g.add_argument("--block-length", type=int, default=32)
+    g.add_argument("--steps", type=int, default=128, help="baseline: total forwards (others stop when done)")
+    g.add_argument("--temperature", type=float, default=0.0)
+    g.add_argument("--seed", type=int, default=0)
+    g.add_argument("--cfg-scale", type=float, default=0.0, help="classifier-free guidance scale (0: off)")
+    g.add_argument("--no-chat", action="store_true", help="do not apply the tokenizer's chat template")
+    g.add_argument("--max-forwards-per-block", type=int, default=None)
+    g.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda when present)")
+    g.add_argument("--dtype", default="auto", help="auto (fp32 on CPU, bf16 on CUDA), float32, bfloat16, float16")
+    g.add_argument("--trace", default=None, metavar="OUT.json", help="write the step trace here")
+    for flags, dest, typ, help_ in SAMPLER_FLAGS:
+        g.add_argument(*flags, dest=dest, type=typ, default=None, help=help_)
+    g.add_argument("--param", action="append", default=[], metavar="NAME=VALUE",
+                   help="any sampler parameter by our or the reference name, e.g. k_exploration_steps=4")
+
+    sub.add_parser("train", help="train the embedded model (see slowfast/train.py --help)", add_help=False)
+    return parser
+
+
+def sampler_params(args: argparse.Namespace) -> dict[str, Any]:
+    params = {dest: getattr(args, dest) for _, dest, _, _ in SAMPLER_FLAGS if getattr(args, dest) is not None}
+    for text in args.param:
+        name, value = parse_param(text)
+        params[name] = value
+    return params
+
+
+def summary_line(summary: dict[str, Any]) -> str:
+    return (f"NFE {summary['nfe']} | forwards {summary['forwards']} | tokens fed {summary['tokens_fed']} | "
+            f"{summary['seconds']:.2f} s | {summary['tokens_per_second']:.1f} tokens/s")
+
+
+def cmd_generate(args: argparse.Namespace) -> int:
+    from .engine import GenerationSettings, Run
+    from .models.loading import load_model, parse_dtype
+    from .samplers import DecodingStalled
+
+    settings = GenerationSettings(
+        sampler=args.sampler, gen_length=args.gen_length, block_length=args.block_length, steps=args.steps,
+        temperature=args.temperature, seed=args.seed, cfg_scale=args.cfg_scale, chat=not args.no_chat,
+        params=sampler_params(args), max_forwards_per_block=args.max_forwards_per_block,
+    )
+    settings.policy()  # bad settings fail here, before a model is loaded
+    if not args.prompt.strip():
+        raise ValueError("prompt: empty; allowed: any non-empty text")
+    import torch
+
+    parse_dtype(args.dtype, torch.device(args.device or "cpu"))
+    model = load_model(args.model, device=args.device, dtype=args.dtype)
+    run = Run(model, args.prompt, settings)
+    status = 0
+    try:
+        for _ in run:
+            pass
+    except DecodingStalled as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        status = 1
+    trace = run.trace
+    print(trace.text)
+    print(summary_line(trace.summary))
+    if args.trace:
+        trace.save(args.trace)
+        print(f"trace written to {args.trace}")
+    return status
+
+
+def main(argv: Optional[list[str]] = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0] == "train":
+        from .train import main as train_main
+
+        return train_main(argv[1:])
+    args = build_parser().parse_args(argv)
+    from .models.loading import ModelLoadError
+
+    try:
+        return cmd_generate(args)
+    except (ValueError, ModelLoadError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2

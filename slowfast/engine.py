@@ -1,0 +1,247 @@
+"""The step loop: forward -> confidences -> policy -> canvas -> StepRecord.
+
+The engine owns the loop, the random generators (seeded: the same settings and seed give
+the same trace), timing and NFE accounting. ``Run`` is an iterator of ``StepRecord`` so a
+UI can render while it runs and a benchmark can just drain it; ``run.trace`` holds the
+result, also after a stop or an error.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Any, Iterator, Optional, Sequence, Union
+
+import numpy as np
+import torch
+
+from .models.loading import DLLM
+from .samplers import DecodingStalled, Layout, Observation, Policy, make_policy
+from .trace import StepRecord, Trace, summarize
+
+
+@dataclass
+class GenerationSettings:
+    """Everything that determines a run (with the model and the prompt)."""
+
+    sampler: str = "slowfast"
+    gen_length: int = 128
+    block_length: int = 32
+    steps: int = 128  # used by the baseline only; the others stop when the canvas is full
+    temperature: float = 0.0
+    seed: int = 0
+    cfg_scale: float = 0.0
+    chat: bool = True  # apply the tokenizer's chat template when it has one
+    params: dict[str, Any] = field(default_factory=dict)  # sampler parameters
+    max_forwards_per_block: Optional[int] = None  # hard cap; None: 2 * block_length + 16
+
+    def policy(self) -> Policy:
+        """The validated policy for these settings (raises ValueError on bad input)."""
+        for name in ("gen_length", "block_length", "steps", "seed"):
+            value = getattr(self, name)
+            low = 0 if name == "seed" else 1
+            if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < low:
+                raise ValueError(f"{name}: {value!r} is not allowed; it must be an integer >= {low}")
+        if self.gen_length % self.block_length:
+            raise ValueError(
+                f"gen_length: {self.gen_length} is not divisible by block_length {self.block_length}; "
+                "allowed: a multiple of block_length"
+            )
+        for name in ("temperature", "cfg_scale"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not np.isfinite(value) or value < 0:
+                raise ValueError(f"{name}: {value!r} is not allowed; it must be a number >= 0")
+        cap = self.max_forwards_per_block
+        if cap is not None and (isinstance(cap, bool) or not isinstance(cap, int) or cap < 1):
+            raise ValueError(f"max_forwards_per_block: {cap!r} is not allowed; it must be an integer >= 1")
+        policy = make_policy(self.sampler, self.params)
+        policy.check_layout(self.layout)
+        return policy
+
+    @property
+    def layout(self) -> Layout:
+        return Layout(self.gen_length, self.block_length, self.steps)
+
+    @property
+    def forward_cap(self) -> int:
+        return self.max_forwards_per_block or 2 * self.block_length + 16
+
+    def to_dict(self, policy: Optional[Policy] = None) -> dict[str, Any]:
+        d = asdict(self)
+        if policy is not None:
+            d["params"] = policy.params()  # resolved names and defaults, for replay
+        return d
+
+
+def confidences(logits: torch.Tensor, temperature: float, generator: Optional[torch.Generator]):
+    """Argmax token and its confidence per row, as LLaDA's reference computes them.
+
+    With temperature > 0 the token is the argmax of Gumbel-perturbed logits, drawn in
+    float64 (``exp(logits) / (-log u) ** temperature``); the confidence is the softmax
+    probability of that token under the unperturbed logits.
+    """
+    if temperature > 0:
+        l64 = logits.double()
+        u = torch.rand(l64.shape, generator=generator, device=l64.device, dtype=torch.float64)
+        token = (l64.exp() / (-torch.log(u)) ** temperature).argmax(-1)
+        probs = torch.softmax(l64, dim=-1)
+    else:
+        token = logits.argmax(-1)
+        probs = torch.softmax(logits.float(), dim=-1)
+    return probs.gather(-1, token.unsqueeze(-1)).squeeze(-1), token
+
+
+def first_end(ids: Sequence[int], end_ids: frozenset[int]) -> int:
+    """Index of the first end-of-text token (len(ids) if none)."""
+    for i, t in enumerate(ids):
+        if t in end_ids:
+            return i
+    return len(ids)
+
+
+class Run:
+    """One generation: iterate it for StepRecords; ``trace`` holds the result so far."""
+
+    def __init__(self, model: DLLM, prompt: Union[str, Sequence[int]], settings: GenerationSettings):
+        self.model, self.settings = model, settings
+        self.policy = settings.policy()
+        if isinstance(prompt, str):
+            if not prompt.strip():
+                raise ValueError("prompt: empty; allowed: any non-empty text")
+            self.prompt_text = prompt
+            self.prompt_ids = model.encode_prompt(prompt, chat=settings.chat)
+        else:
+            self.prompt_ids = [int(t) for t in prompt]
+            self.prompt_text = model.decode(self.prompt_ids)
+        if not self.prompt_ids:
+            raise ValueError("prompt: it encodes to no tokens; allowed: any non-empty text")
+        total = len(self.prompt_ids) + settings.gen_length
+        if total > model.max_length:
+            raise ValueError(
+                f"gen_length: prompt ({len(self.prompt_ids)} tokens) + gen_length {settings.gen_length} = "
+                f"{total} exceeds the model's context of {model.max_length} tokens; allowed: gen_length <= "
+                f"{model.max_length - len(self.prompt_ids)} for this prompt"
+            )
+        self.records: list[StepRecord] = []
+        self.error: Optional[str] = None
+        self.stopped = False
+        self.finished = False
+        self._stop_requested = False
+        self._seconds = 0.0
+        self._canvas: Optional[torch.Tensor] = None
+        self._started = False
+
+    def stop(self) -> None:
+        """Ask the loop to end before its next forward; the trace keeps what was done."""
+        self._stop_requested = True
+
+    def __iter__(self) -> Iterator[StepRecord]:
+        if self._started:
+            raise RuntimeError("a Run can be iterated once; start a new Run")
+        self._started = True
+        try:
+            yield from self._loop()
+        except DecodingStalled as exc:
+            self.error = str(exc)
+            raise
+
+    def _loop(self) -> Iterator[StepRecord]:
+        s, model = self.settings, self.model
+        P, G = len(self.prompt_ids), s.gen_length
+        device = model.device
+        canvas = torch.full((1, P + G), model.mask_id, dtype=torch.long, device=device)
+        canvas[0, :P] = torch.tensor(self.prompt_ids, dtype=torch.long, device=device)
+        self._canvas = canvas
+        torch_gen = torch.Generator(device=device).manual_seed(s.seed)
+        self.policy.reset(s.layout, np.random.default_rng(s.seed))
+        mask = np.ones(G, dtype=bool)
+        conf = np.zeros(G, dtype=np.float32)
+        argmax = np.full(G, model.mask_id, dtype=np.int64)
+        extent, nfe, forwards = G, 0, 0
+        per_block: dict[int, int] = {}
+        t_run = time.perf_counter()
+        while mask.any():
+            if self._stop_requested:
+                self.stopped = True
+                break
+            t0 = time.perf_counter()
+            fed = canvas[:, : P + extent]
+            if s.cfg_scale > 0:
+                uncond = fed.clone()
+                uncond[:, :P] = model.mask_id
+                both = model.forward(torch.cat([fed, uncond]))
+                cond, un = both[:1], both[1:]
+                logits = un + (s.cfg_scale + 1.0) * (cond - un)
+                forwards += 2
+            else:
+                logits = model.forward(fed)
+                forwards += 1
+            nfe += 1
+            c, t = confidences(logits[0, P:], s.temperature, torch_gen)
+            conf[:extent] = c.float().cpu().numpy()
+            argmax[:extent] = t.cpu().numpy()
+            decision = self.policy.decide(
+                Observation(step=len(self.records), mask=mask.copy(), confidence=conf.copy(),
+                            argmax=argmax.copy(), fed_end=extent)
+            )
+            decode = np.asarray(decision.decode, dtype=np.int64)
+            self._check(decode, mask, extent)
+            if decode.size:
+                canvas[0, P + torch.from_numpy(decode).to(device)] = torch.from_numpy(argmax[decode]).to(device)
+                mask[decode] = False
+            ms = (time.perf_counter() - t0) * 1000.0
+            self.records.append(StepRecord(
+                step=len(self.records), stage=decision.stage, block=decision.block,
+                span=tuple(int(v) for v in decision.span) if decision.span is not None else None,
+                horizons=[int(h) for h in decision.horizons] if decision.horizons is not None else None,
+                horizon_spread=None if decision.horizon_spread is None else float(decision.horizon_spread),
+                confidence=conf.astype(np.float16), argmax=argmax.astype(np.int32),
+                decoded=[int(i) for i in decode], fed_end=extent,
+                tokens_fed=(P + extent) * (2 if s.cfg_scale > 0 else 1), ms=ms, nfe=nfe, forwards=forwards,
+                info=dict(decision.info),
+            ))
+            per_block[decision.block] = per_block.get(decision.block, 0) + 1
+            if per_block[decision.block] > s.forward_cap:
+                raise DecodingStalled(
+                    f"{s.sampler}: block {decision.block} used more than {s.forward_cap} forwards "
+                    "(max_forwards_per_block) and still has masks; the run was ended"
+                )
+            extent = G if decision.next_extent is None else int(decision.next_extent)
+            if not 1 <= extent <= G:
+                raise RuntimeError(f"{s.sampler}: policy asked for a forward over {extent} positions")
+            self._seconds = time.perf_counter() - t_run
+            yield self.records[-1]
+        self._seconds = time.perf_counter() - t_run
+        self.finished = not mask.any()
+
+    def _check(self, decode: np.ndarray, mask: np.ndarray, extent: int) -> None:
+        """A policy may only unmask distinct, still-masked positions this forward saw."""
+        if decode.size and (decode.min() < 0 or decode.max() >= extent or not mask[decode].all()
+                            or np.unique(decode).size != decode.size):
+            raise RuntimeError(f"{self.settings.sampler}: invalid positions to decode: {decode.tolist()}")
+
+    @property
+    def trace(self) -> Trace:
+        """The run as a Trace (final once the iteration has ended)."""
+        m, s = self.model, self.settings
+        P = len(self.prompt_ids)
+        tokens = self._canvas[0, P:].tolist() if self._canvas is not None else [m.mask_id] * s.gen_length
+        cut = tokens[: first_end(tokens, m.eos_ids)]
+        text = m.decode([t for t in cut if t != m.mask_id])
+        summary = summarize(self.records, s.gen_length, len(cut), self._seconds)
+        summary.update(finished=self.finished, stopped=self.stopped, error=self.error)
+        seen = {int(t) for r in self.records for t in r.argmax} | set(tokens) | {m.mask_id}
+        strings = m.token_strings(sorted(seen))
+        return Trace(
+            settings=s.to_dict(self.policy), model=m.name, prompt=self.prompt_text,
+            prompt_ids=list(self.prompt_ids), mask_id=m.mask_id, records=list(self.records),
+            tokens=tokens, text=text, summary=summary,
+            token_strings={str(t): x for t, x in zip(sorted(seen), strings)},
+        )
+
+
+def generate(model: DLLM, prompt: Union[str, Sequence[int]], settings: GenerationSettings) -> Trace:
+    """Decode ``prompt`` to the end and return its Trace."""
+    run = Run(model, prompt, settings)
+    for _ in run:
+        pass
+    return run.trace

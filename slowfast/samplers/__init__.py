@@ -1,0 +1,25 @@
+"""Decoding policies, one file each, behind the small interface of ``base.Policy``."""
+from __future__ import annotations
+
+from typing import Any, Optional
+
+from .base import Decision, DecodingStalled, Layout, Observation, Policy
+from .baseline import BaselinePolicy
+from .slowfast import SlowFastPolicy
+from .threshold import ThresholdPolicy
+
+SAMPLERS: dict[str, type[Policy]] = {
+    "baseline": BaselinePolicy,
+    "slowfast": SlowFastPolicy,
+    "threshold": ThresholdPolicy,
+}
+
+
+def make_policy(name: str, params: Optional[dict[str, Any]] = None) -> Policy:
+    """A validated policy from its name and parameters (our names or reference aliases)."""
+    if name not in SAMPLERS:
+        raise ValueError(f"sampler: {name!r} is not allowed; allowed: {', '.join(SAMPLERS)}")
+    return SAMPLERS[name].from_params(params)
+
+
+__all__ = ["SAMPLERS", "Decision", "DecodingStalled", "Layout", "Observation", "Policy", "make_policy"]

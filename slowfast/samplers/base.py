@@ -1,0 +1,132 @@
+"""The policy contract: canvas state in, a decision out. Policies never call the model.
+
+Positions are indices into the generated part of the canvas (0 = first generated token).
+"""
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field, fields
+from typing import Any, ClassVar, Optional
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class Layout:
+    """The canvas geometry a run is decoded in: semi-autoregressive blocks of the generation."""
+
+    gen_length: int
+    block_length: int
+    steps: int
+
+    @property
+    def num_blocks(self) -> int:
+        return self.gen_length // self.block_length
+
+    def block_bounds(self, block: int) -> tuple[int, int]:
+        start = block * self.block_length
+        return start, start + self.block_length
+
+
+@dataclass
+class Observation:
+    """What the engine saw after one forward.
+
+    ``confidence``/``argmax`` cover every generated position; positions at or beyond
+    ``fed_end`` were not fed to this (truncated) forward and carry the values of the last
+    forward that saw them.
+    """
+
+    step: int
+    mask: np.ndarray  # bool, True = still masked
+    confidence: np.ndarray  # float, softmax probability of the argmax token
+    argmax: np.ndarray  # int, predicted token per position
+    fed_end: int
+
+
+@dataclass
+class Decision:
+    """Which positions to unmask now, and how the policy sees the canvas."""
+
+    decode: np.ndarray  # positions to unmask with their argmax tokens
+    stage: str
+    block: int
+    span: Optional[tuple[int, int]] = None  # [start, end) of the current span
+    horizons: Optional[list[int]] = None  # horizon estimates (span ends) in the window
+    horizon_spread: Optional[float] = None  # their spread (std, or variance for the paper variant)
+    next_extent: Optional[int] = None  # generated positions the next forward needs; None = all
+    info: dict = field(default_factory=dict)
+
+
+def check_unit_interval(name: str, value: float) -> None:
+    if not isinstance(value, (int, float)) or not 0.0 <= float(value) <= 1.0:
+        raise ValueError(f"{name}: {value!r} is outside the allowed range [0, 1]")
+
+
+def check_int_at_least(name: str, value: Any, low: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < low:
+        raise ValueError(f"{name}: {value!r} is not allowed; it must be an integer >= {low}")
+
+
+def top_positions(scores: np.ndarray, candidates: np.ndarray, k: int) -> np.ndarray:
+    """The ``k`` candidate positions with the highest scores (ties: lower position first)."""
+    idx = np.flatnonzero(candidates)
+    if k <= 0 or idx.size == 0:
+        return idx[:0]
+    order = np.argsort(-scores[idx], kind="stable")
+    return np.sort(idx[order[:k]])
+
+
+class Policy(ABC):
+    """One decoding policy. Subclasses are dataclasses of their parameters.
+
+    ``ALIASES`` maps reference-code parameter names to ours, so a user who read the paper
+    or the reference implementation finds the same knob.
+    """
+
+    name: ClassVar[str]
+    ALIASES: ClassVar[dict[str, str]] = {}
+
+    @classmethod
+    def parameter_names(cls) -> list[str]:
+        return [f.name for f in fields(cls)]  # type: ignore[arg-type]
+
+    @classmethod
+    def from_params(cls, params: Optional[dict[str, Any]] = None) -> "Policy":
+        """Build from user parameters (our names or the reference aliases), validated."""
+        resolved: dict[str, Any] = {}
+        allowed = cls.parameter_names()
+        for key, value in (params or {}).items():
+            name = cls.ALIASES.get(key, key)
+            if name not in allowed:
+                names = sorted(allowed + list(cls.ALIASES))
+                raise ValueError(
+                    f"{key}: unknown parameter for sampler '{cls.name}'; allowed: {', '.join(names)}"
+                )
+            if name in resolved:
+                raise ValueError(f"{key}: parameter '{name}' given twice (directly and by an alias)")
+            resolved[name] = value
+        policy = cls(**resolved)  # type: ignore[call-arg]
+        policy.validate()
+        return policy
+
+    def params(self) -> dict[str, Any]:
+        return {name: getattr(self, name) for name in self.parameter_names()}
+
+    def validate(self) -> None:
+        """Check the parameters alone; raise ValueError naming the bad one."""
+
+    def check_layout(self, layout: Layout) -> None:
+        """Check the parameters against the canvas geometry."""
+
+    @abstractmethod
+    def reset(self, layout: Layout, rng: np.random.Generator) -> None:
+        """Start a new generation."""
+
+    @abstractmethod
+    def decide(self, obs: Observation) -> Decision:
+        """Choose what to unmask after one forward."""
+
+
+class DecodingStalled(RuntimeError):
+    """A run hit a hard cap (forwards per block, cycles per block) without finishing."""

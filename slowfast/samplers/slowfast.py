@@ -1,0 +1,190 @@
+"""SlowFast sampling (Wei et al. 2025): a cautious slow stage, then a parallel fast stage.
+
+Inside each block, cycles repeat until the block is full:
+
+* **slow** (exploratory): ``exploration_steps`` full forwards. Each estimates the horizon
+  (certainty + position: the farthest masked position from the span start whose
+  confidence reaches ``horizon_threshold``), pushes it onto a window of the last
+  ``stability_window`` estimates, freezes the span end once their spread is below
+  ``std_threshold`` (convergence), and cautiously decodes up to the block end: every
+  masked position at or above ``high_confidence_threshold`` if there are at least two,
+  else only the most confident one.
+* **fast** (accelerated): the frozen span ``[start, end)`` is decoded with the same
+  rule until it is full. Its first forward is full; later forwards feed only the canvas
+  up to the span end and reuse the tail's last predictions (where the compute is saved).
+
+``variant="reference"`` (default) is the published reference code, which produced the
+paper's numbers: it always runs all exploration steps and compares the window's
+population std. ``variant="paper"`` follows the paper's text where it differs: the slow
+stage ends as soon as the span converges (at most ``exploration_steps`` = K_max steps),
+the window's population variance is compared, and the defaults are tau_min_conf 0.1,
+tau_high_conf 0.85, K_max 8, W_hist 2, variance < 1.0.
+"""
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass
+from typing import Optional
+
+import numpy as np
+
+from .base import (
+    Decision,
+    DecodingStalled,
+    Layout,
+    Observation,
+    Policy,
+    check_int_at_least,
+    check_unit_interval,
+    top_positions,
+)
+
+VARIANT_DEFAULTS = {
+    "reference": dict(exploration_steps=6, horizon_threshold=0.3, stability_window=2,
+                      std_threshold=1.0, high_confidence_threshold=0.9),
+    "paper": dict(exploration_steps=8, horizon_threshold=0.1, stability_window=2,
+                  std_threshold=1.0, high_confidence_threshold=0.85),
+}
+MIN_PARALLEL = 2  # decode in parallel only when at least this many positions are confident
+
+
+def cautious_decode(conf: np.ndarray, candidates: np.ndarray, threshold: float) -> np.ndarray:
+    """All candidates with confidence >= threshold if there are at least two, else the top one."""
+    sure = np.flatnonzero(candidates & (conf >= threshold))
+    if sure.size >= MIN_PARALLEL:
+        return sure
+    return top_positions(conf, candidates, 1)
+
+
+def horizon_increment(conf: np.ndarray, masked: np.ndarray, threshold: float) -> int:
+    """Offset + 1 of the farthest masked position with confidence >= threshold, else 1."""
+    hits = np.flatnonzero(masked & (conf >= threshold))
+    return int(hits[-1]) + 1 if hits.size else 1
+
+
+@dataclass
+class SlowFastPolicy(Policy):
+    variant: str = "reference"
+    exploration_steps: Optional[int] = None  # k_exploration_steps (reference) / K_max (paper)
+    horizon_threshold: Optional[float] = None  # cycle_len_confidence_threshold / tau_min_conf
+    stability_window: Optional[int] = None  # cycle_length_stability_window / W_hist
+    std_threshold: Optional[float] = None  # on the std (reference) or the variance (paper)
+    high_confidence_threshold: Optional[float] = None  # tau_high_conf in the paper
+    max_cycles: int = 256  # max_sub_cycles_per_block
+
+    name = "slowfast"
+    ALIASES = {
+        "k_exploration_steps": "exploration_steps",
+        "cycle_len_confidence_threshold": "horizon_threshold",
+        "cycle_length_stability_window": "stability_window",
+        "cycle_length_stability_std_dev_threshold": "std_threshold",
+        "max_sub_cycles_per_block": "max_cycles",
+        "K_max": "exploration_steps",
+        "tau_min_conf": "horizon_threshold",
+        "tau_high_conf": "high_confidence_threshold",
+        "W_hist": "stability_window",
+    }
+
+    def __post_init__(self) -> None:
+        if self.variant not in VARIANT_DEFAULTS:
+            raise ValueError(f"variant: {self.variant!r} is not allowed; allowed: {', '.join(VARIANT_DEFAULTS)}")
+        for key, value in VARIANT_DEFAULTS[self.variant].items():
+            if getattr(self, key) is None:
+                setattr(self, key, value)
+
+    def validate(self) -> None:
+        check_int_at_least("exploration_steps", self.exploration_steps, 1)
+        check_int_at_least("stability_window", self.stability_window, 1)
+        check_int_at_least("max_cycles", self.max_cycles, 1)
+        check_unit_interval("horizon_threshold", self.horizon_threshold)
+        check_unit_interval("high_confidence_threshold", self.high_confidence_threshold)
+        if not isinstance(self.std_threshold, (int, float)) or self.std_threshold < 0:
+            raise ValueError(f"std_threshold: {self.std_threshold!r} is not allowed; it must be a number >= 0")
+
+    # --- state -----------------------------------------------------------------------------
+    def reset(self, layout: Layout, rng: np.random.Generator) -> None:
+        self.layout = layout
+        self.block = 0
+        self._start_block()
+
+    def _start_block(self) -> None:
+        self.last_len = 0  # offset from the block start where the next span starts
+        self.cycle = 0
+        self._start_cycle()
+
+    def _start_cycle(self) -> None:
+        self.cycle += 1
+        if self.cycle > self.max_cycles:
+            raise DecodingStalled(
+                f"slowfast: block {self.block} still has masks after max_cycles={self.max_cycles} cycles"
+            )
+        self.stage = "slow"
+        self.slow_steps = 0
+        self.window: deque[int] = deque(maxlen=self.stability_window)
+        self.span_end: Optional[int] = None  # frozen span end (offset from the block start)
+        self.fast_forwards = 0
+
+    def _spread(self) -> float:
+        values = np.asarray(self.window, dtype=np.float64)
+        return float(values.var() if self.variant == "paper" else values.std())
+
+    # --- one forward's decision -------------------------------------------------------------
+    def decide(self, obs: Observation) -> Decision:
+        bl = self.layout.block_length
+        bs, be = self.layout.block_bounds(self.block)
+        start = bs + self.last_len
+        conf, masked = obs.confidence, obs.mask
+        scope = np.zeros_like(masked)
+        scope[start:be] = masked[start:be]
+        info: dict = {"cycle": self.cycle}
+
+        if self.stage == "slow":
+            increment = horizon_increment(conf[start:be], masked[start:be], self.horizon_threshold)
+            estimate = int(np.clip(self.last_len + increment, 1, bl))
+            info["estimate"] = bs + estimate
+            self.slow_steps += 1
+            if self.span_end is None:
+                self.window.append(estimate)
+                full = len(self.window) == self.stability_window
+                if full and self._spread() < self.std_threshold:
+                    self.span_end = estimate
+                elif self.slow_steps >= self.exploration_steps:
+                    self.span_end = int(np.mean(self.window)) if self.window else bl // 2
+            end = self.span_end if self.span_end is not None else int(np.mean(self.window))
+            info["frozen"] = self.span_end is not None
+            decision = Decision(
+                decode=cautious_decode(conf, scope, self.high_confidence_threshold),
+                stage="slow", block=self.block, span=(start, bs + end),
+                horizons=[bs + e for e in self.window], horizon_spread=self._spread(), info=info,
+            )
+            done = self.slow_steps >= self.exploration_steps or (
+                self.variant == "paper" and self.span_end is not None
+            )
+            if done:
+                self.stage = "fast"
+        else:
+            span = np.zeros_like(masked)
+            span[start:bs + self.span_end] = masked[start:bs + self.span_end]
+            self.fast_forwards += 1
+            decision = Decision(
+                decode=cautious_decode(conf, span, self.high_confidence_threshold),
+                stage="fast", block=self.block, span=(start, bs + self.span_end), info=info,
+            )
+        self._advance(masked, decision.decode)
+        if self.stage == "fast" and self.fast_forwards > 0:
+            decision.next_extent = self.layout.block_bounds(self.block)[0] + self.span_end
+        return decision
+
+    def _advance(self, masked: np.ndarray, decoded: np.ndarray) -> None:
+        """Move to the next cycle or block once the current span or block is full."""
+        after = masked.copy()
+        after[decoded] = False
+        bs, be = self.layout.block_bounds(self.block)
+        if not after[bs:be].any():
+            if self.block + 1 < self.layout.num_blocks:
+                self.block += 1
+                self._start_block()
+            return
+        if self.stage == "fast" and not after[bs + self.last_len: bs + self.span_end].any():
+            self.last_len = self.span_end
+            self._start_cycle()

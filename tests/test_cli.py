@@ -1,0 +1,58 @@
+"""``python -m slowfast generate``: text, one summary line, a trace; bad input exits 2."""
+import re
+import subprocess
+import sys
+
+import pytest
+
+from slowfast.cli import main
+from slowfast.trace import Trace
+
+
+def test_generate_end_to_end_in_a_subprocess(tiny_dir, tmp_path):
+    out = tmp_path / "trace.json"
+    proc = subprocess.run(
+        [sys.executable, "-m", "slowfast", "generate", "--model", str(tiny_dir), "--prompt", "Hello",
+         "--sampler", "slowfast", "--gen-length", "64", "--block-length", "32", "--seed", "3",
+         "--k-exploration-steps", "4", "--trace", str(out)],
+        capture_output=True, text=True, timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr
+    lines = proc.stdout.splitlines()
+    assert re.fullmatch(r"NFE \d+ \| forwards \d+ \| tokens fed \d+ \| [\d.]+ s \| [\d.]+ tokens/s", lines[-2])
+    trace = Trace.load(out)
+    assert trace.settings["params"]["exploration_steps"] == 4 and trace.settings["seed"] == 3
+    assert f"NFE {trace.summary['nfe']} " in lines[-2]
+    assert "\n".join(lines[:-2]) == trace.text
+
+
+@pytest.mark.parametrize("sampler, extra", [("baseline", ["--steps", "32", "--remasking", "random"]),
+                                            ("threshold", ["--param", "factor=1.0"])])
+def test_generate_other_samplers(tiny_dir, capsys, sampler, extra):
+    code = main(["generate", "--model", str(tiny_dir), "--prompt", "Hi", "--sampler", sampler,
+                 "--gen-length", "32", "--block-length", "16", "--no-chat", *extra])
+    assert code == 0
+    assert "NFE" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--gen-length", "60"], "gen_length: 60 is not divisible by block_length 32"),
+    (["--sampler", "nope"], "sampler: 'nope'"),
+    (["--param", "tau_high_conf=1.5"], "high_confidence_threshold: 1.5"),
+    (["--stability-window", "0"], "stability_window: 0"),
+    (["--threshold", "0.5"], "threshold: unknown parameter for sampler 'slowfast'"),
+    (["--prompt", "  "], "prompt: empty"),
+    (["--gen-length", "512", "--block-length", "512"], "exceeds the model's context of 512"),
+    (["--dtype", "int4"], "dtype: 'int4'"),
+])
+def test_bad_input_prints_one_line_and_exits_2(tiny_dir, capsys, args, message):
+    base = ["generate", "--model", str(tiny_dir), "--prompt", "Hi"]
+    code = main(base + args)
+    err = capsys.readouterr().err.strip()
+    assert code == 2
+    assert err.startswith("error: ") and message in err and "\n" not in err
+
+
+def test_unknown_model_folder_exits_2(capsys, tmp_path):
+    assert main(["generate", "--model", str(tmp_path / "missing"), "--prompt", "Hi"]) == 2
+    assert "no such folder" in capsys.readouterr().err
