@@ -5,6 +5,8 @@ import argparse
 import sys
 from typing import Any, Optional
 
+from .bench import add_parser as add_bench_parser
+from .cache import CACHE_PRESETS
 from .samplers import SAMPLERS
 
 # Sampler parameter flags: (flags, dest, type, help). Reference-code names are aliases.
@@ -66,9 +68,34 @@ def build_parser() -> argparse.ArgumentParser:
         g.add_argument(*flags, dest=dest, type=typ, default=None, help=help_)
     g.add_argument("--param", action="append", default=[], metavar="NAME=VALUE",
                    help="any sampler parameter by our or the reference name, e.g. k_exploration_steps=4")
+    g.add_argument("--cache", action="store_true", help="use dLLM-Cache (prompt and response feature reuse)")
+    g.add_argument("--cache-preset", choices=sorted(CACHE_PRESETS), default=None,
+                   help="the paper's cache settings by name (implies --cache)")
+    g.add_argument("--kp", "--prompt-interval-steps", dest="kp", type=int, default=None,
+                   help="cache: refresh the prompt's features every kp forwards (100)")
+    g.add_argument("--kr", "--gen-interval-steps", dest="kr", type=int, default=None,
+                   help="cache: refresh the response's features every kr forwards (5)")
+    g.add_argument("--rho", "--transfer-ratio", dest="rho", type=float, default=None,
+                   help="cache: share of response rows V-verify recomputes between refreshes (0.25)")
+    g.add_argument("--no-layer0-refresh", action="store_true",
+                   help="cache: do not always refresh layer 0 fully (the paper's text)")
 
+    add_bench_parser(sub)
     sub.add_parser("train", help="train the embedded model (see slowfast/train.py --help)", add_help=False)
     return parser
+
+
+def cache_params(args: argparse.Namespace) -> Optional[dict[str, Any]]:
+    """The cache parameters the flags ask for; None when the cache is off."""
+    params: dict[str, Any] = dict(CACHE_PRESETS[args.cache_preset]) if args.cache_preset else {}
+    params.update({k: getattr(args, k) for k in ("kp", "kr", "rho") if getattr(args, k) is not None})
+    if args.no_layer0_refresh:
+        params["refresh_first_layer"] = False
+    if not (args.cache or args.cache_preset):
+        if params:
+            raise ValueError(f"{', '.join(params)}: cache parameters need --cache (or --cache-preset)")
+        return None
+    return params
 
 
 def sampler_params(args: argparse.Namespace) -> dict[str, Any]:
@@ -80,8 +107,11 @@ def sampler_params(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def summary_line(summary: dict[str, Any]) -> str:
-    return (f"NFE {summary['nfe']} | forwards {summary['forwards']} | tokens fed {summary['tokens_fed']} | "
+    line = (f"NFE {summary['nfe']} | forwards {summary['forwards']} | tokens fed {summary['tokens_fed']} | "
             f"{summary['seconds']:.2f} s | {summary['tokens_per_second']:.1f} tokens/s")
+    if summary.get("cache_bytes") is not None:
+        line += f" | cache {summary['cache_bytes'] / 2**20:.1f} MiB"
+    return line
 
 
 def cmd_generate(args: argparse.Namespace) -> int:
@@ -93,6 +123,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
         sampler=args.sampler, gen_length=args.gen_length, block_length=args.block_length, steps=args.steps,
         temperature=args.temperature, seed=args.seed, cfg_scale=args.cfg_scale, chat=not args.no_chat,
         params=sampler_params(args), max_forwards_per_block=args.max_forwards_per_block,
+        cache=cache_params(args),
     )
     settings.policy()  # bad settings fail here, before a model is loaded
     if not args.prompt.strip():
@@ -128,7 +159,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     from .models.loading import ModelLoadError
 
     try:
-        return cmd_generate(args)
+        return args.func(args) if args.command == "bench" else cmd_generate(args)
     except (ValueError, ModelLoadError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -14,6 +14,7 @@ from typing import Any, Iterator, Optional, Sequence, Union
 import numpy as np
 import torch
 
+from .cache import CacheSettings, FeatureCache
 from .models.loading import DLLM
 from .samplers import DecodingStalled, Layout, Observation, Policy, make_policy
 from .trace import StepRecord, Trace, summarize
@@ -33,6 +34,7 @@ class GenerationSettings:
     chat: bool = True  # apply the tokenizer's chat template when it has one
     params: dict[str, Any] = field(default_factory=dict)  # sampler parameters
     max_forwards_per_block: Optional[int] = None  # hard cap; None: 2 * block_length + 16
+    cache: Optional[dict[str, Any]] = None  # dLLM-Cache parameters ({} = defaults); None = off
 
     def policy(self) -> Policy:
         """The validated policy for these settings (raises ValueError on bad input)."""
@@ -55,7 +57,11 @@ class GenerationSettings:
             raise ValueError(f"max_forwards_per_block: {cap!r} is not allowed; it must be an integer >= 1")
         policy = make_policy(self.sampler, self.params)
         policy.check_layout(self.layout)
+        self.cache_settings()
         return policy
+
+    def cache_settings(self) -> Optional[CacheSettings]:
+        return None if self.cache is None else CacheSettings.from_params(self.cache)
 
     @property
     def layout(self) -> Layout:
@@ -69,6 +75,8 @@ class GenerationSettings:
         d = asdict(self)
         if policy is not None:
             d["params"] = policy.params()  # resolved names and defaults, for replay
+        if self.cache is not None:
+            d["cache"] = self.cache_settings().to_dict()
         return d
 
 
@@ -129,6 +137,8 @@ class Run:
         self._seconds = 0.0
         self._canvas: Optional[torch.Tensor] = None
         self._started = False
+        self.cache_bytes = 0
+        self.cache: Optional[FeatureCache] = None
 
     def stop(self) -> None:
         """Ask the loop to end before its next forward; the trace keeps what was done."""
@@ -138,13 +148,23 @@ class Run:
         if self._started:
             raise RuntimeError("a Run can be iterated once; start a new Run")
         self._started = True
+        cache_settings = self.settings.cache_settings()
+        cache = None
+        if cache_settings is not None:
+            cache = FeatureCache(cache_settings, len(self.prompt_ids), self.settings.gen_length,
+                                 self.model.net.cfg.n_layers)
+        self.cache = cache
         try:
-            yield from self._loop()
+            yield from self._loop(cache)
         except DecodingStalled as exc:
             self.error = str(exc)
             raise
+        finally:
+            if cache is not None:
+                self.cache_bytes = cache.nbytes()
+                cache.clear()  # no state leaks into the next run; memory is freed
 
-    def _loop(self) -> Iterator[StepRecord]:
+    def _loop(self, cache: Optional[FeatureCache]) -> Iterator[StepRecord]:
         s, model = self.settings, self.model
         P, G = len(self.prompt_ids), s.gen_length
         device = model.device
@@ -165,18 +185,21 @@ class Run:
                 break
             t0 = time.perf_counter()
             fed = canvas[:, : P + extent]
-            if s.cfg_scale > 0:
+            if cache is not None:
+                cache.begin_forward()
+            if s.cfg_scale > 0:  # the unconditional pass is batch row 1: its own cache rows
                 uncond = fed.clone()
                 uncond[:, :P] = model.mask_id
-                both = model.forward(torch.cat([fed, uncond]))
+                both = model.forward(torch.cat([fed, uncond]), cache=cache, start=P)
                 cond, un = both[:1], both[1:]
                 logits = un + (s.cfg_scale + 1.0) * (cond - un)
                 forwards += 2
             else:
-                logits = model.forward(fed)
+                logits = model.forward(fed, cache=cache, start=P)
                 forwards += 1
+            flops = model.net.forward_flops(2 if s.cfg_scale > 0 else 1, P + extent, cache, logits_from=P)
             nfe += 1
-            c, t = confidences(logits[0, P:], s.temperature, torch_gen)
+            c, t = confidences(logits[0], s.temperature, torch_gen)
             conf[:extent] = c.float().cpu().numpy()
             argmax[:extent] = t.cpu().numpy()
             decision = self.policy.decide(
@@ -197,7 +220,8 @@ class Run:
                 confidence=conf.astype(np.float16), argmax=argmax.astype(np.int32),
                 decoded=[int(i) for i in decode], fed_end=extent,
                 tokens_fed=(P + extent) * (2 if s.cfg_scale > 0 else 1), ms=ms, nfe=nfe, forwards=forwards,
-                info=dict(decision.info),
+                info=dict(decision.info), flops=flops,
+                cache=cache.summary() if cache is not None else None,
             ))
             per_block[decision.block] = per_block.get(decision.block, 0) + 1
             if per_block[decision.block] > s.forward_cap:
@@ -228,7 +252,8 @@ class Run:
         cut = tokens[: first_end(tokens, m.eos_ids)]
         text = m.decode([t for t in cut if t != m.mask_id])
         summary = summarize(self.records, s.gen_length, len(cut), self._seconds)
-        summary.update(finished=self.finished, stopped=self.stopped, error=self.error)
+        summary.update(finished=self.finished, stopped=self.stopped, error=self.error,
+                       cache_bytes=self.cache_bytes if s.cache is not None else None)
         seen = {int(t) for r in self.records for t in r.argmax} | set(tokens) | {m.mask_id}
         strings = m.token_strings(sorted(seen))
         return Trace(

@@ -53,6 +53,8 @@ class StepRecord:
     nfe: int  # cumulative NFE (a CFG pair counts 1)
     forwards: int  # cumulative forward passes (a CFG pair counts 2)
     info: dict = field(default_factory=dict)  # policy extras (e.g. span estimate, cycle)
+    flops: float = 0.0  # estimated matmul FLOPs of this step's forward(s)
+    cache: Optional[dict] = None  # dLLM-Cache rows recomputed/reused per layer (None: no cache)
 
     def to_dict(self) -> dict[str, Any]:
         d = {k: getattr(self, k) for k in self.__dataclass_fields__}
@@ -149,4 +151,5 @@ def summarize(records: list[StepRecord], gen_length: int, answer_tokens: int, se
         "tokens_per_second": gen_length / seconds if seconds > 0 else 0.0,
         "answer_tokens": answer_tokens,
         "decoded": int(sum(len(r.decoded) for r in records)),
+        "flops": float(sum(r.flops for r in records)),
     }

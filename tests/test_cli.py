@@ -56,3 +56,33 @@ def test_bad_input_prints_one_line_and_exits_2(tiny_dir, capsys, args, message):
 def test_unknown_model_folder_exits_2(capsys, tmp_path):
     assert main(["generate", "--model", str(tmp_path / "missing"), "--prompt", "Hi"]) == 2
     assert "no such folder" in capsys.readouterr().err
+
+
+def test_generate_with_cache_and_preset(tiny_dir, tmp_path, capsys):
+    out = tmp_path / "t.json"
+    assert main(["generate", "--model", str(tiny_dir), "--prompt", "Hi", "--gen-length", "32",
+                 "--cache-preset", "slowfast-gsm8k", "--transfer-ratio", "0.5", "--trace", str(out)]) == 0
+    assert "cache" in capsys.readouterr().out.splitlines()[-2]
+    assert Trace.load(out).settings["cache"] == {"kp": 15, "kr": 1, "rho": 0.5, "refresh_first_layer": True}
+
+
+def test_cache_parameters_without_cache_exit_2(tiny_dir, capsys):
+    assert main(["generate", "--model", str(tiny_dir), "--prompt", "Hi", "--kp", "3"]) == 2
+    assert "need --cache" in capsys.readouterr().err
+
+
+def test_bench_cache_prints_costs_next_to_recomputed_rows(tiny_dir, capsys):
+    assert main(["bench", "cache", "--model", str(tiny_dir), "--prompt-len", "16", "--gen-length", "64",
+                 "--repeats", "1"]) == 0
+    rows = {line[:28].strip(): line.split()[-2:] for line in capsys.readouterr().out.splitlines()[2:-1]}
+    assert float(rows["V-verify (rho=0.25)"][1]) == pytest.approx(16 / 80)  # int(64 * 0.25) of 80 rows
+    assert float(rows["response refresh"][1]) == pytest.approx(64 / 80)
+    assert float(rows["full forward (no cache)"][0]) == 1.0
+
+
+def test_bench_samplers_compares_side_by_side(tiny_dir, capsys):
+    assert main(["bench", "samplers", "--model", str(tiny_dir), "--prompt", "Hi", "--gen-length", "32",
+                 "--block-length", "32"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert [line.split()[0] for line in lines[2:]] == ["baseline", "slowfast", "slowfast"]
+    assert lines[2].split()[1] == "32" and "1.00x" in lines[2]

@@ -142,3 +142,12 @@ def test_unsupported_variant_is_refused(tmp_path, tiny_dir):
 def test_bad_dtype(tiny_dir):
     with pytest.raises(ValueError, match="dtype: 'float8'.*float32, bfloat16, float16"):
         load_model(str(tiny_dir), device="cpu", dtype="float8")
+
+
+def test_shifted_logits_read_the_previous_row(tiny_model, monkeypatch):
+    """Dream-style models: position i's logits come from row i - 1; any start gives the same rows."""
+    full = tiny_model.net(TOKENS)
+    monkeypatch.setattr(tiny_model, "shift_logits", True)
+    shifted = tiny_model.forward(TOKENS)
+    assert torch.equal(shifted[:, 1:], full[:, :-1]) and torch.equal(shifted[:, 0], full[:, 0])
+    assert torch.equal(tiny_model.forward(TOKENS, start=4), shifted[:, 4:])

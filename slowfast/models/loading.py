@@ -220,11 +220,14 @@ class DLLM:
         return bool(getattr(self.tokenizer, "chat_template", None))
 
     @torch.inference_mode()
-    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
-        logits = self.net(tokens)
-        if self.shift_logits:
-            logits = torch.cat([logits[:, :1], logits[:, :-1]], dim=1)
-        return logits
+    def forward(self, tokens: torch.Tensor, cache=None, start: int = 0) -> torch.Tensor:
+        """Logits of positions ``start..T-1`` of ``tokens``; ``cache`` is a
+        ``slowfast.cache.FeatureCache`` or None."""
+        if not self.shift_logits:
+            return self.net(tokens, cache=cache, logits_from=start)
+        # Dream-style: position i reads the logits computed at row i - 1 (row 0 reads itself)
+        logits = self.net(tokens, cache=cache, logits_from=max(start - 1, 0))
+        return torch.cat([logits[:, :1], logits[:, :-1]], dim=1) if start == 0 else logits[:, :-1]
 
     def encode_prompt(self, text: str, chat: bool = True) -> list[int]:
         """Token ids of the prompt; the chat template is applied when the tokenizer has one."""

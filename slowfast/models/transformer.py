@@ -9,11 +9,14 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass, fields
-from typing import Any, Optional
+from typing import TYPE_CHECKING, Any, Optional
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+if TYPE_CHECKING:  # the cache imports nothing from here; avoid a cycle at run time
+    from ..cache import FeatureCache, LayerStats, LayerStore
 
 
 @dataclass
@@ -125,6 +128,29 @@ def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.T
     return (xf * cos + rotated * sin).to(x.dtype)
 
 
+def layer_flops(cfg: ModelConfig, qkv_rows: int, v_rows: int, query_rows: int, keys: int, ffn_rows: int) -> float:
+    """Matmul FLOPs of one block: Q/K/V projections, V-only rows (V-verify), attention
+    (scores and weighted sum) with the output projection, and the SwiGLU FFN."""
+    d, kv = cfg.d_model, cfg.kv_heads * cfg.head_dim
+    return float(
+        2 * qkv_rows * d * (d + 2 * kv)
+        + 2 * v_rows * d * kv
+        + query_rows * (4 * keys * d + 2 * d * d)
+        + 6 * ffn_rows * d * cfg.hidden_size
+    )
+
+
+def gather_rows(t: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
+    """Rows ``idx`` ([B, k]) of ``t`` ([B, T, ...]) -> [B, k, ...]."""
+    shape = idx.shape + t.shape[2:]
+    return t.gather(1, idx.view(*idx.shape, *([1] * (t.dim() - 2))).expand(shape))
+
+
+def scatter_rows(t: torch.Tensor, idx: torch.Tensor, rows: torch.Tensor) -> None:
+    """In place: ``t[b, idx[b, j]] = rows[b, j]``."""
+    t.scatter_(1, idx.view(*idx.shape, *([1] * (t.dim() - 2))).expand(rows.shape), rows)
+
+
 class Block(nn.Module):
     """One LLaDA block: h = x + attn(attn_norm(x)); out = h + ffn(ff_norm(h))."""
 
@@ -176,6 +202,98 @@ class Block(nn.Module):
         h = x + self.attend(self.q(n, cos, sin), self.k(n, cos, sin), self.v(n))
         return h + self.ffn(h)
 
+    # --- CACHE HOOK: dLLM-Cache (slowfast/cache.py describes the four cases) ---------------
+    def forward_cached(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, store: "LayerStore",
+                       refresh_prompt: bool, refresh_response: bool, rho: float, P: int,
+                       gen_length: int) -> tuple[torch.Tensor, "LayerStats"]:
+        """The block on ``x`` = [prompt rows (P) | response rows present (R)], reusing ``store``."""
+        from ..cache import LayerStats
+
+        B, T, _ = x.shape
+        R = T - P
+        xp, xr = x[:, :P], x[:, P:]
+        st = LayerStats()
+        if refresh_prompt and refresh_response:
+            n = self.attn_norm(x)
+            k, v = self.k(n, cos, sin), self.v(n)
+            a = self.attend(self.q(n, cos, sin), k, v)
+            h = x + a
+            f = self.ffn(h)
+            store.k_p, store.v_p = k[:, :, :P].clone(), v[:, :, :P].clone()
+            store.attn_p, store.ffn_p = a[:, :P].clone(), f[:, :P].clone()
+            if store.k_r is None:
+                store.k_r = k.new_zeros(B, k.shape[1], gen_length, k.shape[3])
+                store.v_r = torch.zeros_like(store.k_r)
+                store.attn_r = a.new_zeros(B, gen_length, a.shape[2])
+                store.ffn_r = torch.zeros_like(store.attn_r)
+            store.k_r[:, :, :R], store.v_r[:, :, :R] = k[:, :, P:], v[:, :, P:]
+            store.attn_r[:, :R], store.ffn_r[:, :R] = a[:, P:], f[:, P:]
+            st.prompt_recomputed, st.response_recomputed = B * P, B * R
+            st.flops = layer_flops(self.cfg, B * T, 0, B * T, T, B * T)
+            return h + f, st
+
+        if refresh_prompt:  # prompt rows recomputed; response features reused
+            n = self.attn_norm(xp)
+            kp, vp = self.k(n, cos[:P], sin[:P]), self.v(n)
+            keys = torch.cat([kp, store.k_r[:, :, :R]], dim=2)
+            values = torch.cat([vp, store.v_r[:, :, :R]], dim=2)
+            ap = self.attend(self.q(n, cos[:P], sin[:P]), keys, values)
+            hp = xp + ap
+            fp = self.ffn(hp)
+            store.k_p, store.v_p, store.attn_p, store.ffn_p = kp, vp, ap, fp
+            out_p = hp + fp
+            st.prompt_recomputed, st.flops = B * P, layer_flops(self.cfg, B * P, 0, B * P, T, B * P)
+        else:
+            out_p = xp + store.attn_p + store.ffn_p
+            st.prompt_reused = B * P
+
+        if refresh_response:  # response rows recomputed against the cached prompt K/V
+            n = self.attn_norm(xr)
+            kr, vr = self.k(n, cos[P:], sin[P:]), self.v(n)
+            keys = torch.cat([store.k_p, kr], dim=2)
+            values = torch.cat([store.v_p, vr], dim=2)
+            ar = self.attend(self.q(n, cos[P:], sin[P:]), keys, values)
+            hr = xr + ar
+            fr = self.ffn(hr)
+            store.k_r[:, :, :R], store.v_r[:, :, :R] = kr, vr
+            store.attn_r[:, :R], store.ffn_r[:, :R] = ar, fr
+            st.response_recomputed = B * R
+            st.flops += layer_flops(self.cfg, B * R, 0, B * R, T, B * R)
+            return torch.cat([out_p, hr + fr], dim=1), st
+
+        if refresh_prompt:  # prompt refreshed, response reused as is
+            st.response_reused = B * R
+            return torch.cat([out_p, xr + store.attn_r[:, :R] + store.ffn_r[:, :R]], dim=1), st
+
+        # neither refreshes: V-verify picks the response rows whose V moved most
+        n = self.attn_norm(xr)
+        vr = self.v(n)
+        old = store.v_r[:, :, :R]
+        sim = F.cosine_similarity(vr.transpose(1, 2).reshape(B, R, -1).float(),
+                                  old.transpose(1, 2).reshape(B, R, -1).float(), dim=-1)
+        store.v_r[:, :, :R] = vr
+        picked = int(R * rho)
+        st.flops = layer_flops(self.cfg, 0, B * R, 0, 0, 0)
+        if picked > 0:
+            low, idx = sim.topk(picked, dim=1, largest=False)
+            st.similarity_threshold = float(low.max())
+            n_sel = gather_rows(n, idx)
+            cos_sel, sin_sel = cos[P + idx].unsqueeze(1), sin[P + idx].unsqueeze(1)  # [B, 1, k, D]
+            q_sel = self.q(n_sel, cos_sel, sin_sel)
+            k_sel = self.k(n_sel, cos_sel, sin_sel)
+            k_r = store.k_r[:, :, :R].transpose(1, 2)  # [B, R, H, D] view
+            scatter_rows(k_r, idx, k_sel.transpose(1, 2))
+            keys = torch.cat([store.k_p, store.k_r[:, :, :R]], dim=2)
+            values = torch.cat([store.v_p, store.v_r[:, :, :R]], dim=2)
+            a_sel = self.attend(q_sel, keys, values)
+            h_sel = gather_rows(xr, idx) + a_sel
+            f_sel = self.ffn(h_sel)
+            scatter_rows(store.attn_r[:, :R], idx, a_sel)
+            scatter_rows(store.ffn_r[:, :R], idx, f_sel)
+            st.flops += layer_flops(self.cfg, B * picked, 0, B * picked, T, B * picked)
+        st.response_recomputed, st.response_reused = B * picked, B * (R - picked)
+        return torch.cat([out_p, xr + store.attn_r[:, :R] + store.ffn_r[:, :R]], dim=1), st
+
 
 class Transformer(nn.Module):
     """LLaDA-family mask predictor: tokens ``[B, T]`` -> logits ``[B, T, vocab]``.
@@ -214,8 +332,11 @@ class Transformer(nn.Module):
             logits = self.transformer["ff_out"](h)
         return logits[..., : self.cfg.vocab_size]
 
-    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
-        """Full bidirectional forward over ``tokens`` at positions ``0..T-1``."""
+    def forward(self, tokens: torch.Tensor, cache: Optional["FeatureCache"] = None,
+                logits_from: int = 0) -> torch.Tensor:
+        """Bidirectional forward over ``tokens`` at positions ``0..T-1``; logits for rows
+        ``logits_from..T-1`` only (the prompt's logits are never needed). With ``cache``, the
+        first ``cache.prompt_len`` rows are the prompt and features are reused per its plan."""
         T = tokens.shape[1]
         if T > self.cfg.max_sequence_length:
             raise ValueError(
@@ -224,9 +345,24 @@ class Transformer(nn.Module):
             )
         cos, sin = self.rope(T, tokens.device)
         x = self.transformer["wte"](tokens)
-        for block in self.transformer["blocks"]:
-            x = block(x, cos, sin)
-        return self.head(x)
+        for i, block in enumerate(self.transformer["blocks"]):
+            if cache is None:
+                x = block(x, cos, sin)
+                continue
+            refresh_prompt, refresh_response = cache.plan(i)
+            x, stats = block.forward_cached(x, cos, sin, cache.layers[i], refresh_prompt, refresh_response,
+                                            cache.settings.rho, cache.prompt_len, cache.gen_length)
+            cache.last_stats.append(stats)
+        return self.head(x[:, logits_from:])
+
+    def forward_flops(self, batch: int, rows: int, cache: Optional["FeatureCache"] = None,
+                      logits_from: int = 0) -> float:
+        """Estimated matmul FLOPs of the last forward over ``batch`` x ``rows`` tokens."""
+        head = 2.0 * batch * (rows - logits_from) * self.cfg.d_model * self.cfg.vocab_size
+        if cache is not None and cache.last_stats:
+            return sum(s.flops for s in cache.last_stats) + head
+        n = batch * rows
+        return self.cfg.n_layers * layer_flops(self.cfg, n, 0, n, rows, n) + head
 
     def num_parameters(self) -> int:
         return sum(p.numel() for p in self.parameters())
