@@ -254,13 +254,14 @@ class Run:
         summary = summarize(self.records, s.gen_length, len(cut), self._seconds)
         summary.update(finished=self.finished, stopped=self.stopped, error=self.error,
                        cache_bytes=self.cache_bytes if s.cache is not None else None)
-        seen = {int(t) for r in self.records for t in r.argmax} | set(tokens) | {m.mask_id}
-        strings = m.token_strings(sorted(seen))
+        predicted = np.unique(np.concatenate([r.argmax for r in self.records])) if self.records else []
+        seen = sorted({int(t) for t in predicted} | set(tokens) | {m.mask_id})
+        strings = m.token_strings(seen)
         return Trace(
             settings=s.to_dict(self.policy), model=m.name, prompt=self.prompt_text,
             prompt_ids=list(self.prompt_ids), mask_id=m.mask_id, records=list(self.records),
             tokens=tokens, text=text, summary=summary,
-            token_strings={str(t): x for t, x in zip(sorted(seen), strings)},
+            token_strings={str(t): x for t, x in zip(seen, strings)},
         )
 
 

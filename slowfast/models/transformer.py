@@ -320,7 +320,8 @@ class Transformer(nn.Module):
         """cos/sin for positions ``0..length-1``; built once, grown on demand (not a parameter)."""
         if self._rope is None or self._rope[0].shape[0] < length or self._rope[0].device != torch.device(device):
             size = max(length, min(self.cfg.max_sequence_length, 4096))
-            self._rope = rope_tables(self.cfg.head_dim, self.cfg.rope_theta, size, device)
+            with torch.inference_mode(False):  # normal tensors: usable when training later
+                self._rope = rope_tables(self.cfg.head_dim, self.cfg.rope_theta, size, device)
         cos, sin = self._rope
         return cos[:length], sin[:length]
 

@@ -1,0 +1,363 @@
+"""SlowFast Explorer: a Gradio UI over the step engine. Wiring only.
+
+Run locally with ``python app.py`` (127.0.0.1:7860 unless GRADIO_SERVER_NAME/PORT say
+otherwise); the same file is a Hugging Face Space's ``app_file``. Everything shown comes
+from ``visuals`` (pure functions of a Trace) and the engine's StepRecord stream.
+"""
+from __future__ import annotations
+
+import dataclasses
+import os
+import tempfile
+from pathlib import Path
+from typing import Any, Optional
+
+import gradio as gr
+
+import visuals
+from slowfast.cache import CACHE_PRESETS
+from slowfast.samplers.slowfast import VARIANT_DEFAULTS
+from slowfast.session import (
+    MODEL_CHOICES,
+    BackgroundRun,
+    Controls,
+    ModelLoadError,
+    ModelPool,
+    check_controls,
+    example_prompts,
+    load_presets,
+    preset_controls,
+    run_to_end,
+)
+from slowfast.trace import Trace
+
+HERE = Path(__file__).resolve().parent
+PRESETS = load_presets(HERE / "presets")
+REFRESH_SECONDS = 0.3  # plots re-render at most this often while a run streams
+POOL = ModelPool()
+CONTROL_NAMES = [f.name for f in dataclasses.fields(Controls) if f.name != "extra"]
+PLOTS = ["certainty_heatmap", "stage_timeline", "convergence", "cache_hits", "speed"]
+COMPARE_CONFIGS = ["baseline", "slowfast", "slowfast + cache", "threshold"]
+
+try:  # on a Hugging Face ZeroGPU Space the decoding runs under its GPU decorator
+    import spaces  # type: ignore
+
+    def _gpu_seconds(model_name: str, prompt: str, settings: dict) -> int:
+        return int(min(300, 30 + settings.get("gen_length", 128) * 0.5))
+
+    @spaces.GPU(duration=_gpu_seconds)
+    def _decode_on_gpu(model_name: str, prompt: str, settings: dict) -> dict:
+        """Runs in the GPU worker; only JSON crosses back, never tensors."""
+        from slowfast.engine import GenerationSettings
+
+        model = POOL.get(model_name)
+        return run_to_end(model, prompt, GenerationSettings(**settings)).to_dict()
+except ImportError:
+    spaces = None
+    _decode_on_gpu = None
+
+
+def controls_from(values: tuple) -> Controls:
+    return Controls(**dict(zip(CONTROL_NAMES, values)))
+
+
+def render(trace: Optional[Trace], step: Optional[int] = None) -> list:
+    """Canvas, the five plots and the status line for ``trace`` as of ``step``."""
+    if trace is None:
+        return ["", *[None] * len(PLOTS), ""]
+    figs = [getattr(visuals, name)(trace, step) for name in PLOTS]
+    return [visuals.canvas_html(trace, step), *figs, status_line(trace, step)]
+
+
+def status_line(trace: Trace, step: Optional[int] = None) -> str:
+    records = trace.records if step is None else trace.records[: step + 1]
+    if not records:
+        return "No steps yet."
+    last = records[-1]
+    s = trace.summary
+    state = ("finished" if s.get("finished") else "stopped" if s.get("stopped")
+             else f"ended: {s['error']}" if s.get("error") else "running")
+    if step is not None and step < len(trace.records) - 1:
+        state = f"replaying step {step} of {len(trace.records) - 1}"
+    decoded = sum(len(r.decoded) for r in records)
+    seconds = sum(r.ms for r in records) / 1000
+    cache = f" | cache {s['cache_bytes'] / 2**20:.1f} MiB" if s.get("cache_bytes") else ""
+    return (f"**{state}** | step {last.step} ({last.stage}) | NFE {last.nfe} | decoded {decoded}/{trace.gen_length} "
+            f"| tokens fed {sum(r.tokens_fed for r in records)} | {seconds:.2f} s | "
+            f"{decoded / seconds if seconds else 0:.1f} tokens/s{cache}")
+
+
+def scrubber_for(trace: Optional[Trace]):
+    n = len(trace.records) if trace is not None else 0
+    return gr.Slider(minimum=0, maximum=max(n - 1, 1), value=max(n - 1, 0), step=1, interactive=n > 1)
+
+
+def load(model_name: str):
+    """The model, or None and a message (the app keeps working with what it has)."""
+    try:
+        return POOL.get(model_name), POOL.note
+    except (ModelLoadError, ValueError) as exc:
+        return None, f"Could not load **{model_name}**: {exc}"
+
+
+def on_run(model_name: str, prompt: str, state: dict, *values):
+    """Stream a run: the decoder works in a thread; plots re-render every REFRESH_SECONDS."""
+    outputs_idle = render(state.get("trace"))
+    try:
+        controls = controls_from(values)
+        settings = controls.settings()
+    except ValueError as exc:
+        yield [f"⚠️ {exc}", "", *outputs_idle, gr.Slider()]
+        return
+    model, note = load(model_name)
+    if model is None:
+        yield [f"⚠️ {note}", "", *outputs_idle, gr.Slider()]
+        return
+    if _decode_on_gpu is not None:  # Space: one GPU call, then the whole trace
+        try:
+            trace = Trace.from_dict(_decode_on_gpu(model_name, prompt, dataclasses.asdict(settings)))
+        except ValueError as exc:
+            yield [f"⚠️ {exc}", "", *outputs_idle, gr.Slider()]
+            return
+        state["trace"] = trace
+        yield [note, trace.text, *render(trace), scrubber_for(trace)]
+        return
+    try:
+        job = BackgroundRun(model, prompt, settings)
+    except ValueError as exc:
+        yield [f"⚠️ {exc}", "", *outputs_idle, gr.Slider()]
+        return
+    state["run"] = job.start()
+    while True:
+        done = job.wait(REFRESH_SECONDS)
+        trace = job.trace()
+        state["trace"] = trace
+        message = note if job.error is None else f"⚠️ {job.error}"
+        yield [message, trace.text, *render(trace), scrubber_for(trace) if done else gr.Slider()]
+        if done:
+            break
+
+
+def on_stop(state: dict) -> str:
+    job = state.get("run")
+    if job is None or job.done.is_set():
+        return "Nothing is running."
+    job.stop()
+    return "Stopping after the current step…"
+
+
+def on_scrub(step: int, state: dict) -> list:
+    trace = state.get("trace")
+    return render(trace, int(step) if trace is not None else None)
+
+
+def on_compare(model_name: str, prompt: str, configs: list[str], state: dict, *values):
+    model, note = load(model_name)
+    if model is None:
+        return f"⚠️ {note}", None, None
+    if not configs:
+        return "Pick at least one configuration.", None, None
+    base = controls_from(values)
+    traces, labels = [], []
+    for label in configs:
+        c = dataclasses.replace(base, sampler=label.split(" ")[0], cache=label.endswith("cache"))
+        try:
+            traces.append(run_to_end(model, prompt, c.settings()))
+        except ValueError as exc:
+            return f"⚠️ {label}: {exc}", None, None
+        labels.append(label)
+    rows = visuals.compare_table(traces, labels)
+    table = [[r["label"], r["nfe"], r["tokens_fed"], round(r["seconds"], 3), round(r["tokens_per_second"], 1),
+              f"{r['speedup']:.2f}x", "yes" if r["same_text"] else "no", r["text"]] for r in rows]
+    state["compare"] = traces
+    return f"Compared {len(traces)} runs on the same prompt and seed.", table, visuals.compare_heatmaps(traces, labels)
+
+
+def on_export(state: dict):
+    trace = state.get("trace")
+    if trace is None:
+        return "Run or replay something first.", None
+    folder = Path(tempfile.mkdtemp(prefix="slowfast-"))
+    trace_path = trace.save(folder / "trace.json")
+    figs = {name: fn(trace) for name, fn in visuals.ALL_FIGURES.items()}
+    html_path = folder / "figures.html"
+    html_path.write_text(visuals.figures_html(figs), encoding="utf-8")
+    return f"Exported {len(trace.records)} steps.", [str(trace_path), str(html_path)]
+
+
+def on_replay(file, state: dict):
+    if file is None:
+        return ["", "", *render(state.get("trace")), gr.Slider()]
+    path = file if isinstance(file, str) else getattr(file, "name", file)
+    try:
+        trace = Trace.load(path)
+    except (ValueError, KeyError, TypeError, OSError) as exc:
+        return [f"⚠️ Not a trace file: {exc}", "", *render(state.get("trace")), gr.Slider()]
+    state["trace"] = trace
+    return [f"Replaying a trace of **{trace.model}** ({trace.settings['sampler']}, {len(trace.records)} steps); "
+            "no model needed.", trace.text, *render(trace), scrubber_for(trace)]
+
+
+def on_preset(name: str):
+    preset = PRESETS.get(name)
+    if preset is None:
+        return [gr.update()] * (len(CONTROL_NAMES) + 2)
+    values = preset_controls(preset)
+    updates = [gr.update(value=values[n]) if n in values else gr.update() for n in CONTROL_NAMES]
+    explanation = f"**{preset['name']}**: {preset.get('description', '')}"
+    if preset.get("explanation"):
+        explanation += f"\n\n*What to look for:* {preset['explanation']}"
+    prompt = gr.update(value=preset["prompt"]) if preset.get("prompt") else gr.update()
+    return [*updates, prompt, explanation]
+
+
+def on_variant(variant: str):
+    d = VARIANT_DEFAULTS[variant]
+    return [d["exploration_steps"], d["horizon_threshold"], d["stability_window"], d["std_threshold"],
+            d["high_confidence_threshold"]]
+
+
+def on_check(model_name: str, prompt: str, *values) -> str:
+    model = POOL.models.get((model_name or "").strip())  # never loads on a keystroke
+    try:
+        message = check_controls(controls_from(values), model, prompt if model is not None else None)
+    except (TypeError, ValueError) as exc:
+        message = str(exc)
+    return f"⚠️ {message}" if message else "✓ Settings are valid."
+
+
+def build_app(default_model: str = "embedded") -> gr.Blocks:
+    d = Controls()
+    examples = example_prompts()
+    first_prompt = next(iter(examples.values()))
+    with gr.Blocks(title="SlowFast Explorer") as demo:
+        state = gr.State({})
+        gr.Markdown("# SlowFast Explorer\nWatch a diffusion LLM unmask its answer step by step, and see what "
+                    "SlowFast sampling, Fast-dLLM's threshold and dLLM-Cache change.")
+        with gr.Row():
+            with gr.Column(scale=1, min_width=340):
+                model = gr.Dropdown(MODEL_CHOICES if default_model in MODEL_CHOICES else [default_model, *MODEL_CHOICES],
+                                    value=default_model, allow_custom_value=True, label="Model",
+                                    info="embedded runs offline on a CPU; hub ids download once; or a local folder")
+                preset = gr.Dropdown(list(PRESETS), value=None, label="Preset",
+                                     info="paper settings and teaching scenarios; choosing one fills the controls")
+                explanation = gr.Markdown()
+                example = gr.Dropdown(list(examples), value=None, label="Example prompt")
+                prompt = gr.Textbox(first_prompt, label="Prompt", lines=3, elem_id="prompt")
+                c: dict[str, Any] = {}
+                c["chat"] = gr.Checkbox(d.chat, label="Apply the chat template (instruct models)")
+                c["sampler"] = gr.Radio(["baseline", "slowfast", "threshold"], value=d.sampler, label="Sampler",
+                                        elem_id="sampler",
+                                        info="LLaDA baseline, SlowFast (Wei et al. 2025), Fast-dLLM threshold")
+                c["cache"] = gr.Checkbox(d.cache, label="dLLM-Cache (feature reuse)")
+                check = gr.Markdown(elem_id="check")
+                with gr.Row():
+                    run_btn = gr.Button("Run", variant="primary", elem_id="run")
+                    stop_btn = gr.Button("Stop", variant="stop", elem_id="stop")
+                with gr.Accordion("Generation", open=True):
+                    c["gen_length"] = gr.Slider(8, 1024, d.gen_length, step=8, label="Generation length",
+                                                info="gen_length: positions to generate")
+                    c["block_length"] = gr.Slider(8, 1024, d.block_length, step=8, label="Block length",
+                                                  info="block_length: semi-autoregressive blocks, left to right")
+                    c["steps"] = gr.Slider(1, 1024, d.steps, step=1, label="Steps (baseline)",
+                                           info="steps: forwards in all, a multiple of the number of blocks")
+                    c["temperature"] = gr.Slider(0, 2, d.temperature, step=0.05, label="Temperature",
+                                                 info="0 = greedy; > 0 Gumbel noise in float64")
+                    c["seed"] = gr.Number(d.seed, precision=0, label="Seed")
+                    c["cfg_scale"] = gr.Slider(0, 5, d.cfg_scale, step=0.1, label="CFG scale",
+                                               info="cfg_scale: classifier-free guidance (0 = off)")
+                with gr.Accordion("SlowFast", open=True):
+                    c["variant"] = gr.Radio(list(VARIANT_DEFAULTS), value=d.variant, label="Variant",
+                                            info="reference = the published code; paper = the paper's text")
+                    c["exploration_steps"] = gr.Slider(1, 16, d.exploration_steps, step=1,
+                                                       label="Exploration steps (slow stage)",
+                                                       info="k_exploration_steps / K_max: forwards per slow stage")
+                    c["horizon_threshold"] = gr.Slider(0, 1, d.horizon_threshold, step=0.01,
+                                                       label="Horizon confidence threshold",
+                                                       info="cycle_len_confidence_threshold / tau_min_conf: certainty "
+                                                            "a masked position needs to extend the span")
+                    c["stability_window"] = gr.Slider(1, 8, d.stability_window, step=1, label="Stability window",
+                                                      info="cycle_length_stability_window / W_hist: horizon "
+                                                           "estimates compared for convergence")
+                    c["std_threshold"] = gr.Slider(0, 5, d.std_threshold, step=0.1, label="Stability threshold",
+                                                   info="cycle_length_stability_std_dev_threshold: the span "
+                                                        "freezes when the spread falls below it")
+                    c["high_confidence_threshold"] = gr.Slider(0, 1, d.high_confidence_threshold, step=0.01,
+                                                               label="High-confidence threshold",
+                                                               info="high_confidence_threshold / tau_high_conf: "
+                                                                    "decode all above it if at least two")
+                with gr.Accordion("Baseline", open=False):
+                    c["remasking"] = gr.Radio(["low_confidence", "random"], value=d.remasking, label="Remasking",
+                                              info="remasking: which positions each step unmasks")
+                with gr.Accordion("Threshold (Fast-dLLM)", open=False):
+                    c["threshold"] = gr.Slider(0, 1, d.threshold, step=0.01, label="Confidence threshold",
+                                               info="threshold: unmask every masked position above it (at least 1)")
+                    c["factor"] = gr.Slider(0, 4, d.factor, step=0.1, label="Factor (0 = off)",
+                                            info="factor: unmask the largest n with c(n) >= 1 - factor/(n+1)")
+                with gr.Accordion("dLLM-Cache", open=False):
+                    c["kp"] = gr.Slider(1, 500, d.kp, step=1, label="Prompt refresh interval K_p",
+                                        info="prompt_interval_steps: prompt features recomputed every K_p forwards")
+                    c["kr"] = gr.Slider(1, 100, d.kr, step=1, label="Response refresh interval K_r",
+                                        info="gen_interval_steps: response features recomputed every K_r forwards")
+                    c["rho"] = gr.Slider(0, 1, d.rho, step=0.05, label="V-verify ratio rho",
+                                         info="transfer_ratio: share of response rows recomputed in between")
+                    c["refresh_first_layer"] = gr.Checkbox(d.refresh_first_layer, label="Always refresh layer 0")
+                    gr.Markdown("Paper settings: " + ", ".join(
+                        f"`{k}` K_p={v['kp']} K_r={v['kr']} rho={v['rho']}" for k, v in CACHE_PRESETS.items()))
+            with gr.Column(scale=2):
+                message = gr.Markdown(elem_id="message")
+                status = gr.Markdown(elem_id="status")
+                text = gr.Textbox(label="Text", lines=3, interactive=False, elem_id="text")
+                canvas = gr.HTML(elem_id="canvas")
+                with gr.Tabs():
+                    with gr.Tab("Certainty"):
+                        heat = gr.Plot(elem_id="heatmap", show_label=False)
+                    with gr.Tab("Stages"):
+                        stages = gr.Plot(elem_id="stages", show_label=False)
+                    with gr.Tab("Convergence"):
+                        conv = gr.Plot(show_label=False)
+                    with gr.Tab("Cache"):
+                        cache_plot = gr.Plot(show_label=False)
+                    with gr.Tab("Speed"):
+                        speed = gr.Plot(show_label=False)
+                scrubber = gr.Slider(0, 1, 0, step=1, label="Step", interactive=False, elem_id="scrubber",
+                                     info="after a run: move to any step to see the canvas and plots as of then")
+                with gr.Tab("Compare"):
+                    configs = gr.CheckboxGroup(COMPARE_CONFIGS, value=["baseline", "slowfast", "slowfast + cache"],
+                                               label="Configurations (same prompt, seed and sliders)")
+                    compare_btn = gr.Button("Compare")
+                    compare_msg = gr.Markdown()
+                    compare_table = gr.Dataframe(headers=["config", "NFE", "tokens fed", "seconds", "tokens/s",
+                                                          "speedup", "same text", "text"], interactive=False)
+                    compare_plot = gr.Plot(show_label=False)
+                with gr.Tab("Export / replay"):
+                    export_btn = gr.Button("Export trace and figures")
+                    export_msg = gr.Markdown()
+                    export_files = gr.File(label="Downloads", file_count="multiple")
+                    upload = gr.File(label="Replay a trace file (no model needed)", file_types=[".json"],
+                                     type="filepath")
+
+        controls = [c[n] for n in CONTROL_NAMES]
+        views = [canvas, heat, stages, conv, cache_plot, speed, status]
+        run_event = run_btn.click(on_run, [model, prompt, state, *controls], [message, text, *views, scrubber],
+                                  concurrency_id="device", concurrency_limit=1)
+        stop_btn.click(on_stop, [state], [message], queue=False)
+        scrubber.release(on_scrub, [scrubber, state], views)
+        compare_btn.click(on_compare, [model, prompt, configs, state, *controls],
+                          [compare_msg, compare_table, compare_plot], concurrency_id="device")
+        export_btn.click(on_export, [state], [export_msg, export_files])
+        upload.upload(on_replay, [upload, state], [message, text, *views, scrubber])
+        preset.change(on_preset, [preset], [*controls, prompt, explanation])
+        example.change(lambda k: examples.get(k, gr.update()), [example], [prompt])
+        c["variant"].input(on_variant, [c["variant"]],
+                           [c[n] for n in ("exploration_steps", "horizon_threshold", "stability_window",
+                                           "std_threshold", "high_confidence_threshold")])
+        gr.on([x.change for x in controls] + [prompt.change, model.change], on_check,
+              [model, prompt, *controls], [check], queue=False)
+        demo.run_event = run_event  # for tests
+    return demo
+
+
+if __name__ == "__main__":
+    app = build_app(os.environ.get("SLOWFAST_MODEL", "embedded"))
+    app.queue(default_concurrency_limit=1).launch()

@@ -1,0 +1,220 @@
+"""What the explorer app needs beyond the engine, without any UI code: a pool of loaded
+models, controls -> settings with the checks a user sees before a run, example prompts,
+and a run decoding in a background thread that the UI polls (so rendering never blocks
+the decoder and Stop ends the run within one step)."""
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass, field
+from typing import Any, Optional
+
+import torch
+
+from .cache import CACHE_PRESETS
+from .engine import GenerationSettings, Run
+from .models.loading import DLLM, KNOWN_MODELS, ModelLoadError, load_model
+from .samplers import DecodingStalled
+from .trace import Trace
+
+MODEL_CHOICES = ["embedded", *KNOWN_MODELS]
+
+
+class ModelPool:
+    """Loaded models by name. On a GPU only one is kept (loading another evicts it and says
+    so); on a CPU up to ``max_cpu`` are kept, the oldest evicted first."""
+
+    def __init__(self, max_cpu: int = 2):
+        self.max_cpu = max_cpu
+        self.models: dict[str, DLLM] = {}
+        self.lock = threading.Lock()
+        self.note = ""
+
+    def get(self, name: str, device: Optional[str] = None) -> DLLM:
+        """The model ``name`` (loading it if needed); raises ModelLoadError/ValueError."""
+        name = (name or "").strip()
+        with self.lock:
+            if name in self.models:
+                self.note = f"using loaded model '{name}'"
+                return self.models[name]
+            model = load_model(name, device=device)
+            limit = 1 if model.device.type == "cuda" else self.max_cpu
+            evicted = []
+            while len(self.models) >= limit:
+                old = next(iter(self.models))
+                evicted.append(old)
+                del self.models[old]
+            if evicted and model.device.type == "cuda":
+                torch.cuda.empty_cache()
+            self.models[name] = model
+            self.note = f"loaded '{name}' on {model.device}" + (
+                f"; unloaded {', '.join(evicted)} to make room" if evicted else "")
+            return model
+
+
+def example_prompts(per_task: int = 2) -> dict[str, str]:
+    """Label -> prompt, drawn from the held-out task sets (arithmetic, parallel task, prose)."""
+    out: dict[str, str] = {}
+    try:
+        from .tasks import TASKS
+    except ImportError:  # a checkout without the task sets
+        return {"Arithmetic": "Q: 7+5-3+8=? A:", "Free text": "It is a truth universally acknowledged"}
+    for name, task in TASKS.items():
+        for i, ex in enumerate(task.examples("heldout", per_task, seed=0)):
+            out[f"{name} #{i + 1}"] = ex.prompt
+    return out
+
+
+@dataclass
+class Controls:
+    """Every control of the app, named as GenerationSettings and the samplers name them."""
+
+    sampler: str = "slowfast"
+    gen_length: int = 64
+    block_length: int = 64
+    steps: int = 64
+    temperature: float = 0.0
+    seed: int = 0
+    cfg_scale: float = 0.0
+    chat: bool = True
+    remasking: str = "low_confidence"
+    variant: str = "reference"
+    exploration_steps: int = 6
+    horizon_threshold: float = 0.3
+    stability_window: int = 2
+    std_threshold: float = 1.0
+    high_confidence_threshold: float = 0.9
+    threshold: float = 0.9
+    factor: float = 0.0  # 0 = fixed threshold rule
+    cache: bool = False
+    kp: int = 100
+    kr: int = 5
+    rho: float = 0.25
+    refresh_first_layer: bool = True
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def settings(self) -> GenerationSettings:
+        """The run these controls describe (raises ValueError naming a bad parameter)."""
+        as_int = lambda v: int(v) if isinstance(v, float) and float(v).is_integer() else v  # noqa: E731
+        if self.sampler == "baseline":
+            params: dict[str, Any] = {"remasking": self.remasking}
+        elif self.sampler == "slowfast":
+            params = dict(variant=self.variant, exploration_steps=as_int(self.exploration_steps),
+                          horizon_threshold=self.horizon_threshold, stability_window=as_int(self.stability_window),
+                          std_threshold=self.std_threshold, high_confidence_threshold=self.high_confidence_threshold)
+        else:
+            params = {"threshold": self.threshold, "factor": self.factor or None}
+        cache = None
+        if self.cache:
+            cache = {"kp": as_int(self.kp), "kr": as_int(self.kr), "rho": self.rho,
+                     "refresh_first_layer": bool(self.refresh_first_layer)}
+        settings = GenerationSettings(
+            sampler=self.sampler, gen_length=as_int(self.gen_length), block_length=as_int(self.block_length),
+            steps=as_int(self.steps), temperature=float(self.temperature), seed=as_int(self.seed),
+            cfg_scale=float(self.cfg_scale), chat=bool(self.chat), params=params, cache=cache,
+        )
+        settings.policy()
+        return settings
+
+
+def check_controls(controls: Controls, model: Optional[DLLM] = None, prompt: Optional[str] = None) -> str:
+    """'' when a run with these controls can start, else the reason (shown next to Run)."""
+    try:
+        settings = controls.settings()
+        if model is not None and prompt is not None:
+            Run(model, prompt, settings)
+    except ValueError as exc:
+        return str(exc)
+    return ""
+
+
+def preset_controls(preset: dict[str, Any]) -> dict[str, Any]:
+    """Control values a preset file sets (its ``settings`` flattened onto Controls' names)."""
+    s = dict(preset.get("settings", {}))
+    values = {k: v for k, v in s.items() if k not in ("params", "cache")}
+    values.update(s.get("params", {}))
+    if "cache" in s:
+        cache = s["cache"]
+        if cache is None:
+            values["cache"] = False
+        else:
+            cache = dict(CACHE_PRESETS.get(cache, {})) if isinstance(cache, str) else dict(cache)
+            values.update(cache=True, **cache)
+    if values.get("factor") is None and "factor" in values:
+        values["factor"] = 0.0
+    unknown = set(values) - set(Controls.__dataclass_fields__)
+    if unknown:
+        raise ValueError(f"preset {preset.get('name')!r}: unknown settings {sorted(unknown)}")
+    return values
+
+
+class BackgroundRun:
+    """A Run decoding in its own thread; the UI polls ``wait`` and reads ``trace``."""
+
+    def __init__(self, model: DLLM, prompt: str, settings: GenerationSettings):
+        self.run = Run(model, prompt, settings)  # validates before any thread starts
+        self.done = threading.Event()
+        self.error: Optional[str] = None
+        self.thread = threading.Thread(target=self._work, daemon=True)
+
+    def _work(self) -> None:
+        try:
+            for _ in self.run:
+                pass
+        except DecodingStalled as exc:
+            self.error = str(exc)
+        except Exception as exc:  # the UI shows it; the records so far stay in the trace
+            self.error = f"{type(exc).__name__}: {exc}"
+        finally:
+            self.done.set()
+
+    def start(self) -> "BackgroundRun":
+        self.thread.start()
+        return self
+
+    def stop(self) -> None:
+        self.run.stop()
+
+    def wait(self, seconds: float) -> bool:
+        """Block up to ``seconds``; True once the run has ended."""
+        return self.done.wait(seconds)
+
+    @property
+    def steps_done(self) -> int:
+        return len(self.run.records)
+
+    def trace(self) -> Trace:
+        return self.run.trace
+
+
+def run_to_end(model: DLLM, prompt: str, settings: GenerationSettings) -> Trace:
+    """Decode synchronously (compare runs, tests); errors end the run and stay in its trace."""
+    run = Run(model, prompt, settings)
+    try:
+        for _ in run:
+            pass
+    except DecodingStalled:
+        pass
+    return run.trace
+
+
+
+
+
+def load_presets(folder) -> dict[str, dict[str, Any]]:
+    """Name -> preset from ``folder/*.json`` (sorted by file name); bad files raise ValueError."""
+    import json
+    from pathlib import Path
+
+    presets: dict[str, dict[str, Any]] = {}
+    for path in sorted(Path(folder).glob("*.json")):
+        try:
+            preset = json.loads(path.read_text(encoding="utf-8"))
+        except json.JSONDecodeError as exc:
+            raise ValueError(f"preset file {path.name}: not valid JSON ({exc})") from exc
+        preset_controls(preset)  # fails loudly on unknown settings
+        presets[preset["name"]] = preset
+    return presets
+
+
+__all__ = ["BackgroundRun", "Controls", "MODEL_CHOICES", "ModelLoadError", "ModelPool", "check_controls",
+           "example_prompts", "load_presets", "preset_controls", "run_to_end"]

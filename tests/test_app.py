@@ -1,0 +1,122 @@
+"""The Gradio app built in-process and driven through its Python functions."""
+import dataclasses
+import os
+
+import pytest
+
+os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+
+import app  # noqa: E402
+from slowfast.session import BackgroundRun, Controls, load_presets, preset_controls  # noqa: E402
+from slowfast.trace import Trace  # noqa: E402
+
+
+def values(**changes):
+    c = dataclasses.replace(Controls(gen_length=64, block_length=32, steps=64), **changes)
+    return [getattr(c, n) for n in app.CONTROL_NAMES]
+
+
+def drain(gen):
+    outputs = None
+    for outputs in gen:
+        pass
+    return outputs
+
+
+@pytest.fixture(scope="module")
+def demo(tiny_dir):
+    return app.build_app(str(tiny_dir))
+
+
+def test_app_builds_with_every_control(demo):
+    assert len(app.CONTROL_NAMES) >= 20 and demo is not None
+
+
+def test_run_streams_to_completion(tiny_dir):
+    state = {}
+    outputs = drain(app.on_run(str(tiny_dir), "What is 2+2?", state, *values(sampler="slowfast", cache=True)))
+    message, text, canvas, *figs, status, scrubber = outputs
+    trace = state["trace"]
+    assert trace.summary["finished"] and "finished" in status and f"NFE {trace.summary['nfe']}" in status
+    assert text == trace.text and "<" in canvas and all(f is not None for f in figs)
+    assert scrubber.maximum == len(trace.records) - 1
+    assert trace.records[1].cache is not None
+
+
+def test_scrubber_replays_an_earlier_step(tiny_dir):
+    state = {}
+    drain(app.on_run(str(tiny_dir), "Hi", state, *values(sampler="baseline")))
+    canvas, *figs, status = app.on_scrub(3, state)
+    assert "replaying step 3" in status and "NFE 4" in status
+
+
+def test_stop_ends_a_run_within_one_step(tiny_model):
+    job = BackgroundRun(tiny_model, "Hi", Controls(sampler="baseline", gen_length=512 - 32, block_length=16,
+                                                   steps=480).settings())
+    job.start()
+    job.stop()
+    assert job.wait(30)
+    trace = job.trace()
+    assert trace.summary["stopped"] and len(trace.records) <= 2
+
+
+def test_on_stop_with_nothing_running():
+    assert app.on_stop({}) == "Nothing is running."
+
+
+def test_a_model_that_cannot_load_is_reported_and_nothing_breaks(tmp_path, tiny_dir):
+    state = {}
+    message, *_ = drain(app.on_run(str(tmp_path / "missing"), "Hi", state, *values()))
+    assert "Could not load" in message and "no such folder" in message and "trace" not in state
+    drain(app.on_run(str(tiny_dir), "Hi", state, *values()))  # still works afterwards
+    assert state["trace"].summary["finished"]
+
+
+def test_invalid_settings_are_explained_before_a_run(tiny_dir):
+    message = app.on_check(str(tiny_dir), "Hi", *values(gen_length=60, block_length=32))
+    assert "gen_length: 60 is not divisible by block_length 32" in message
+    assert "valid" in app.on_check(str(tiny_dir), "Hi", *values())
+    state = {}
+    first, *_ = drain(app.on_run(str(tiny_dir), "Hi", state, *values(horizon_threshold=1.5)))
+    assert "horizon_threshold: 1.5" in first
+
+
+def test_compare_runs_configurations_side_by_side(tiny_dir):
+    state = {}
+    message, table, fig = app.on_compare(str(tiny_dir), "Hi", ["baseline", "slowfast", "slowfast + cache"],
+                                         state, *values())
+    assert [row[0] for row in table] == ["baseline", "slowfast", "slowfast + cache"]
+    assert table[0][1] == 64 and table[0][5] == "1.00x"
+    assert len(state["compare"]) == 3 and state["compare"][2].settings["cache"] is not None
+    assert fig is not None
+
+
+def test_export_then_replay_without_a_model(tiny_dir, tmp_path):
+    state = {}
+    drain(app.on_run(str(tiny_dir), "Hi", state, *values(sampler="threshold")))
+    message, files = app.on_export(state)
+    assert len(files) == 2 and files[0].endswith("trace.json") and "plotly" in open(files[1]).read().lower()
+    fresh = {}
+    message, text, canvas, *figs, status, scrubber = app.on_replay(files[0], fresh)
+    assert "Replaying" in message and fresh["trace"].to_dict() == Trace.load(files[0]).to_dict()
+    assert text == state["trace"].text and scrubber.maximum == len(fresh["trace"].records) - 1
+
+
+def test_replay_rejects_a_bad_file(tmp_path):
+    bad = tmp_path / "bad.json"
+    bad.write_text("{not json")
+    message, *_ = app.on_replay(str(bad), {})
+    assert "Not a trace file" in message
+
+
+def test_every_preset_fills_valid_controls():
+    presets = load_presets(app.HERE / "presets")
+    assert len(presets) >= 6 and any(p.get("explanation") for p in presets.values())
+    for name, preset in presets.items():
+        Controls(**preset_controls(preset)).settings()
+        updates = app.on_preset(name)
+        assert len(updates) == len(app.CONTROL_NAMES) + 2 and name in updates[-1]
+
+
+def test_variant_fills_its_defaults():
+    assert app.on_variant("paper") == [8, 0.1, 2, 1.0, 0.85]

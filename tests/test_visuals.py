@@ -1,0 +1,354 @@
+"""visuals/: each figure holds the trace's data, as of the requested step.
+
+Synthetic traces are built from StepRecords by hand (no model), so every expected value is
+known; one test draws every figure of a real run of the tiny checkpoint.
+"""
+import math
+
+import numpy as np
+import plotly.graph_objects as go
+import pytest
+
+import visuals
+from slowfast.trace import StepRecord, Trace
+from visuals.view import MASK_GLYPH, STAGE_COLORS
+
+G, MASK = 8, 99
+SF_PARAMS = dict(variant="reference", exploration_steps=3, horizon_threshold=0.3, stability_window=2,
+                 std_threshold=1.0, high_confidence_threshold=0.9, max_cycles=256)
+# step, stage, span, horizons, spread, decoded, info
+SF_STEPS = [
+    (0, "slow", (0, 4), [4], 0.0, [0], dict(cycle=1, estimate=4, frozen=False)),
+    (1, "slow", (0, 4), [4, 4], 0.0, [2], dict(cycle=1, estimate=4, frozen=True)),
+    (2, "fast", (0, 4), None, None, [1, 3], dict(cycle=1)),
+    (3, "slow", (4, 8), [8], 0.0, [4], dict(cycle=2, estimate=8, frozen=False)),
+    (4, "slow", (4, 6), [8, 6], 1.0, [5], dict(cycle=2, estimate=6, frozen=False)),
+    (5, "slow", (4, 7), [6, 7], 1.5, [6], dict(cycle=2, estimate=7, frozen=True)),  # forced by the cap
+    (6, "fast", (4, 7), None, None, [7], dict(cycle=2)),
+]
+STARTS = [s[2][0] for s in SF_STEPS]
+ENDS = [s[2][1] for s in SF_STEPS]
+TOKENS = [10, 11, 12, 13, 14, 15, 16, 17]
+STRINGS = {"10": "a", "11": "b", "12": " c", "13": "<|eot_id|>", "14": "e", "15": "f", "16": "g", "17": "h",
+           str(MASK): "<|mdm_mask|>", "20": "x"}
+
+
+def conf_at(step: int) -> np.ndarray:
+    return ((step * G + np.arange(G)) / 64.0).astype(np.float16)
+
+
+def record(step, stage, span, horizons, spread, decoded, info, argmax=None, cache=None, block=0, fed_end=G):
+    return StepRecord(step=step, stage=stage, block=block, span=span, horizons=horizons, horizon_spread=spread,
+                      confidence=conf_at(step), argmax=np.asarray(TOKENS if argmax is None else argmax, np.int32),
+                      decoded=list(decoded), fed_end=fed_end, tokens_fed=10 + fed_end, ms=2.0 * (step + 1),
+                      nfe=step + 1, forwards=step + 1, info=dict(info), flops=1000.0 * (step + 1), cache=cache)
+
+
+def make_trace(records, sampler="slowfast", params=None, cache=None, summary=None, tokens=None, text="abc"):
+    settings = dict(sampler=sampler, gen_length=G, block_length=G, steps=G, params=dict(params or SF_PARAMS),
+                    cache=cache)
+    return Trace(settings=settings, model="synthetic", prompt="p", prompt_ids=[1, 2], mask_id=MASK,
+                 records=records, tokens=list(TOKENS if tokens is None else tokens), text=text,
+                 summary=dict(summary or {}), token_strings=dict(STRINGS))
+
+
+@pytest.fixture
+def sf():
+    return make_trace([record(*s) for s in SF_STEPS],
+                      summary=dict(nfe=7, forwards=7, tokens_fed=126, seconds=0.5, tokens_per_second=16.0,
+                                   finished=True))
+
+
+def by_name(fig, name):
+    found = [t for t in fig.data if t.name == name]
+    assert len(found) == 1, f"{name}: {[t.name for t in fig.data]}"
+    return found[0]
+
+
+def decoded_before(step):
+    return {p for s in SF_STEPS[:step] for p in s[5]}
+
+
+# --- certainty heatmap --------------------------------------------------------------------------------------
+def test_heatmap_is_confidence_at_masked_positions_blank_once_decoded(sf):
+    fig = visuals.certainty_heatmap(sf)
+    z = np.asarray(by_name(fig, "confidence").z, dtype=float)
+    assert z.shape == (len(SF_STEPS), G)
+    for i in range(len(SF_STEPS)):
+        gone = decoded_before(i)
+        assert {int(p) for p in np.flatnonzero(np.isnan(z[i]))} == gone
+        keep = [p for p in range(G) if p not in gone]
+        np.testing.assert_allclose(z[i, keep], conf_at(i)[keep].astype(float))
+
+
+def test_heatmap_marks_the_decodes_and_draws_span_staircases(sf):
+    fig = visuals.certainty_heatmap(sf)
+    marks = by_name(fig, "decoded")
+    assert sorted(zip(marks.y, marks.x)) == sorted((s[0], p) for s in SF_STEPS for p in s[5])
+    start, end = by_name(fig, "span start"), by_name(fig, "span end")
+    # two points per step: the step's row from y - 0.5 to y + 0.5, at the cell edge (position - 0.5)
+    np.testing.assert_array_equal(np.asarray(start.x)[::2] + 0.5, STARTS)
+    np.testing.assert_array_equal(np.asarray(end.x)[::2] + 0.5, ENDS)
+    np.testing.assert_array_equal(np.asarray(start.y)[::2], np.arange(len(SF_STEPS)) - 0.5)
+    strip = by_name(fig, "stage")
+    assert [row[0] for row in strip.hovertext] == [s[1] for s in SF_STEPS]
+
+
+def test_heatmap_colour_scale_breaks_at_the_sampler_thresholds(sf):
+    heat = by_name(visuals.certainty_heatmap(sf), "confidence")
+    stops = [s[0] for s in heat.colorscale]
+    assert stops.count(0.3) == 2 and stops.count(0.9) == 2  # a hard break at each threshold
+    assert "horizon 0.3" in heat.colorbar.ticktext and "high 0.9" in heat.colorbar.ticktext
+    th = make_trace([record(*SF_STEPS[0][:6], {})], sampler="threshold", params=dict(threshold=0.8))
+    heat = by_name(visuals.certainty_heatmap(th), "confidence")
+    assert [s[0] for s in heat.colorscale].count(0.8) == 2 and "threshold 0.8" in heat.colorbar.ticktext
+
+
+def test_step_cuts_every_figure_as_of_that_step(sf):
+    fig = visuals.certainty_heatmap(sf, step=2)
+    z = np.asarray(by_name(fig, "confidence").z, dtype=float)
+    assert z.shape == (3, G)
+    assert sorted(by_name(fig, "decoded").x) == [0, 1, 2, 3]
+    assert list(fig.layout.yaxis.range) == [len(SF_STEPS) - 0.5, -0.5]  # the axis stays put while scrubbing
+    assert list(by_name(visuals.speed(sf, step=2), "tokens decoded").y) == [1, 1, 2]
+    assert list(by_name(visuals.stage_timeline(sf, step=2), "fast").x) == [2]
+    # a step past the end or negative is clamped / counted from the end, like the scrubber would
+    assert np.asarray(by_name(visuals.certainty_heatmap(sf, step=99), "confidence").z).shape == (7, G)
+    assert np.asarray(by_name(visuals.certainty_heatmap(sf, step=-1), "confidence").z).shape == (7, G)
+
+
+# --- stage timeline -----------------------------------------------------------------------------------------
+def test_stage_timeline_bands_spans_and_blocks(sf):
+    fig = visuals.stage_timeline(sf)
+    slow, fast = by_name(fig, "slow"), by_name(fig, "fast")
+    assert list(slow.x) == [0, 1, 3, 4, 5] and list(fast.x) == [2, 6]
+    assert slow.marker.color == STAGE_COLORS["slow"] and fast.marker.color == STAGE_COLORS["fast"]
+    assert set(slow.y) == {G} and set(slow.base if np.ndim(slow.base) else [slow.base]) == {0}
+    np.testing.assert_array_equal(np.asarray(by_name(fig, "span start").y)[::2], STARTS)
+    np.testing.assert_array_equal(np.asarray(by_name(fig, "span end").y)[::2], ENDS)
+    np.testing.assert_array_equal(by_name(fig, "horizon estimate").y, [4, 4, np.nan, 8, 6, 7, np.nan])
+    assert "fed up to" not in [t.name for t in fig.data]  # every forward was full
+    truncated = make_trace(sf.records[:2] + [record(2, "fast", (0, 4), None, None, [1], {}, fed_end=4)])
+    np.testing.assert_array_equal(np.asarray(by_name(visuals.stage_timeline(truncated), "fed up to").y)[::2], [8, 8, 4])
+    # two blocks of 4: a boundary line at position 4 and at the step where the block changes
+    two = make_trace([record(0, "slow", (0, 4), [4], 0.0, [0, 1, 2, 3], {}, block=0),
+                      record(1, "slow", (4, 8), [8], 0.0, [4, 5, 6, 7], {}, block=1)])
+    two.settings["block_length"] = 4
+    shapes = visuals.stage_timeline(two).layout.shapes
+    assert any(s.y0 == 4 and s.y1 == 4 for s in shapes) and any(s.x0 == 0.5 and s.x1 == 0.5 for s in shapes)
+
+
+# --- convergence --------------------------------------------------------------------------------------------
+def test_convergence_shows_horizons_spread_threshold_and_freezes(sf):
+    fig = visuals.convergence(sf)
+    h = by_name(fig, "horizon estimates")
+    assert list(zip(h.x, h.y)) == [(s[0], v) for s in SF_STEPS if s[3] for v in s[3]]
+    np.testing.assert_array_equal(by_name(fig, "spread (std)").y, [0, 0, np.nan, 0, 1, 1.5, np.nan])
+    assert list(by_name(fig, "std threshold 1").y) == [1.0, 1.0]
+    froze = by_name(fig, "span froze")
+    assert list(froze.x) == [1, 5]  # the first frozen record of each cycle
+    assert list(froze.y) == [4, 7]
+    assert list(froze.text) == ["converged", "forced (exploration cap)"]  # spread 0 < 1, then 1.5 >= 1
+    assert list(by_name(visuals.convergence(sf, step=4), "span froze").x) == [1]
+    assert [t.name for t in visuals.convergence(sf, step=0).data].count("span froze") == 0
+    paper = make_trace(sf.records, params=dict(SF_PARAMS, variant="paper"))
+    assert "spread (variance)" in [t.name for t in visuals.convergence(paper).data]
+
+
+def test_argmax_stability_counts_on_a_hand_made_example():
+    argmax = [[1, 2, 3, 4], [1, 2, 5, 4], [1, 7, 5, 4]]
+    recs = [record(i, "baseline", None, None, None, dec, {}, argmax=a + [0] * 4)
+            for i, (a, dec) in enumerate(zip(argmax, [[0], [3], []]))]
+    tr = make_trace(recs, sampler="baseline", params={})
+    assert list(visuals.argmax_stability(visuals.TraceView(tr, 0))[:4]) == [1, 1, 1, 1]
+    assert list(visuals.argmax_stability(visuals.TraceView(tr, 1))[:4]) == [2, 2, 1, 2]
+    assert list(visuals.argmax_stability(visuals.TraceView(tr))[:4]) == [3, 1, 2, 3]
+    fig = visuals.convergence(tr)
+    masked = np.asarray(by_name(fig, "masked").y, dtype=float)
+    np.testing.assert_array_equal(masked[:4], [np.nan, 1, 2, np.nan])  # 0 and 3 were decoded earlier
+    assert list(by_name(fig, "decoded earlier").x) == [0, 3]
+    fig1 = visuals.convergence(tr, step=1)
+    now = np.asarray(by_name(fig1, "decoded this step").y, dtype=float)
+    assert now[3] == 2 and np.isnan(now[[0, 1, 2]]).all()
+    assert any("no horizon estimates" in a.text for a in fig.layout.annotations)
+
+
+# --- dLLM-Cache ---------------------------------------------------------------------------------------------
+def cache_stats(prompt_reused, prompt_recomputed, response_reused, response_recomputed):
+    return dict(prompt_reused=prompt_reused, prompt_recomputed=prompt_recomputed, response_reused=response_reused,
+                response_recomputed=response_recomputed, similarity_threshold=[None] * len(response_reused))
+
+
+def test_cache_hit_rates_layer_heatmap_and_flops():
+    full = cache_stats([0] * 4, [5] * 4, [0] * 4, [8] * 4)
+    partial = cache_stats([0, 0, 5, 5], [5, 5, 0, 0], [0, 8, 8, 8], [8, 0, 0, 0])  # 3 of 4 layers reuse
+    recs = [record(i, "slow", (0, 8), [8], 0.0, [i], {}, cache=c) for i, c in enumerate([full, partial, partial])]
+    tr = make_trace(recs, cache=dict(kp=5, kr=2, rho=0.25))
+    fig = visuals.cache_hits(tr)
+    np.testing.assert_allclose(by_name(fig, "response rows reused").y, [0.0, 0.75, 0.75])
+    np.testing.assert_allclose(by_name(fig, "prompt rows reused").y, [0.0, 0.5, 0.5])
+    layer = np.asarray(by_name(fig, "response hit rate").z, dtype=float)
+    assert layer.shape == (4, 3)
+    np.testing.assert_allclose(layer[:, 1], [0, 1, 1, 1])
+    assert list(by_name(fig, "FLOPs").y) == [1000.0, 2000.0, 3000.0]
+    assert "kp 5" in fig.layout.title.text
+    assert np.asarray(by_name(visuals.cache_hits(tr, step=1), "response hit rate").z).shape == (4, 2)
+
+
+def test_cache_off_still_shows_flops(sf):
+    fig = visuals.cache_hits(sf)
+    assert list(by_name(fig, "FLOPs").y) == [1000.0 * (i + 1) for i in range(len(SF_STEPS))]
+    assert any(a.text == "cache off" for a in fig.layout.annotations)
+
+
+# --- speed --------------------------------------------------------------------------------------------------
+def test_speed_per_step_series_and_tokens_per_second(sf):
+    fig = visuals.speed(sf)
+    assert list(by_name(fig, "tokens decoded").y) == [len(s[5]) for s in SF_STEPS]
+    assert list(by_name(fig, "cumulative NFE").y) == list(range(1, 8))
+    assert list(by_name(fig, "tokens fed").y) == [18] * 7
+    assert list(by_name(fig, "wall ms").y) == [2.0 * (i + 1) for i in range(7)]
+    assert "16.0 tokens/s (run)" in fig.layout.title.text
+    # a partial (still running) trace: decoded so far / the steps' time: 4 tokens in 12 ms
+    partial = make_trace(sf.records[:3], summary=dict(finished=False, tokens_per_second=999.0))
+    assert "333.3 tokens/s (so far)" in visuals.speed(partial).layout.title.text
+
+
+# --- canvas -------------------------------------------------------------------------------------------------
+def test_token_canvas_colours_texts_and_outlines(sf):
+    fig = visuals.token_canvas(sf, step=2, width=4)
+    heat = fig.data[0]
+    z = np.asarray(heat.z, dtype=float)
+    assert z.shape == (2, 4)
+    np.testing.assert_array_equal(z.ravel(), [0, 2, 1, 2, -1, -1, -1, -1])  # decode step; -1 = masked
+    text = np.asarray(heat.text).ravel()
+    assert list(text[:4]) == ["a", "b", "␣c", "&lt;|eo…"]  # visible spaces, cut, escaped for Plotly
+    assert list(text[4:]) == [MASK_GLYPH] * 4
+    hover = np.asarray(heat.hovertext).ravel()
+    assert "decoded at step 1 (slow)" in hover[2] and f"{float(conf_at(1)[2]):.3f}" in hover[2]
+    assert "&lt;|eot_id|&gt;" in hover[3] and "masked" in hover[5]
+    shapes = {s.name: s for s in fig.layout.shapes}
+    assert shapes["span"].path == "M-0.5,-0.5H3.5V0.5H-0.5Z"  # span [0, 4): the first row
+    assert shapes["decoded this step"].path.count("M") == 2  # positions 1 and 3
+    stage = np.asarray(visuals.token_canvas(sf, step=2, width=4, color_by="stage").data[0].z, dtype=float).ravel()
+    assert stage[0] == stage[2] != stage[1] == stage[3]  # slow vs fast
+    assert stage[4] == stage[7] and stage[4] not in stage[:4]  # masked
+    wrapped = visuals.token_canvas(make_trace([record(0, "slow", (2, 7), [7], 0.0, [], {})]), width=4)
+    assert wrapped.layout.shapes[0].path == "M1.5,-0.5H3.5V0.5H2.5V1.5H-0.5V0.5H1.5Z"  # [2, 7) over two rows
+
+
+def test_canvas_html_escapes_and_marks_cells(sf):
+    out = visuals.canvas_html(sf, step=2)
+    assert out.count('class="sf-cell"') == G
+    assert out.count(f">{MASK_GLYPH}</span>") == 4
+    assert "&lt;|eo…" in out and "<|eot" not in out  # escaped, never raw
+    assert 'title="position 3: &lt;|eot_id|&gt;' in out
+    assert out.count("outline:2px solid") == 2 + 1  # two decoded this step, plus the legend key
+    assert "step 2/6 · fast · span [0, 4) · 4/8 decoded" in out
+
+
+# --- compare and export -------------------------------------------------------------------------------------
+def test_compare_table_speedups_and_same_text(sf):
+    slow = make_trace(sf.records, summary=dict(nfe=7, forwards=7, tokens_fed=126, seconds=2.0, tokens_per_second=4.0))
+    fast = make_trace(sf.records[:3], summary=dict(nfe=3, forwards=6, tokens_fed=54, seconds=0.5,
+                                                   tokens_per_second=16.0))
+    other = make_trace(sf.records, text="different", summary=dict(seconds=1.0))
+    rows = visuals.compare_table([slow, fast, other], ["baseline", "slowfast", "threshold"])
+    assert [r["label"] for r in rows] == ["baseline", "slowfast", "threshold"]
+    assert [r["speedup"] for r in rows] == [1.0, 4.0, 2.0]
+    assert [r["same_text"] for r in rows] == [True, True, False]
+    assert rows[1]["nfe"] == 3 and rows[1]["forwards"] == 6 and rows[1]["tokens_fed"] == 54
+    assert rows[2]["tokens_per_second"] == G / 1.0 and rows[2]["nfe"] == 7  # filled from the records
+    assert set(rows[0]) == {"label", "sampler", "nfe", "forwards", "tokens_fed", "seconds", "tokens_per_second",
+                            "speedup", "same_text", "text"}
+    with pytest.raises(ValueError, match="labels"):
+        visuals.compare_table([slow], ["a", "b"])
+
+
+def test_compare_heatmaps_side_by_side_on_one_position_axis(sf):
+    short = make_trace(sf.records[:3])
+    fig = visuals.compare_heatmaps([sf, short], ["a", "b"])
+    heats = [t for t in fig.data if t.name == "confidence"]
+    assert [np.asarray(h.z).shape for h in heats] == [(7, G), (3, G)]
+    assert [h.xaxis for h in heats] == ["x", "x2"] and all(h.coloraxis == "coloraxis" for h in heats)
+    assert fig.layout.xaxis2.matches == "x"
+    assert fig.layout.xaxis.title.text == "a · 7 steps"
+
+
+def test_figures_html_inlines_plotly_once_with_a_div_per_figure(sf):
+    figs = {name: fn(sf) for name, fn in visuals.ALL_FIGURES.items()}
+    out = visuals.figures_html(figs)
+    assert out.startswith("<!DOCTYPE html>") and out.rstrip().endswith("</html>")
+    assert out.count("plotly.js v") == 1  # the bundle's header, inlined once
+    assert len(out) > 1_000_000  # the bundle itself, so the file works offline
+    assert out.count("Plotly.newPlot(") == len(figs)
+    for name in figs:
+        assert f'id="fig-{name}"' in out
+
+
+# --- robustness ---------------------------------------------------------------------------------------------
+def test_a_trace_without_records_gives_figures_with_a_note():
+    empty = make_trace([], tokens=[MASK] * G, text="")
+    for name, fn in visuals.ALL_FIGURES.items():
+        for step in (None, 0, 3):
+            fig = fn(empty, step)
+            assert isinstance(fig, go.Figure)
+            assert any("no steps" in (a.text or "") for a in fig.layout.annotations), name
+    assert visuals.canvas_html(empty).count(f">{MASK_GLYPH}</span>") == G
+    assert math.isnan(visuals.compare_table([empty], ["x"])[0]["speedup"])  # no time: no ratio
+    visuals.compare_heatmaps([empty, empty], ["a", "b"])
+    assert "no runs" in visuals.compare_heatmaps([], []).layout.annotations[0].text
+
+
+def test_a_partial_trace_draws_what_was_done(sf):
+    partial = make_trace(sf.records[:4], tokens=[10, 11, 12, 13, 14] + [MASK] * 3,
+                         summary=dict(finished=False, stopped=True))
+    for name, fn in visuals.ALL_FIGURES.items():
+        fn(partial)
+    z = np.asarray(visuals.token_canvas(partial, width=4).data[0].z, dtype=float).ravel()
+    assert list(z[5:]) == [-1, -1, -1]
+
+
+def test_a_256_by_256_trace_draws_every_figure():
+    n = 256
+    rng = np.random.default_rng(0)
+    order = rng.permutation(n)
+    stats = cache_stats([0] + [32] * 7, [32] + [0] * 7, [0] + [n] * 7, [n] + [0] * 7)
+    recs = [StepRecord(step=i, stage="slow" if i % 10 < 3 else "fast", block=0, span=(0, min(n, i + 8)),
+                       horizons=[i, i + 1], horizon_spread=0.5, confidence=rng.random(n).astype(np.float16),
+                       argmax=rng.integers(0, 50, n).astype(np.int32), decoded=[int(order[i])], fed_end=n,
+                       tokens_fed=n + 32, ms=1.0, nfe=i + 1, forwards=i + 1,
+                       info=dict(cycle=i // 10, frozen=i % 10 == 1, estimate=i), flops=1e9, cache=stats)
+            for i in range(n)]
+    tr = Trace(settings=dict(sampler="slowfast", gen_length=n, block_length=n, params=SF_PARAMS,
+                             cache=dict(kp=5, kr=2)),
+               model="m", prompt="p", prompt_ids=[1], mask_id=MASK, records=recs, tokens=[1] * n,
+               token_strings={str(i): chr(65 + i % 26) for i in range(50)})
+    for name, fn in visuals.ALL_FIGURES.items():
+        fig = fn(tr, 200)
+        assert fig.data, name
+    assert visuals.canvas_html(tr, 200).count("title=") >= n
+
+
+# --- a real run ---------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("sampler,cache", [("slowfast", {"kp": 5, "kr": 2}), ("threshold", None)])
+def test_every_figure_builds_for_a_real_tiny_run(tiny_model, sampler, cache):
+    from slowfast.engine import GenerationSettings, generate
+
+    trace = generate(tiny_model, "What is 2+2?",
+                     GenerationSettings(sampler=sampler, gen_length=32, block_length=16, cache=cache))
+    n = len(trace.records)
+    for step in (None, 0, n // 2):
+        for name, fn in visuals.ALL_FIGURES.items():
+            fig = fn(trace, step)
+            assert isinstance(fig, go.Figure) and fig.data, (name, step)
+        assert visuals.canvas_html(trace, step).count('class="sf-cell"') == 32
+    heat = by_name(visuals.certainty_heatmap(trace), "confidence")
+    assert np.asarray(heat.z).shape == (n, 32)
+    da = trace.decoded_at()  # a position is blank on every row after the step that decoded it
+    assert np.isnan(np.asarray(heat.z, dtype=float)).sum() == int(sum(n - 1 - d for d in da if d >= 0))
+    # the canvas shows exactly the final tokens once the run is over
+    cs = visuals.TraceView(trace)
+    assert list(cs.tokens) == trace.tokens
+    if cache is not None:
+        assert "cache off" not in visuals.cache_hits(trace).layout.title.text

@@ -1,0 +1,24 @@
+"""Pure functions: Trace -> Plotly figures (and HTML), each as of a step. No Gradio, no model.
+
+Every single-trace function takes ``(trace, step=None)``: ``step`` is a record index,
+inclusive (None = the last record), so a scrubber can replay any step; partial traces
+and traces without records give a figure with a note rather than an error.
+"""
+from .canvas import canvas_html, token_canvas
+from .compare import compare_heatmaps, compare_table, figures_html
+from .figures import argmax_stability, cache_hits, certainty_heatmap, convergence, speed, stage_timeline
+from .view import MASK_GLYPH, TraceView
+
+ALL_FIGURES = {
+    "token_canvas": token_canvas,
+    "certainty_heatmap": certainty_heatmap,
+    "convergence": convergence,
+    "stage_timeline": stage_timeline,
+    "cache_hits": cache_hits,
+    "speed": speed,
+}
+
+__all__ = [
+    "ALL_FIGURES", "MASK_GLYPH", "TraceView", "argmax_stability", "cache_hits", "canvas_html", "certainty_heatmap",
+    "compare_heatmaps", "compare_table", "convergence", "figures_html", "speed", "stage_timeline", "token_canvas",
+]

@@ -1,0 +1,108 @@
+"""Several traces side by side, and the HTML export of figures."""
+from __future__ import annotations
+
+import html
+import math
+import re
+from typing import Any, Sequence
+
+import plotly.graph_objects as go
+from plotly.subplots import make_subplots
+
+from .common import confidence_colorscale, layout, note
+from .figures import certainty_traces
+from .view import TraceView
+
+
+def _seconds(trace: Any) -> float:
+    s = (trace.summary or {}).get("seconds")
+    if s is None:  # a partial trace without a summary: the steps' wall time
+        s = sum(r.ms for r in trace.records) / 1000.0
+    return float(s)
+
+
+def compare_table(traces: Sequence[Any], labels: Sequence[str]) -> list[dict]:
+    """One row per trace: label, sampler, nfe, forwards, tokens_fed, seconds, tokens_per_second,
+    speedup (first trace's seconds / this one's; NaN without time), same_text (as the first), text."""
+    if len(traces) != len(labels):
+        raise ValueError(f"labels: {len(labels)} labels for {len(traces)} traces; allowed: one label per trace")
+    rows = []
+    for trace, label in zip(traces, labels):
+        s, last = trace.summary or {}, (trace.records[-1] if trace.records else None)
+        seconds = _seconds(trace)
+        tps = s.get("tokens_per_second")
+        if tps is None:
+            tps = trace.gen_length / seconds if seconds > 0 else 0.0
+        rows.append(dict(
+            label=label, sampler=trace.settings.get("sampler"),
+            nfe=int(s.get("nfe", last.nfe if last else 0)),
+            forwards=int(s.get("forwards", last.forwards if last else 0)),
+            tokens_fed=int(s.get("tokens_fed", sum(r.tokens_fed for r in trace.records))),
+            seconds=seconds, tokens_per_second=float(tps), text=trace.text,
+        ))
+    if rows:
+        first = rows[0]
+        for row in rows:
+            row["speedup"] = first["seconds"] / row["seconds"] if row["seconds"] > 0 else math.nan
+            row["same_text"] = row["text"] == first["text"]
+    order = ("label", "sampler", "nfe", "forwards", "tokens_fed", "seconds", "tokens_per_second", "speedup",
+             "same_text", "text")
+    return [{k: row[k] for k in order} for row in rows]
+
+
+def compare_heatmaps(traces: Sequence[Any], labels: Sequence[str]) -> go.Figure:
+    """The certainty heatmaps side by side, sharing the position and step axes and one colour scale."""
+    if len(traces) != len(labels):
+        raise ValueError(f"labels: {len(labels)} labels for {len(traces)} traces; allowed: one label per trace")
+    if not traces:
+        return go.Figure(layout=layout("compare", None, "Compare", 260, annotations=[note("no runs to compare")],
+                                       xaxis=dict(visible=False), yaxis=dict(visible=False)))
+    views = [TraceView(t) for t in traces]
+    n = len(views)
+    fig = make_subplots(rows=1, cols=n, shared_yaxes=True, horizontal_spacing=0.03 if n > 1 else 0.0)
+    breaks = next((v.thresholds() for v in views if v.thresholds()), [])
+    scale, bar = confidence_colorscale(breaks)
+    for i, v in enumerate(views, start=1):
+        if v.empty:  # plotly.js draws a subplot only if it holds a trace
+            fig.add_trace(go.Scatter(x=[None], y=[None], showlegend=False, hoverinfo="skip"), row=1, col=i)
+            suffix = "" if i == 1 else str(i)
+            fig.add_annotation(note("no steps", xref=f"x{suffix} domain", yref=f"y{suffix} domain"))
+            continue
+        fig.add_traces(certainty_traces(v, coloraxis="coloraxis", showlegend=i == 1), rows=1, cols=i)
+    max_steps = max(max(v.n for v in views), 1)
+    max_gen = max(v.gen_length for v in views)
+    fig.update_layout(layout("compare", views[0], "Certainty side by side (same colour scale)", 360,
+                             coloraxis=dict(colorscale=scale, cmin=0.0, cmax=1.0, colorbar=bar)))
+    fig.update_xaxes(range=[-3, max_gen - 0.5], matches="x", showgrid=False, zeroline=False)
+    for i, (label, v) in enumerate(zip(labels, views), start=1):
+        fig.update_xaxes(title=dict(text=f"{label} · {v.n} steps"), row=1, col=i)
+    fig.update_yaxes(range=[max_steps - 0.5, -0.5], showgrid=False, zeroline=False)
+    fig.update_yaxes(title=dict(text="step"), row=1, col=1)
+    return fig
+
+
+def _slug(name: str, used: set) -> str:
+    base = re.sub(r"[^A-Za-z0-9_-]+", "-", name).strip("-") or "figure"
+    slug, k = base, 2
+    while slug in used:
+        slug, k = f"{base}-{k}", k + 1
+    used.add(slug)
+    return slug
+
+
+def figures_html(figs: dict[str, go.Figure], title: str = "SlowFast Explorer figures") -> str:
+    """One standalone HTML document with every figure; plotly.js is inlined once (works offline)."""
+    used: set = set()
+    parts = []
+    for i, (name, fig) in enumerate(figs.items()):
+        slug = _slug(name, used)
+        div = fig.to_html(full_html=False, include_plotlyjs=(i == 0), div_id=f"fig-{slug}",
+                          config={"responsive": True})
+        parts.append(f'<section id="{slug}"><h2>{html.escape(name)}</h2>\n{div}\n</section>')
+    body = "\n".join(parts) if parts else "<p>No figures.</p>"
+    return (
+        "<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n"
+        f"<title>{html.escape(title)}</title>\n"
+        "<style>body{font-family:sans-serif;margin:16px}h2{font-size:15px;margin:18px 0 4px}</style>\n"
+        f"</head>\n<body>\n<h1 style=\"font-size:18px\">{html.escape(title)}</h1>\n{body}\n</body>\n</html>\n"
+    )
