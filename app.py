@@ -28,12 +28,13 @@ from slowfast.session import (
     load_presets,
     preset_controls,
     run_to_end,
+    stream_renders,
 )
 from slowfast.trace import Trace
 
 HERE = Path(__file__).resolve().parent
 PRESETS = load_presets(HERE / "presets")
-REFRESH_SECONDS = 0.3  # plots re-render at most this often while a run streams
+REFRESH_SECONDS = 0.3  # plots re-render at most this often while a run streams (and within 10% of the time)
 POOL = ModelPool()
 CONTROL_NAMES = [f.name for f in dataclasses.fields(Controls) if f.name != "extra"]
 PLOTS = ["certainty_heatmap", "stage_timeline", "convergence", "cache_hits", "speed"]
@@ -61,11 +62,12 @@ def controls_from(values: tuple) -> Controls:
     return Controls(**dict(zip(CONTROL_NAMES, values)))
 
 
-def render(trace: Optional[Trace], step: Optional[int] = None) -> list:
-    """Canvas, the five plots and the status line for ``trace`` as of ``step``."""
+def render(trace: Optional[Trace], step: Optional[int] = None, only: Optional[str] = None) -> list:
+    """Canvas, the five plots and the status line for ``trace`` as of ``step``. With ``only``
+    (a live run) just that plot is redrawn: the one on the visible tab."""
     if trace is None:
         return ["", *[None] * len(PLOTS), ""]
-    figs = [getattr(visuals, name)(trace, step) for name in PLOTS]
+    figs = [getattr(visuals, name)(trace, step) if only in (None, name) else gr.update() for name in PLOTS]
     return [visuals.canvas_html(trace, step), *figs, status_line(trace, step)]
 
 
@@ -128,14 +130,11 @@ def on_run(model_name: str, prompt: str, state: dict, *values):
         yield [f"⚠️ {exc}", "", *outputs_idle, gr.Slider()]
         return
     state["run"] = job.start()
-    while True:
-        done = job.wait(REFRESH_SECONDS)
-        trace = job.trace()
+    live = lambda trace: render(trace, only=state.get("tab", PLOTS[0]))  # noqa: E731
+    for trace, views, done in stream_renders(job, live, REFRESH_SECONDS):
         state["trace"] = trace
         message = note if job.error is None else f"⚠️ {job.error}"
-        yield [message, trace.text, *render(trace), scrubber_for(trace) if done else gr.Slider()]
-        if done:
-            break
+        yield [message, trace.text, *(render(trace) if done else views), scrubber_for(trace) if done else gr.Slider()]
 
 
 def on_stop(state: dict) -> str:
@@ -310,16 +309,13 @@ def build_app(default_model: str = "embedded") -> gr.Blocks:
                 text = gr.Textbox(label="Text", lines=3, interactive=False, elem_id="text")
                 canvas = gr.HTML(elem_id="canvas")
                 with gr.Tabs():
-                    with gr.Tab("Certainty"):
-                        heat = gr.Plot(elem_id="heatmap", show_label=False)
-                    with gr.Tab("Stages"):
-                        stages = gr.Plot(elem_id="stages", show_label=False)
-                    with gr.Tab("Convergence"):
-                        conv = gr.Plot(show_label=False)
-                    with gr.Tab("Cache"):
-                        cache_plot = gr.Plot(show_label=False)
-                    with gr.Tab("Speed"):
-                        speed = gr.Plot(show_label=False)
+                    plot_tabs, plots = [], []
+                    for label, elem in (("Certainty", "heatmap"), ("Stages", "stages"), ("Convergence", "convergence"),
+                                        ("Cache", "cache"), ("Speed", "speed")):
+                        with gr.Tab(label) as tab:
+                            plots.append(gr.Plot(elem_id=elem, show_label=False))
+                        plot_tabs.append(tab)
+                    heat, stages, conv, cache_plot, speed = plots
                 scrubber = gr.Slider(0, 1, 0, step=1, label="Step", interactive=False, elem_id="scrubber",
                                      info="after a run: move to any step to see the canvas and plots as of then")
                 with gr.Tab("Compare"):
@@ -347,6 +343,8 @@ def build_app(default_model: str = "embedded") -> gr.Blocks:
                           [compare_msg, compare_table, compare_plot], concurrency_id="device")
         export_btn.click(on_export, [state], [export_msg, export_files])
         upload.upload(on_replay, [upload, state], [message, text, *views, scrubber])
+        for tab, name in zip(plot_tabs, PLOTS):  # a live run redraws only the visible plot
+            tab.select(lambda st, name=name: st.update(tab=name), [state], None, queue=False)
         preset.change(on_preset, [preset], [*controls, prompt, explanation])
         example.change(lambda k: examples.get(k, gr.update()), [example], [prompt])
         c["variant"].input(on_variant, [c["variant"]],

@@ -4,13 +4,14 @@
 same canvas, per refresh case, next to the share of rows it recomputes.
 ``samplers``: baseline vs SlowFast vs SlowFast + cache on the same prompt and seed: NFE,
 tokens fed, seconds, speedup and whether the texts agree.
+``render``: the decoder's wall time alone against while the app's figures re-render.
 """
 from __future__ import annotations
 
 import argparse
 import statistics
 import time
-from typing import Any, Callable, Optional
+from typing import Any, Optional
 
 import torch
 
@@ -29,19 +30,6 @@ def sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def timed(fn: Callable[[], Any], device: torch.device, repeats: int) -> float:
-    """Median wall seconds of ``fn`` over ``repeats`` runs after one warm-up."""
-    fn()
-    sync(device)
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        sync(device)
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times)
-
-
 def random_model(shape: str, layers: Optional[int], device: torch.device, dtype: torch.dtype) -> Transformer:
     if shape not in SHAPES:
         raise ValueError(f"shape: {shape!r} is not allowed; allowed: {', '.join(SHAPES)}")
@@ -55,29 +43,53 @@ def random_model(shape: str, layers: Optional[int], device: torch.device, dtype:
 @torch.inference_mode()
 def bench_cache(net: Transformer, prompt_len: int, gen_length: int, settings: CacheSettings,
                 repeats: int) -> list[dict[str, Any]]:
-    """Time a full forward and each cache case on one canvas; rows are per layer >= 1."""
+    """Time a full forward and each cache case on one canvas, interleaved round by round so
+    that load on the machine hits all of them alike. ``cost`` is the whole forward (logits
+    for the generated rows, as the engine asks); ``layer_cost`` leaves the output head out,
+    since the cache does not touch it. ``rows`` is the share of rows recomputed over all layers
+    (layer 0 always refreshes unless ``refresh_first_layer`` is off)."""
     device = next(net.parameters()).device
-    tokens = torch.randint(0, net.cfg.vocab_size, (1, prompt_len + gen_length), device=device)
-    full = timed(lambda: net(tokens), device, repeats)
-    rows = prompt_len + gen_length
-    cases = [("prompt + response refresh", True, True), ("response refresh", False, True),
-             ("prompt refresh", True, False), (f"V-verify (rho={settings.rho})", False, False)]
-    results = [{"case": "full forward (no cache)", "seconds": full, "cost": 1.0, "rows": 1.0}]
-    for name, p, r in cases:
-        cache = FeatureCache(settings, prompt_len, gen_length, net.cfg.n_layers)
-        cache.begin_forward()
-        net(tokens, cache=cache)  # fills the cache
-        cache.forced = (p, r)
-
-        def step(cache=cache):
+    T = prompt_len + gen_length
+    tokens = torch.randint(0, net.cfg.vocab_size, (1, T), device=device)
+    cases = [("full forward (no cache)", None), ("prompt + response refresh", (True, True)),
+             ("response refresh", (False, True)), ("prompt refresh", (True, False)),
+             (f"V-verify (rho={settings.rho})", (False, False))]
+    caches: list[Optional[FeatureCache]] = []
+    for _, forced in cases:
+        cache = None
+        if forced is not None:
+            cache = FeatureCache(settings, prompt_len, gen_length, net.cfg.n_layers)
             cache.begin_forward()
-            net(tokens, cache=cache)
+            net(tokens, cache=cache, logits_from=prompt_len)  # fills the cache
+            cache.forced = forced
+        caches.append(cache)
 
-        seconds = timed(step, device, repeats)
-        s = cache.last_stats[-1]
-        results.append({"case": name, "seconds": seconds, "cost": seconds / full,
-                        "rows": (s.prompt_recomputed + s.response_recomputed) / rows})
-        cache.clear()
+    def call(cache: Optional[FeatureCache], logits_from: int) -> float:
+        if cache is not None:
+            cache.begin_forward()
+        sync(device)
+        t0 = time.perf_counter()
+        net(tokens, cache=cache, logits_from=logits_from)
+        sync(device)
+        return time.perf_counter() - t0
+
+    times = {key: [[] for _ in cases] for key in ("whole", "layers")}
+    for round_ in range(repeats + 1):  # round 0 warms up
+        for i, cache in enumerate(caches):
+            whole, layers = call(cache, prompt_len), call(cache, T)
+            if round_:
+                times["whole"][i].append(whole)
+                times["layers"][i].append(layers)
+    med = {k: [statistics.median(v) for v in lists] for k, lists in times.items()}
+    results = []
+    for i, (name, forced) in enumerate(cases):
+        stats = caches[i].last_stats if caches[i] is not None else []
+        rows = sum(s.prompt_recomputed + s.response_recomputed for s in stats) / (T * len(stats)) if stats else 1.0
+        results.append({"case": name, "seconds": med["whole"][i], "cost": med["whole"][i] / med["whole"][0],
+                        "layer_cost": med["layers"][i] / med["layers"][0], "rows": rows})
+    for cache in caches:
+        if cache is not None:
+            cache.clear()
     return results
 
 
@@ -106,12 +118,12 @@ def cmd_cache(args: argparse.Namespace) -> int:
           f"prompt {args.prompt_len} + gen {args.gen_length} tokens | kp={settings.kp} kr={settings.kr} "
           f"rho={settings.rho} | median of {args.repeats}")
     results = bench_cache(net, args.prompt_len, args.gen_length, settings, args.repeats)
-    print(f"{'case':28s} {'ms':>9s} {'cost / full':>12s} {'rows recomputed (layers >= 1)':>31s}")
+    print(f"{'case':28s} {'ms':>9s} {'cost / full':>12s} {'layers only':>12s} {'rows recomputed':>16s}")
     for r in results:
-        print(f"{r['case']:28s} {r['seconds'] * 1000:9.2f} {r['cost']:12.3f} {r['rows']:31.3f}")
+        print(f"{r['case']:28s} {r['seconds'] * 1000:9.2f} {r['cost']:12.3f} {r['layer_cost']:12.3f} {r['rows']:16.3f}")
     n = max(settings.kp, settings.kr)
     share = schedule_share(settings, args.prompt_len, args.gen_length, n)
-    print(f"the schedule over {n} forwards recomputes {share:.3f} of the rows of layers >= 1 on average")
+    print(f"over a schedule of {n} forwards, layers >= 1 recompute {share:.3f} of their rows on average")
     return 0
 
 
@@ -138,6 +150,36 @@ def cmd_samplers(args: argparse.Namespace) -> int:
         speed = base.summary["seconds"] / s["seconds"] if s["seconds"] else float("nan")
         print(f"{name:18s} {s['nfe']:5d} {s['tokens_fed']:11d} {s['seconds']:8.2f} {s['tokens_per_second']:8.1f} "
               f"{speed:7.2f}x {'yes' if t.text == base.text else 'no'}")
+    return 0
+
+
+def cmd_render(args: argparse.Namespace) -> int:
+    """Decoder wall time alone vs while the app's figures re-render as the app paces them."""
+    import visuals
+
+    from .engine import GenerationSettings, generate
+    from .models.loading import load_model
+    from .session import BackgroundRun, stream_renders
+
+    def draw(trace):  # what the app draws on each refresh of a live run: canvas and visible plot
+        return [visuals.canvas_html(trace), visuals.certainty_heatmap(trace)]
+
+    model = load_model(args.model, device=args.device)
+    settings = GenerationSettings(sampler=args.sampler, gen_length=args.gen_length, block_length=args.block_length,
+                                  steps=args.gen_length, chat=not args.no_chat)
+    generate(model, args.prompt, settings)  # warm-up
+    alone, rendered, renders = [], [], 0
+    for _ in range(args.repeats):  # interleaved, so that load on the machine hits both alike
+        alone.append(generate(model, args.prompt, settings).summary["seconds"])
+        job = BackgroundRun(model, args.prompt, settings).start()
+        for trace, _, _ in stream_renders(job, draw, args.interval):
+            renders += 1
+        rendered.append(trace.summary["seconds"])
+    a, r = statistics.median(alone), statistics.median(rendered)
+    print(f"model: {args.model} | {args.sampler} | gen {args.gen_length} | every {args.interval} s | "
+          f"median of {args.repeats}")
+    print(f"decoder alone {a:.3f} s | while rendering {r:.3f} s ({renders / args.repeats:.1f} renders per run) | "
+          f"slowdown {r / a - 1:+.1%}")
     return 0
 
 
@@ -170,3 +212,14 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     s.add_argument("--device", default=None)
     s.add_argument("--dtype", default="auto")
     s.set_defaults(func=cmd_samplers)
+    r = bs.add_parser("render", help="decoder time alone vs while the app's figures re-render")
+    r.add_argument("--model", default="embedded")
+    r.add_argument("--prompt", default="Q: 7+5-3+8=? A:")
+    r.add_argument("--sampler", default="slowfast")
+    r.add_argument("--gen-length", type=int, default=128)
+    r.add_argument("--block-length", type=int, default=128)
+    r.add_argument("--interval", type=float, default=0.3, help="seconds between re-renders (the app uses 0.3)")
+    r.add_argument("--repeats", type=int, default=5)
+    r.add_argument("--no-chat", action="store_true")
+    r.add_argument("--device", default=None)
+    r.set_defaults(func=cmd_render)

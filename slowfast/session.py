@@ -5,8 +5,9 @@ the decoder and Stop ends the run within one step)."""
 from __future__ import annotations
 
 import threading
+import time
 from dataclasses import dataclass, field
-from typing import Any, Optional
+from typing import Any, Callable, Iterator, Optional
 
 import torch
 
@@ -186,6 +187,23 @@ class BackgroundRun:
         return self.run.trace
 
 
+def stream_renders(job: BackgroundRun, render: Callable[[Trace], Any], interval: float = 0.3,
+                   budget: float = 0.1) -> Iterator[tuple[Trace, Any, bool]]:
+    """Yield ``(trace, render(trace), done)`` while ``job`` decodes: at most every ``interval``
+    seconds, and spaced so that rendering takes at most ``budget`` of the wall time (rendering
+    holds the GIL that a small model's decoder also needs). The last yield has done=True."""
+    wait = interval
+    while True:
+        done = job.wait(wait)
+        trace = job.trace()
+        t0 = time.perf_counter()
+        shown = render(trace)
+        wait = max(interval, (time.perf_counter() - t0) * (1 - budget) / budget)
+        yield trace, shown, done
+        if done:
+            return
+
+
 def run_to_end(model: DLLM, prompt: str, settings: GenerationSettings) -> Trace:
     """Decode synchronously (compare runs, tests); errors end the run and stay in its trace."""
     run = Run(model, prompt, settings)
@@ -217,4 +235,4 @@ def load_presets(folder) -> dict[str, dict[str, Any]]:
 
 
 __all__ = ["BackgroundRun", "Controls", "MODEL_CHOICES", "ModelLoadError", "ModelPool", "check_controls",
-           "example_prompts", "load_presets", "preset_controls", "run_to_end"]
+           "example_prompts", "load_presets", "preset_controls", "run_to_end", "stream_renders"]
