@@ -36,7 +36,7 @@ HERE = Path(__file__).resolve().parent
 PRESETS = load_presets(HERE / "presets")
 REFRESH_SECONDS = 0.3  # plots re-render at most this often while a run streams (and within 10% of the time)
 POOL = ModelPool()
-CONTROL_NAMES = [f.name for f in dataclasses.fields(Controls) if f.name != "extra"]
+CONTROL_NAMES = [f.name for f in dataclasses.fields(Controls)]
 PLOTS = ["certainty_heatmap", "stage_timeline", "convergence", "cache_hits", "speed"]
 COMPARE_CONFIGS = ["baseline", "slowfast", "slowfast + cache", "threshold"]
 
@@ -102,8 +102,9 @@ def load(model_name: str):
         return None, f"Could not load **{model_name}**: {exc}"
 
 
-def on_run(model_name: str, prompt: str, state: dict, *values):
-    """Stream a run: the decoder works in a thread; plots re-render every REFRESH_SECONDS."""
+def on_run(model_name: str, prompt, state: dict, *values):
+    """Stream a run: the decoder works in a thread; plots re-render every REFRESH_SECONDS.
+    ``prompt`` is text or, from the chat box, the conversation so far."""
     outputs_idle = render(state.get("trace"))
     try:
         controls = controls_from(values)
@@ -135,6 +136,29 @@ def on_run(model_name: str, prompt: str, state: dict, *values):
         state["trace"] = trace
         message = note if job.error is None else f"⚠️ {job.error}"
         yield [message, trace.text, *(render(trace) if done else views), scrubber_for(trace) if done else gr.Slider()]
+
+
+def message_text(content) -> str:
+    """A chat message's text (Gradio 6 passes a list of typed parts)."""
+    if isinstance(content, str):
+        return content
+    return "".join(part.get("text", "") for part in content if isinstance(part, dict))
+
+
+def on_chat(model_name: str, message: str, history: list, state: dict, *values):
+    """One chat turn: the conversation (chat template applied) is the prompt; the answer is
+    appended to the chat box when the run ends. The same views stream meanwhile."""
+    if not (message or "").strip():
+        yield ["Type a message first.", gr.update(), *render(state.get("trace")), gr.Slider(), history, message]
+        return
+    turns = [{"role": m["role"], "content": message_text(m["content"])} for m in history or []]
+    turns.append({"role": "user", "content": message})
+    outputs = None
+    for outputs in on_run(model_name, turns, state, *values):
+        yield [*outputs, turns, ""]
+    trace = state.get("trace")
+    if outputs is not None and trace is not None and trace.prompt == message and trace.summary.get("finished"):
+        yield [*outputs, turns + [{"role": "assistant", "content": trace.text}], ""]
 
 
 def on_stop(state: dict) -> str:
@@ -243,6 +267,12 @@ def build_app(default_model: str = "embedded") -> gr.Blocks:
                 explanation = gr.Markdown()
                 example = gr.Dropdown(list(examples), value=None, label="Example prompt")
                 prompt = gr.Textbox(first_prompt, label="Prompt", lines=3, elem_id="prompt")
+                with gr.Accordion("Chat (instruct models)", open=False):
+                    chatbot = gr.Chatbot(label="Conversation", height=240)
+                    chat_msg = gr.Textbox(label="Message", placeholder="Ask the instruct model; Enter sends")
+                    with gr.Row():
+                        chat_send = gr.Button("Send")
+                        chat_clear = gr.Button("Clear")
                 c: dict[str, Any] = {}
                 c["chat"] = gr.Checkbox(d.chat, label="Apply the chat template (instruct models)")
                 c["sampler"] = gr.Radio(["baseline", "slowfast", "threshold"], value=d.sampler, label="Sampler",
@@ -338,6 +368,10 @@ def build_app(default_model: str = "embedded") -> gr.Blocks:
         run_event = run_btn.click(on_run, [model, prompt, state, *controls], [message, text, *views, scrubber],
                                   concurrency_id="device", concurrency_limit=1)
         stop_btn.click(on_stop, [state], [message], queue=False)
+        for trigger in (chat_send.click, chat_msg.submit):
+            trigger(on_chat, [model, chat_msg, chatbot, state, *controls],
+                    [message, text, *views, scrubber, chatbot, chat_msg], concurrency_id="device")
+        chat_clear.click(lambda: [], None, [chatbot], queue=False)
         scrubber.release(on_scrub, [scrubber, state], views)
         compare_btn.click(on_compare, [model, prompt, configs, state, *controls],
                           [compare_msg, compare_table, compare_plot], concurrency_id="device")

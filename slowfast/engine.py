@@ -109,7 +109,8 @@ def first_end(ids: Sequence[int], end_ids: frozenset[int]) -> int:
 class Run:
     """One generation: iterate it for StepRecords; ``trace`` holds the result so far."""
 
-    def __init__(self, model: DLLM, prompt: Union[str, Sequence[int]], settings: GenerationSettings):
+    def __init__(self, model: DLLM, prompt: Union[str, Sequence[int], Sequence[dict]], settings: GenerationSettings):
+        """``prompt``: text, token ids, or a conversation ``[{"role", "content"}, ...]``."""
         self.model, self.settings = model, settings
         self.policy = settings.policy()
         if isinstance(prompt, str):
@@ -117,6 +118,11 @@ class Run:
                 raise ValueError("prompt: empty; allowed: any non-empty text")
             self.prompt_text = prompt
             self.prompt_ids = model.encode_prompt(prompt, chat=settings.chat)
+        elif prompt and isinstance(prompt[0], dict):
+            if not str(prompt[-1].get("content", "")).strip():
+                raise ValueError("prompt: the last message is empty; allowed: any non-empty text")
+            self.prompt_text = str(prompt[-1]["content"])
+            self.prompt_ids = model.encode_chat(prompt)
         else:
             self.prompt_ids = [int(t) for t in prompt]
             self.prompt_text = model.decode(self.prompt_ids)
@@ -265,7 +271,7 @@ class Run:
         )
 
 
-def generate(model: DLLM, prompt: Union[str, Sequence[int]], settings: GenerationSettings) -> Trace:
+def generate(model: DLLM, prompt: Union[str, Sequence[int], Sequence[dict]], settings: GenerationSettings) -> Trace:
     """Decode ``prompt`` to the end and return its Trace."""
     run = Run(model, prompt, settings)
     for _ in run:

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Callable, Iterator, Optional
 
 import torch
@@ -91,7 +91,6 @@ class Controls:
     kr: int = 5
     rho: float = 0.25
     refresh_first_layer: bool = True
-    extra: dict[str, Any] = field(default_factory=dict)
 
     def settings(self) -> GenerationSettings:
         """The run these controls describe (raises ValueError naming a bad parameter)."""

@@ -120,3 +120,15 @@ def test_every_preset_fills_valid_controls():
 
 def test_variant_fills_its_defaults():
     assert app.on_variant("paper") == [8, 0.1, 2, 1.0, 0.85]
+
+
+def test_chat_turns_carry_the_conversation(tiny_dir, tiny_model):
+    state = {}
+    first = drain(app.on_chat(str(tiny_dir), "Hello there", [], state, *values(sampler="threshold")))
+    history = first[-2]
+    assert [m["role"] for m in history] == ["user", "assistant"] and history[1]["content"] == state["trace"].text
+    as_sent = app.gr.Chatbot().preprocess(app.gr.Chatbot().postprocess(history))  # what the browser sends back
+    drain(app.on_chat(str(tiny_dir), "And now?", as_sent, state, *values(sampler="threshold")))
+    expected = tiny_model.encode_chat(history + [{"role": "user", "content": "And now?"}])
+    assert state["trace"].prompt_ids == expected and state["trace"].prompt == "And now?"
+    assert tiny_model.tokenizer.decode(expected).count("<|start_header_id|>user") == 2

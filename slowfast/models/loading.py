@@ -232,11 +232,18 @@ class DLLM:
     def encode_prompt(self, text: str, chat: bool = True) -> list[int]:
         """Token ids of the prompt; the chat template is applied when the tokenizer has one."""
         if chat and self.has_chat_template:
-            rendered = self.tokenizer.apply_chat_template(
-                [{"role": "user", "content": text}], add_generation_prompt=True, tokenize=False
-            )
-            return list(self.tokenizer(rendered, add_special_tokens=False)["input_ids"])
+            return self.encode_chat([{"role": "user", "content": text}])
         return list(self.tokenizer(text)["input_ids"])
+
+    def encode_chat(self, messages: Sequence[dict]) -> list[int]:
+        """Token ids of a conversation (``[{"role", "content"}, ...]``) ready for the
+        assistant's next turn; without a chat template the turns are joined as plain lines."""
+        if self.has_chat_template:
+            rendered = self.tokenizer.apply_chat_template(list(messages), add_generation_prompt=True,
+                                                          tokenize=False)
+            return list(self.tokenizer(rendered, add_special_tokens=False)["input_ids"])
+        lines = [f"{m['role']}: {m['content']}" for m in messages] + ["assistant:"]
+        return list(self.tokenizer("\n".join(lines))["input_ids"])
 
     def decode(self, ids: Sequence[int]) -> str:
         return self.tokenizer.decode(list(ids), skip_special_tokens=True)
