@@ -1,0 +1,29 @@
+"""Checkable prompt sets for the embedded model: seeded generators, a fixed held-out split
+that training never sees, and a scorer per task.
+
+``TASKS[name].examples(split, n, seed)`` gives ``Example(prompt, target, meta)``;
+``TASKS[name].score(example, output_text)`` gives a dict whose ``primary_metric`` key is
+what the acceptance bar is measured on. ``gen_length`` is the generation length to use.
+"""
+from __future__ import annotations
+
+from .arithmetic import Arithmetic
+from .base import SPLITS, Example, Task, is_heldout
+from .prose import Prose
+from .copy_letters import Copy
+
+TASKS: dict[str, Task] = {t.name: t for t in (Arithmetic(), Copy(), Prose())}
+
+
+def get_task(name: str) -> Task:
+    if name not in TASKS:
+        raise ValueError(f"task: {name!r} is not known; allowed: {', '.join(TASKS)}")
+    return TASKS[name]
+
+
+def heldout_prompts(task_name: str, n: int, seed: int = 0) -> list[str]:
+    """The first ``n`` held-out prompts of a task (fixed for a seed)."""
+    return [ex.prompt for ex in get_task(task_name).examples("heldout", n, seed)]
+
+
+__all__ = ["SPLITS", "TASKS", "Example", "Task", "get_task", "heldout_prompts", "is_heldout"]

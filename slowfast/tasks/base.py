@@ -1,0 +1,76 @@
+"""What every task shares: the example record, the split rule and the task interface."""
+from __future__ import annotations
+
+import random
+import zlib
+from dataclasses import dataclass, field
+from typing import Any
+
+SPLITS = ("train", "heldout")
+
+
+@dataclass(frozen=True)
+class Example:
+    """One checkable prompt: the model sees ``prompt`` and should answer ``target``."""
+
+    prompt: str
+    target: str
+    meta: dict[str, Any] = field(default_factory=dict)
+
+
+def is_heldout(key: str, percent: int = 10) -> bool:
+    """Fixed split by a stable hash of the problem, so no seed can leak held-out items into training."""
+    return zlib.crc32(key.encode("utf-8")) % 100 < percent
+
+
+def check_split(split: str) -> None:
+    if split not in SPLITS:
+        raise ValueError(f"split: {split!r} is not allowed; allowed: {', '.join(SPLITS)}")
+
+
+class Task:
+    """A seeded generator with a fixed held-out split and a scorer.
+
+    Subclasses implement ``sample(rng)`` (one random problem, either split) and ``score``.
+    ``primary_metric`` names the key of ``score``'s result that the bar is measured on.
+    """
+
+    name: str = ""
+    gen_length: int = 32
+    primary_metric: str = "exact_match"
+
+    def sample(self, rng: random.Random) -> Example:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def split_of(self, example: Example) -> str:
+        return "heldout" if is_heldout(f"{self.name}|{example.prompt}") else "train"
+
+    def draw(self, rng: random.Random, split: str) -> Example:
+        """One example of ``split`` from ``rng`` (rejection on the fixed split rule)."""
+        check_split(split)
+        while True:
+            ex = self.sample(rng)
+            if self.split_of(ex) == split:
+                return ex
+
+    def examples(self, split: str, n: int, seed: int = 0) -> list[Example]:
+        """``n`` distinct examples of ``split``, the same for the same ``seed``."""
+        check_split(split)
+        rng = random.Random(f"{self.name}:{split}:{seed}")
+        out: list[Example] = []
+        seen: set[str] = set()
+        tries = 0
+        while len(out) < n:
+            ex = self.draw(rng, split)
+            tries += 1
+            if ex.prompt in seen and tries < 50 * n + 1000:
+                continue
+            seen.add(ex.prompt)
+            out.append(ex)
+        return out
+
+    def score(self, example: Example, output_text: str) -> dict[str, float | bool]:  # pragma: no cover
+        raise NotImplementedError
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(name={self.name!r}, gen_length={self.gen_length})"

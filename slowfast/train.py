@@ -1,0 +1,627 @@
+"""Train the embedded dLLM: tokenizer + LLaDA-style masked diffusion on our tasks, on a CPU.
+
+The objective is LLaDA's: draw t ~ U(eps, 1) per example, mask each response token with
+probability t (the prompt is never masked; prose windows are masked everywhere), and
+minimise the cross-entropy of the masked tokens weighted by 1/t, summed and divided by
+the number of response tokens (LLaDA SFT). Responses are padded with EOS to the task's
+``gen_length``, so training inputs look exactly like the engine's canvas:
+``encode_prompt(prompt) + gen_length masks``. There is no attention mask, so every
+sequence of a batch has the same length: a batch holds one task and one prompt length.
+
+Everything is seeded (initialisation, the data of step s, the masks of step s), and a
+resume checkpoint is written every few minutes, so an interrupted run continues where it
+stopped (``--resume``). Held-out scores come from ``greedy_decode``, a batched copy of the
+baseline sampler at one token per step (low-confidence remasking, a single block).
+
+    python -m slowfast train --steps 6000 --out slowfast/models/embedded
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import random
+import sys
+import time
+from pathlib import Path
+from typing import Optional, Sequence
+
+import torch
+import torch.nn.functional as F
+
+from .models.loading import save_checkpoint
+from .models.transformer import ModelConfig, Transformer
+from .tasks import TASKS, Example, Task
+from .tasks.arithmetic import Arithmetic
+from .tasks import prose as prose_data
+
+ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_OUT = Path(__file__).resolve().parent / "models" / "embedded"
+DEFAULT_WORK = ROOT / ".train"
+EOS, MASK, PAD = "<|endoftext|>", "<|mdm_mask|>", "<|pad|>"
+SPECIALS = [EOS, MASK, PAD]  # ids 0, 1, 2
+EPS = 1e-3  # LLaDA's eps: p_mask = (1 - eps) * t + eps
+SEQ_TASKS = ("arithmetic", "copy")  # prompt/response tasks trained SFT-style
+
+
+# ----------------------------------------------------------------------------- tokenizer
+def tokenizer_corpus(n_task_examples: int = 20000, seed: int = 0) -> list[str]:
+    """Training prose plus task texts, so task words (" answer", " x") get their own tokens."""
+    rng = random.Random(seed)
+    lines = list(prose_data.texts("train"))
+    for name in SEQ_TASKS:
+        task = TASKS[name]
+        for _ in range(n_task_examples):
+            ex = task.draw(rng, "train")
+            lines.append(ex.prompt + ex.target)
+    return lines
+
+
+def build_tokenizer(vocab_size: int, seed: int = 0):
+    """Byte-level BPE with every digit its own token; returns a PreTrainedTokenizerFast.
+
+    Digits are split off before BPE (``Digits(individual_digits=True)``), so numbers are
+    read and written digit by digit. No post-processor: encoding adds no BOS/EOS, exactly
+    as training feeds the model.
+    """
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.Sequence(
+        [pre_tokenizers.Digits(individual_digits=True), pre_tokenizers.ByteLevel(add_prefix_space=False)]
+    )
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size,
+        special_tokens=SPECIALS,
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        min_frequency=2,
+        show_progress=False,
+    )
+    tok.train_from_iterator(tokenizer_corpus(seed=seed), trainer=trainer)
+    fast = PreTrainedTokenizerFast(
+        tokenizer_object=tok,
+        eos_token=EOS,
+        pad_token=PAD,
+        mask_token=MASK,
+        clean_up_tokenization_spaces=False,
+        model_max_length=512,
+    )
+    return fast
+
+
+def load_tokenizer(folder: Path):
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(str(folder))
+
+
+def check_tokenizer(tok) -> None:
+    """Round-trip every task's texts; refuse a tokenizer that adds specials or loses text."""
+    rng = random.Random(123)
+    for name, task in TASKS.items():
+        for _ in range(50):
+            ex = task.draw(rng, "heldout")
+            for text in (ex.prompt, ex.target):
+                ids = tok(text)["input_ids"]
+                if tok.decode(ids, skip_special_tokens=True) != text:
+                    raise RuntimeError(f"tokenizer does not round-trip {text!r}")
+    ids = tok("12+3")["input_ids"]
+    if len(ids) != 4:
+        raise RuntimeError("digits must be single tokens")
+
+
+# ----------------------------------------------------------------------------- data
+class Data:
+    """Turns task examples into equal-length token batches (one task, one prompt length)."""
+
+    def __init__(self, tok, prose_len: int):
+        self.tok = tok
+        self.eos = tok.convert_tokens_to_ids(EOS)
+        self.mask = tok.convert_tokens_to_ids(MASK)
+        self.prose_len = prose_len
+        self._prose_ids: Optional[dict[str, torch.Tensor]] = None
+
+    def encode(self, text: str) -> list[int]:
+        return list(self.tok(text)["input_ids"])
+
+    def response_ids(self, ex: Example, gen_length: int) -> list[int]:
+        ids = self.encode(ex.target)
+        if len(ids) > gen_length:
+            raise ValueError(f"target of {len(ids)} tokens exceeds gen_length {gen_length}: {ex.target!r}")
+        return ids + [self.eos] * (gen_length - len(ids))
+
+    def task_batch(self, task: Task, rng: random.Random, batch: int, split: str = "train"):
+        """``batch`` examples that share one prompt length; returns (tokens, prompt_len, examples)."""
+        first = task.draw(rng, split)
+        plen = len(self.encode(first.prompt))
+        exs = [first]
+        while len(exs) < batch:
+            ex = task.draw(rng, split)
+            if len(self.encode(ex.prompt)) == plen:
+                exs.append(ex)
+        rows = [self.encode(ex.prompt) + self.response_ids(ex, task.gen_length) for ex in exs]
+        return torch.tensor(rows, dtype=torch.long), plen, exs
+
+    def prose_ids(self, split: str) -> torch.Tensor:
+        if self._prose_ids is None:
+            self._prose_ids = {}
+        if split not in self._prose_ids:
+            ids: list[int] = []
+            for p in prose_data.texts(split):
+                ids.extend(self.encode(p + "\n"))
+            self._prose_ids[split] = torch.tensor(ids, dtype=torch.long)
+        return self._prose_ids[split]
+
+    def prose_batch(self, gen: torch.Generator, batch: int, split: str = "train") -> torch.Tensor:
+        ids = self.prose_ids(split)
+        starts = torch.randint(0, len(ids) - self.prose_len, (batch,), generator=gen)
+        return torch.stack([ids[s:s + self.prose_len] for s in starts.tolist()])
+
+
+class MixedTask(Task):
+    """Draws each problem from one of several variants of a task (same split rule)."""
+
+    def __init__(self, variants: list[Task]):
+        self.variants = variants
+        self.name = variants[0].name
+        self.gen_length = variants[0].gen_length
+
+    def sample(self, rng: random.Random) -> Example:
+        return rng.choice(self.variants).sample(rng)
+
+
+# ----------------------------------------------------------------------------- objective
+def masked_diffusion_loss(net: Transformer, tokens: torch.Tensor, prompt_len: int, mask_id: int,
+                          gen: torch.Generator) -> torch.Tensor:
+    """LLaDA loss: per-example t, mask response tokens with prob t, CE/t over masked, / #response tokens.
+
+    t is drawn stratified over the batch (one uniform offset, evenly spaced), a standard
+    variance reduction that keeps the marginal of each t uniform.
+    """
+    B, T = tokens.shape
+    L = T - prompt_len
+    u = torch.rand(1, generator=gen)
+    t = ((u + torch.arange(B) / B) % 1.0)[torch.randperm(B, generator=gen)]
+    p_mask = (1 - EPS) * t + EPS
+    masked = torch.rand(B, L, generator=gen) < p_mask[:, None]
+    noisy = tokens.clone()
+    noisy[:, prompt_len:][masked] = mask_id
+    logits = net(noisy)[:, prompt_len:]
+    ce = F.cross_entropy(logits.reshape(-1, logits.shape[-1]).float(), tokens[:, prompt_len:].reshape(-1),
+                         reduction="none").view(B, L)
+    return ((ce * masked / p_mask[:, None]).sum(1) / L).mean()
+
+
+# ----------------------------------------------------------------------------- decoding
+@torch.no_grad()
+def greedy_decode(net: Transformer, prompts: torch.Tensor, gen_length: int, mask_id: int) -> torch.Tensor:
+    """The baseline sampler at one token per step, batched: start from an all-mask response;
+    each step unmask the most confident masked position (softmax prob of its argmax) with
+    its argmax token. Returns the response ids ``[B, gen_length]``."""
+    B, P = prompts.shape
+    x = torch.cat([prompts, torch.full((B, gen_length), mask_id, dtype=torch.long)], dim=1)
+    rows = torch.arange(B)
+    for _ in range(gen_length):
+        logits = net(x)[:, P:].float()
+        probs = torch.softmax(logits, dim=-1)
+        conf, tok = probs.max(dim=-1)
+        still = x[:, P:] == mask_id
+        conf = torch.where(still, conf, torch.full_like(conf, -math.inf))
+        pos = conf.argmax(dim=-1)
+        x[rows, P + pos] = tok[rows, pos]
+    return x[:, P:]
+
+
+def cut_at_eos(ids: Sequence[int], eos_ids: set[int]) -> list[int]:
+    out = []
+    for i in ids:
+        if int(i) in eos_ids:
+            break
+        out.append(int(i))
+    return out
+
+
+def evaluate_task(net: Transformer, data: Data, task: Task, n: int, seed: int = 0, batch: int = 128):
+    """Held-out scores of ``task`` with ``greedy_decode``; returns (mean metrics, samples)."""
+    exs = task.examples("heldout", n, seed)
+    by_len: dict[int, list[Example]] = {}
+    for ex in exs:
+        by_len.setdefault(len(data.encode(ex.prompt)), []).append(ex)
+    totals: dict[str, float] = {}
+    samples = []
+    net.eval()
+    for plen, group in sorted(by_len.items()):
+        for i in range(0, len(group), batch):
+            chunk = group[i:i + batch]
+            prompts = torch.tensor([data.encode(ex.prompt) for ex in chunk], dtype=torch.long)
+            out = greedy_decode(net, prompts, task.gen_length, data.mask)
+            for ex, ids in zip(chunk, out.tolist()):
+                text = data.tok.decode(cut_at_eos(ids, {data.eos}), skip_special_tokens=True)
+                sc = task.score(ex, text)
+                for k, v in sc.items():
+                    totals[k] = totals.get(k, 0.0) + float(v)
+                samples.append({"prompt": ex.prompt, "output": text, "target": ex.target, **sc})
+    net.train()
+    order = {ex.prompt: i for i, ex in enumerate(exs)}
+    samples.sort(key=lambda s: order[s["prompt"]])
+    return {k: v / len(exs) for k, v in totals.items()}, samples
+
+
+@torch.no_grad()
+def prose_masked_accuracy(net: Transformer, data: Data, ratios=(0.15, 0.5, 0.9), n: int = 64,
+                          seed: int = 0) -> dict[str, float]:
+    """Held-out masked-token accuracy: mask exactly round(r * len) random positions of each
+    held-out window, predict them all in one forward, count argmax hits."""
+    gen = torch.Generator().manual_seed(seed)
+    windows = data.prose_batch(gen, n, "heldout")
+    net.eval()
+    out = {}
+    for r in ratios:
+        k = max(1, round(r * windows.shape[1]))
+        scores = torch.rand(windows.shape, generator=gen)
+        idx = scores.argsort(dim=1)[:, :k]
+        masked = torch.zeros_like(windows, dtype=torch.bool).scatter_(1, idx, True)
+        noisy = windows.masked_fill(masked, data.mask)
+        pred = net(noisy).argmax(-1)
+        out[f"masked_acc_{int(round(r * 100))}"] = (pred[masked] == windows[masked]).float().mean().item()
+    net.train()
+    return out
+
+
+# ----------------------------------------------------------------------------- training
+def lr_at(step: int, args, minutes: float = 0.0) -> float:
+    """Linear warmup, then cosine decay to ``min_lr_ratio * lr``. With ``--max-minutes`` the
+    decay follows whichever of steps and wall time is further along, so a run that has to
+    stop on time (a shared CPU is slower than planned) still ends at the low learning rate."""
+    if step < args.warmup:
+        return args.lr * (step + 1) / args.warmup
+    progress = min(1.0, (step - args.warmup) / max(1, args.steps - args.warmup))
+    if args.max_minutes:
+        progress = max(progress, min(1.0, minutes / args.max_minutes))
+    return args.lr * (args.min_lr_ratio + (1 - args.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress)))
+
+
+def model_config(args, tok) -> ModelConfig:
+    vocab = len(tok)
+    return ModelConfig(
+        d_model=args.d_model,
+        n_heads=args.n_heads,
+        n_kv_heads=args.n_heads,
+        n_layers=args.n_layers,
+        mlp_hidden_size=args.mlp_hidden,
+        vocab_size=vocab,
+        embedding_size=vocab,
+        max_sequence_length=args.max_seq_len,
+        rope_theta=10000.0,
+        rms_norm_eps=1e-5,
+        weight_tying=False,
+        mask_token_id=tok.convert_tokens_to_ids(MASK),
+        eos_token_id=tok.convert_tokens_to_ids(EOS),
+        pad_token_id=tok.convert_tokens_to_ids(PAD),
+    )
+
+
+def init_weights(net: Transformer, seed: int) -> None:
+    """GPT-2 style init: N(0, 0.02), output projections scaled by 1/sqrt(2 * n_layers)."""
+    g = torch.Generator().manual_seed(seed)
+    std_out = 0.02 / math.sqrt(2 * net.cfg.n_layers)
+    for name, p in net.named_parameters():
+        if p.dim() == 1:
+            continue  # RMSNorm weights stay 1
+        std = std_out if name.endswith(("attn_out.weight", "ff_out.weight")) and "blocks" in name else 0.02
+        with torch.no_grad():
+            p.copy_(torch.randn(p.shape, generator=g) * std)
+
+
+def export(net: Transformer, tok, out: Path, info: dict) -> None:
+    """Write the shipped folder: config.json + model.safetensors, the tokenizer, training info."""
+    tmp = out.with_name(out.name + ".tmp")
+    if tmp.exists():
+        for f in tmp.iterdir():
+            f.unlink()
+    tmp.mkdir(parents=True, exist_ok=True)
+    save_checkpoint(net, tmp)
+    tok.save_pretrained(str(tmp))
+    # name the class every transformers version knows, and drop load-time noise
+    tc_path = tmp / "tokenizer_config.json"
+    tc = json.loads(tc_path.read_text())
+    tc["tokenizer_class"] = "PreTrainedTokenizerFast"
+    for key in ("is_local", "local_files_only"):
+        tc.pop(key, None)
+    tc_path.write_text(json.dumps(tc, indent=2) + "\n")
+    (tmp / "training_info.json").write_text(json.dumps(info, indent=2) + "\n")
+    (tmp / "README.md").write_text(model_card(info) + "\n")
+    out.mkdir(parents=True, exist_ok=True)
+    for f in tmp.iterdir():
+        f.chmod(0o644)
+        os.replace(f, out / f.name)
+    tmp.rmdir()
+
+
+def model_card(info: dict) -> str:
+    """The README.md of the exported folder, from the numbers of the export."""
+    h = info["heldout"]
+    ar, rv, pr = h["arithmetic"], h["copy"], h["prose"]
+    cfg = info["config"]
+    lines = [
+        "# slowfast embedded dLLM",
+        "",
+        "A small masked-diffusion language model (LLaDA objective, LLaDA-family architecture:",
+        "bidirectional attention, RoPE, SwiGLU, RMSNorm) trained from scratch on a CPU by",
+        "`slowfast/train.py`, shipped so the explorer, the samplers and the tests run offline.",
+        "It is a toy: it solves the two task sets below and babbles Austen-like prose.",
+        "",
+        "## Model",
+        "",
+        f"- {info['parameters'] / 1e6:.2f}M parameters: d_model {cfg['d_model']}, {cfg['n_layers']} layers, "
+        f"{cfg['n_heads']} heads, SwiGLU hidden {cfg['mlp_hidden_size']}, vocabulary {cfg['vocab_size']}, "
+        f"untied embeddings, RoPE theta {cfg['rope_theta']:g}, context {cfg['max_sequence_length']}.",
+        f"- Special ids: EOS `<|endoftext|>` = {cfg['eos_token_id']}, mask `<|mdm_mask|>` = "
+        f"{cfg['mask_token_id']}, pad `<|pad|>` = {cfg['pad_token_id']}.",
+        "- Tokenizer (`tokenizer.json`, loads with `transformers.AutoTokenizer`): byte-level BPE",
+        "  trained on the training prose plus task texts; every digit is its own token; no BOS/EOS",
+        "  is added on encoding and there is no chat template, so a prompt is fed as plain text.",
+        "",
+        "## Data and objective",
+        "",
+        "- `arithmetic`: `Q: 7+5-3+8=? A:` -> ` 7+5=12, 12-3=9, 9+8=17. The answer is 17.`",
+        "  (operands 1-9, three operations, every intermediate result two-digit, 10-19), generation length 40.",
+        "- `copy`: `Copy: c f a k e q x z. A:` -> ` c f a k e q x z.` (always 8 letters), generation length 16.",
+        "- `prose`: Pride and Prejudice and Persuasion (public domain; see",
+        "  `slowfast/tasks/data/PROVENANCE.md`), random 64-token windows, fully maskable.",
+        "- Held-out problems (a fixed hash split in `slowfast/tasks`) are never trained on.",
+        "- LLaDA loss: t ~ U(0, 1) per example (stratified over the batch), response tokens",
+        "  masked with probability t (prompts never), cross-entropy of masked tokens / t, divided by",
+        "  the response length; responses are padded with EOS to the generation length, exactly",
+        "  the canvas the engine builds (`prompt ids + gen_length masks`).",
+        "",
+        "## Training",
+        "",
+        "```",
+        info["command"],
+        "```",
+        "",
+        f"- {info['minutes_trained']:.0f} minutes, {info['step']} optimiser steps, on {info['machine']}"
+        f" (torch {info['torch']}). AdamW, warmup then cosine decay. Seeded and resumable",
+        "  (`.train/state.pt`). The command is the last resume of a run whose history is below;",
+        "  a fresh run: `python -m slowfast train --steps 4400 --max-minutes 100 --d-model 192 --n-layers 4 "
+        "--n-heads 6 --mlp-hidden 512 --lr 2e-3 --warmup 100 --batch-arithmetic 64 --batch-copy 8 "
+        "--batch-prose 4 --arith-extra-max-result 36`.",
+        "",
+        f"## Held-out scores (step {info['step']})",
+        "",
+        "Greedy baseline sampler at one token per step (low-confidence remasking, a single block),"
+        f" {info['eval_n']} held-out problems per task:",
+        "",
+        "| task | metric | score |",
+        "|---|---|---|",
+        f"| arithmetic | final answer correct | {ar['answer_correct']:.1%} |",
+        f"| arithmetic | whole worked line exact | {ar['exact_match']:.1%} |",
+        f"| copy | exact match | {rv['exact_match']:.1%} |",
+    ]
+    for k, v in pr.items():
+        lines.append(f"| prose | masked-token accuracy at {k.rsplit('_', 1)[1]}% masking | {v:.1%} |")
+    lines += ["", "## Samples (held out, same sampler)", ""]
+    for name, samples in info["samples"].items():
+        lines += [f"### {name}", ""]
+        for s in samples:
+            lines.append(f"- `{s['prompt']}` -> `{s['output']}`")
+        lines.append("")
+    return "\n".join(lines)
+
+
+def parse_args(argv: Optional[list[str]]) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="slowfast train", description=__doc__.split("\n")[0],
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--out", type=Path, default=DEFAULT_OUT, help="folder of the exported model")
+    p.add_argument("--work-dir", type=Path, default=DEFAULT_WORK, help="resume checkpoints and logs")
+    p.add_argument("--resume", action=argparse.BooleanOptionalAction, default=True,
+                   help="continue from WORK_DIR/state.pt when it exists")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--steps", type=int, default=6000)
+    p.add_argument("--max-minutes", type=float, default=0.0, help="stop (and export) after this long; 0: no limit")
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--vocab-size", type=int, default=1024)
+    p.add_argument("--d-model", type=int, default=256)
+    p.add_argument("--n-layers", type=int, default=6)
+    p.add_argument("--n-heads", type=int, default=8)
+    p.add_argument("--mlp-hidden", type=int, default=704)
+    p.add_argument("--max-seq-len", type=int, default=512)
+    p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument("--min-lr-ratio", type=float, default=0.05)
+    p.add_argument("--warmup", type=int, default=200)
+    p.add_argument("--weight-decay", type=float, default=0.01)
+    p.add_argument("--batch-arithmetic", type=int, default=64)
+    p.add_argument("--batch-copy", type=int, default=32)
+    p.add_argument("--batch-prose", type=int, default=16)
+    p.add_argument("--prose-len", type=int, default=64)
+    p.add_argument("--eval-every", type=int, default=500)
+    p.add_argument("--eval-n", type=int, default=200)
+    p.add_argument("--ckpt-minutes", type=float, default=3.0)
+    p.add_argument("--no-export", action="store_true", help="do not write --out (experiments)")
+    p.add_argument("--init-from", type=Path, default=None,
+                   help="after resuming, replace the weights by those of this exported folder")
+    p.add_argument("--arith-extra-max-result", type=int, default=0,
+                   help="also draw half the arithmetic problems with results up to this (more distinct "
+                        "problems with the same layout and step facts, against memorising); 0: off")
+    p.add_argument("--evaluate", action="store_true",
+                   help="only score the exported model in --out (loaded as the app loads it) on "
+                        "--eval-n held-out problems per task, and rewrite its card")
+    return p.parse_args(argv)
+
+
+def log(msg: str, file=None) -> None:
+    line = f"[{time.strftime('%H:%M:%S')}] {msg}"
+    print(line, flush=True)
+    if file is not None:
+        with open(file, "a") as f:
+            f.write(line + "\n")
+
+
+def evaluate_export(args) -> int:
+    """Score ``args.out`` as shipped (``load_model`` + its tokenizer) and refresh its card."""
+    from .models.loading import load_model
+
+    model = load_model(str(args.out), device="cpu", dtype="float32")
+    data = Data(model.tokenizer, args.prose_len)
+    net = model.net
+    t0 = time.time()
+    ar, ar_samples = evaluate_task(net, data, TASKS["arithmetic"], args.eval_n)
+    rv, rv_samples = evaluate_task(net, data, TASKS["copy"], args.eval_n)
+    pr = prose_masked_accuracy(net, data, n=256)
+    _, pr_samples = evaluate_task(net, data, TASKS["prose"], 5)
+    info_path = args.out / "training_info.json"
+    info = json.loads(info_path.read_text())
+    info["heldout"] = {**info["heldout"], "arithmetic": ar, "copy": rv, "prose": pr}
+    info["eval_n"] = args.eval_n
+    info["samples"] = {"arithmetic": ar_samples[:5], "copy": rv_samples[:5], "prose": pr_samples[:5]}
+    info_path.write_text(json.dumps(info, indent=2) + "\n")
+    (args.out / "README.md").write_text(model_card(info) + "\n")
+    print(json.dumps({"arithmetic": ar, "copy": rv, "prose": pr, "seconds": round(time.time() - t0, 1)}))
+    return 0
+
+
+def main(argv: Optional[list[str]] = None) -> int:
+    args = parse_args(argv)
+    torch.set_num_threads(args.threads)
+    if args.evaluate:
+        return evaluate_export(args)
+    work: Path = args.work_dir
+    work.mkdir(parents=True, exist_ok=True)
+    logfile = work / "train.log"
+    state_path = work / "state.pt"
+    tok_dir = work / "tokenizer"
+    command = "python -m slowfast train " + " ".join(sys.argv[1:] if argv is None else argv)
+
+    resume = args.resume and state_path.exists()
+    if resume and (tok_dir / "tokenizer.json").exists():
+        tok = load_tokenizer(tok_dir)
+    else:
+        t0 = time.time()
+        tok = build_tokenizer(args.vocab_size, args.seed)
+        tok.save_pretrained(str(tok_dir))
+        tok = load_tokenizer(tok_dir)  # train on exactly what ships
+        log(f"tokenizer: {len(tok)} tokens in {time.time() - t0:.1f}s", logfile)
+    check_tokenizer(tok)
+    data = Data(tok, args.prose_len)
+
+    cfg = model_config(args, tok)
+    torch.manual_seed(args.seed)
+    net = Transformer(cfg)
+    init_weights(net, args.seed)
+    decay = [p for n, p in net.named_parameters() if p.dim() >= 2]
+    no_decay = [p for n, p in net.named_parameters() if p.dim() < 2]
+    opt = torch.optim.AdamW([{"params": decay, "weight_decay": args.weight_decay},
+                             {"params": no_decay, "weight_decay": 0.0}],
+                            lr=args.lr, betas=(0.9, 0.98), eps=1e-8)
+    step, elapsed_before, best, history = 0, 0.0, -1.0, []
+    if resume:
+        st = torch.load(state_path, map_location="cpu", weights_only=False)
+        net.load_state_dict(st["model"])
+        opt.load_state_dict(st["opt"])
+        step, elapsed_before, best, history = st["step"], st["elapsed"], st["best"], st["history"]
+        log(f"resumed from {state_path} at step {step} ({elapsed_before / 60:.1f} min trained)", logfile)
+    if args.init_from is not None:
+        from .models.loading import load_weights
+
+        net.load_state_dict(load_weights(args.init_from, torch.device("cpu"), torch.float32))
+        log(f"weights replaced by those of {args.init_from}", logfile)
+    log(f"model: {net.num_parameters() / 1e6:.2f}M parameters, config {json.dumps(cfg.to_dict())}", logfile)
+    log(f"command: {command}", logfile)
+
+    def save_state() -> None:
+        tmp = state_path.with_suffix(".tmp")
+        torch.save({"model": net.state_dict(), "opt": opt.state_dict(), "step": step,
+                    "elapsed": elapsed_before + time.time() - t_start, "best": best,
+                    "history": history, "args": vars(args) | {"out": str(args.out), "work_dir": str(work)}}, tmp)
+        os.replace(tmp, state_path)
+
+    def run_eval() -> float:
+        nonlocal best
+        t0 = time.time()
+        ar, ar_samples = evaluate_task(net, data, TASKS["arithmetic"], args.eval_n)
+        rv, rv_samples = evaluate_task(net, data, TASKS["copy"], args.eval_n)
+        pr = prose_masked_accuracy(net, data)
+        _, pr_samples = evaluate_task(net, data, TASKS["prose"], 5)
+        score = min(ar["answer_correct"] / 0.9, rv["exact_match"] / 0.95)
+        rec = {"step": step, "minutes": round((elapsed_before + time.time() - t_start) / 60, 2),
+               "arithmetic": ar, "copy": rv, "prose": pr}
+        history.append(rec)
+        log(f"eval step {step}: arithmetic answer {ar['answer_correct']:.3f} line {ar['exact_match']:.3f} | "
+            f"copy exact {rv['exact_match']:.3f} | prose masked acc "
+            + " ".join(f"{k[-2:]}%={v:.3f}" for k, v in pr.items()) + f" ({time.time() - t0:.0f}s)", logfile)
+        for s in ar_samples[:2] + rv_samples[:1]:
+            log(f"  {s['prompt']!r} -> {s['output']!r}", logfile)
+        if score > best and not args.no_export:
+            best = score
+            info = {"command": command, "step": step, "minutes_trained": rec["minutes"],
+                    "machine": f"CPU, torch.set_num_threads({args.threads})", "torch": torch.__version__,
+                    "parameters": net.num_parameters(), "config": cfg.to_dict(), "heldout": rec, "eval_n": args.eval_n,
+                    "samples": {"arithmetic": ar_samples[:5], "copy": rv_samples[:5], "prose": pr_samples[:5]},
+                    "args": {k: str(v) for k, v in vars(args).items()}}
+            export(net, tok, args.out, info)
+            log(f"  exported to {args.out} (best so far)", logfile)
+        return score
+
+    net.train()
+    t_start = time.time()
+    last_ckpt = time.time()
+    train_tasks: dict[str, Task] = dict(TASKS)
+    if args.arith_extra_max_result:
+        train_tasks["arithmetic"] = MixedTask(
+            [TASKS["arithmetic"], Arithmetic(max_result=args.arith_extra_max_result)])
+    tasks_b = [("arithmetic", args.batch_arithmetic), ("copy", args.batch_copy)]
+    running: dict[str, float] = {}
+    t_log = time.time()
+    while step < args.steps:
+        if args.max_minutes and (elapsed_before + time.time() - t_start) / 60 >= args.max_minutes:
+            log(f"time limit of {args.max_minutes} min reached at step {step}", logfile)
+            break
+        rng = random.Random(args.seed * 1_000_003 + step)
+        gen = torch.Generator().manual_seed(args.seed * 7_919 + step)
+        lr = lr_at(step, args, (elapsed_before + time.time() - t_start) / 60)
+        for g in opt.param_groups:
+            g["lr"] = lr
+        opt.zero_grad(set_to_none=True)
+        losses = {}
+        for name, b in tasks_b:
+            if b <= 0:
+                continue
+            tokens, plen, _ = data.task_batch(train_tasks[name], rng, b)
+            loss = masked_diffusion_loss(net, tokens, plen, data.mask, gen)
+            loss.backward()
+            losses[name] = loss.item()
+        if args.batch_prose > 0:
+            tokens = data.prose_batch(gen, args.batch_prose)
+            loss = masked_diffusion_loss(net, tokens, 0, data.mask, gen)
+            loss.backward()
+            losses["prose"] = loss.item()
+        torch.nn.utils.clip_grad_norm_(net.parameters(), 1.0)
+        opt.step()
+        step += 1
+        for k, v in losses.items():
+            running[k] = 0.98 * running.get(k, v) + 0.02 * v
+        if step % 50 == 0 or step == 1:
+            el = elapsed_before + time.time() - t_start
+            log(f"step {step}/{args.steps} lr {lr:.2e} loss " + " ".join(f"{k} {v:.3f}" for k, v in running.items())
+                + f" | {(time.time() - t_log) / (50 if step > 1 else 1):.2f}s/step, {el / 60:.1f} min", logfile)
+            t_log = time.time()
+        if step % args.eval_every == 0:
+            run_eval()
+            save_state()
+            last_ckpt = time.time()
+        elif time.time() - last_ckpt > args.ckpt_minutes * 60:
+            save_state()
+            last_ckpt = time.time()
+    if not history or history[-1]["step"] != step:
+        run_eval()
+    save_state()
+    log(f"done at step {step}; best score {best:.3f}", logfile)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
