@@ -519,7 +519,7 @@ def main(argv: Optional[list[str]] = None) -> int:
                             lr=args.lr, betas=(0.9, 0.98), eps=1e-8)
     step, elapsed_before, best, history = 0, 0.0, -1.0, []
     if resume:
-        st = torch.load(state_path, map_location="cpu", weights_only=False)
+        st = torch.load(state_path, map_location="cpu", weights_only=True)  # tensors and plain values only
         net.load_state_dict(st["model"])
         opt.load_state_dict(st["opt"])
         step, elapsed_before, best, history = st["step"], st["elapsed"], st["best"], st["history"]
@@ -536,7 +536,9 @@ def main(argv: Optional[list[str]] = None) -> int:
         tmp = state_path.with_suffix(".tmp")
         torch.save({"model": net.state_dict(), "opt": opt.state_dict(), "step": step,
                     "elapsed": elapsed_before + time.time() - t_start, "best": best,
-                    "history": history, "args": vars(args) | {"out": str(args.out), "work_dir": str(work)}}, tmp)
+                    "history": history,
+                    "args": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()}
+                    | {"work_dir": str(work)}}, tmp)
         os.replace(tmp, state_path)
 
     def run_eval() -> float:

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import random
+from abc import ABC, abstractmethod
 import zlib
 from dataclasses import dataclass, field
 from typing import Any
@@ -28,7 +29,7 @@ def check_split(split: str) -> None:
         raise ValueError(f"split: {split!r} is not allowed; allowed: {', '.join(SPLITS)}")
 
 
-class Task:
+class Task(ABC):
     """A seeded generator with a fixed held-out split and a scorer.
 
     Subclasses implement ``sample(rng)`` (one random problem, either split) and ``score``.
@@ -39,8 +40,9 @@ class Task:
     gen_length: int = 32
     primary_metric: str = "exact_match"
 
-    def sample(self, rng: random.Random) -> Example:  # pragma: no cover - abstract
-        raise NotImplementedError
+    @abstractmethod
+    def sample(self, rng: random.Random) -> Example:
+        """One random problem (either split)."""
 
     def split_of(self, example: Example) -> str:
         return "heldout" if is_heldout(f"{self.name}|{example.prompt}") else "train"
@@ -69,8 +71,9 @@ class Task:
             out.append(ex)
         return out
 
-    def score(self, example: Example, output_text: str) -> dict[str, float | bool]:  # pragma: no cover
-        raise NotImplementedError
+    @abstractmethod
+    def score(self, example: Example, output_text: str) -> dict[str, float | bool]:
+        """Metrics of ``output_text`` against ``example``; includes ``primary_metric``."""
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(name={self.name!r}, gen_length={self.gen_length})"
