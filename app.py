@@ -315,6 +315,9 @@ def build_app(default_model: str = "embedded") -> gr.Blocks:
                                                                label="High-confidence threshold",
                                                                info="high_confidence_threshold / tau_high_conf: "
                                                                     "decode all above it if at least two")
+                    c["stop_when_full"] = gr.Checkbox(d.stop_when_full, label="Stop a slow stage when the block is full",
+                                                      info="ours, off in the published code: skips slow-stage "
+                                                           "forwards that can decode nothing")
                 with gr.Accordion("Baseline", open=False):
                     c["remasking"] = gr.Radio(["low_confidence", "random"], value=d.remasking, label="Remasking",
                                               info="remasking: which positions each step unmasks")

@@ -7,10 +7,12 @@ from the forward counter decides, per forward, which part is recomputed:
 
 * both refresh: a full forward, every feature overwritten;
 * response only: response rows recomputed against the cached prompt K/V;
-* prompt only: prompt rows recomputed, response features reused;
+* prompt only: prompt rows recomputed, and the response is V-verified as below in the
+  same forward (with ``rho = 0`` reused as is); the prompt attends to the verified K/V;
 * neither: V-verify. New V for every response row, cosine similarity to the cached V row
   by row, and only the ``int(rows * rho)`` least similar rows get Q, K, attention and FFN
-  recomputed (RoPE at their true positions, against the full K/V); ``rho = 0`` is pure reuse.
+  recomputed (RoPE at their true positions, against the full K/V); ``rho = 0`` is pure reuse
+  and leaves the cached V untouched. These are the published dLLM-Cache hook's cases.
 
 Layer 0 always refreshes fully unless ``refresh_first_layer`` is off (the paper's text).
 Truncated forwards (SlowFast's fast stage) read and write only the response rows present;

@@ -24,6 +24,8 @@ SAMPLER_FLAGS: list[tuple[tuple[str, ...], str, Any, str]] = [
      "slowfast: decode in parallel every position at or above this, if at least two (0.9)"),
     (("--max-cycles", "--max-sub-cycles-per-block"), "max_cycles", int, "slowfast: cycle cap per block (256)"),
     (("--variant",), "variant", str, "slowfast: reference (default, the published code) or paper"),
+    (("--stop-when-full",), "stop_when_full", bool,
+     "slowfast: end a slow stage as soon as its block is full (ours; the published code runs all its forwards)"),
     (("--threshold",), "threshold", float, "threshold: confidence to unmask in parallel (0.9)"),
     (("--factor",), "factor", float, "threshold: use Fast-dLLM's factor rule with this factor"),
 ]
@@ -65,7 +67,10 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--dtype", default="auto", help="auto (fp32 on CPU, bf16 on CUDA), float32, bfloat16, float16")
     g.add_argument("--trace", default=None, metavar="OUT.json", help="write the step trace here")
     for flags, dest, typ, help_ in SAMPLER_FLAGS:
-        g.add_argument(*flags, dest=dest, type=typ, default=None, help=help_)
+        if typ is bool:
+            g.add_argument(*flags, dest=dest, action="store_const", const=True, default=None, help=help_)
+        else:
+            g.add_argument(*flags, dest=dest, type=typ, default=None, help=help_)
     g.add_argument("--param", action="append", default=[], metavar="NAME=VALUE",
                    help="any sampler parameter by our or the reference name, e.g. k_exploration_steps=4")
     g.add_argument("--cache", action="store_true", help="use dLLM-Cache (prompt and response feature reuse)")

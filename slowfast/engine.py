@@ -185,7 +185,7 @@ class Run:
         extent, nfe, forwards = G, 0, 0
         per_block: dict[int, int] = {}
         t_run = time.perf_counter()
-        while mask.any():
+        while not self.policy.done(mask):
             if self._stop_requested:
                 self.stopped = True
                 break

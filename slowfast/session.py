@@ -84,6 +84,7 @@ class Controls:
     stability_window: int = 2
     std_threshold: float = 1.0
     high_confidence_threshold: float = 0.9
+    stop_when_full: bool = False
     threshold: float = 0.9
     factor: float = 0.0  # 0 = fixed threshold rule
     cache: bool = False
@@ -100,7 +101,8 @@ class Controls:
         elif self.sampler == "slowfast":
             params = dict(variant=self.variant, exploration_steps=as_int(self.exploration_steps),
                           horizon_threshold=self.horizon_threshold, stability_window=as_int(self.stability_window),
-                          std_threshold=self.std_threshold, high_confidence_threshold=self.high_confidence_threshold)
+                          std_threshold=self.std_threshold, high_confidence_threshold=self.high_confidence_threshold,
+                          stop_when_full=bool(self.stop_when_full))
         else:
             params = {"threshold": self.threshold, "factor": self.factor or None}
         cache = None

@@ -83,9 +83,11 @@ def test_scripted_schedule_counts_rows_per_layer(tiny_model):
     P, G = 7, 32
     cache = cache_for(tiny_model, P, G, kp=3, kr=2, rho=0.25)
     tokens = torch.randint(10, 90, (1, P + G))
-    # forward: (prompt recomputed, response recomputed) in layers >= 1; layer 0 always full
-    expected = {1: (P, G), 2: (0, 8), 3: (0, G), 4: (P, 0), 5: (0, G),
-                6: (0, 8), 7: (P, G), 8: (0, 8), 9: (0, G), 10: (P, 0)}
+    # forward: (prompt recomputed, response recomputed) in layers >= 1; layer 0 always full.
+    # A forward that refreshes only the prompt V-verifies the response too (4 and 10), as
+    # the published dLLM-Cache hook does.
+    expected = {1: (P, G), 2: (0, 8), 3: (0, G), 4: (P, 8), 5: (0, G),
+                6: (0, 8), 7: (P, G), 8: (0, 8), 9: (0, G), 10: (P, 8)}
     for forward in range(1, 11):
         cache.begin_forward()
         tiny_model.net(tokens, cache=cache)
@@ -148,3 +150,59 @@ def test_paper_presets_are_valid():
     assert CacheSettings(**CACHE_PRESETS["slowfast-headline"]).refresh(6) == (False, True)
     for preset in CACHE_PRESETS.values():
         CacheSettings(**preset)
+
+
+@torch.no_grad()
+def test_prompt_only_refresh_verifies_the_response_too(tiny_model):
+    """A forward that refreshes only the prompt (here the 2nd: kp=1, kr=100) V-verifies the
+    response as the published hook does. With rho=1 every response row is recomputed, so
+    the forward equals an uncached one; reusing the response untouched would not."""
+    net = tiny_model.net
+    P, G = 6, 24
+    first = torch.randint(10, 90, (1, P + G))
+    second = first.clone()
+    second[0, P:P + 12] = torch.randint(10, 90, (12,))  # the response moved on
+    cache = cache_for(tiny_model, P, G, kp=1, kr=100, rho=1.0, refresh_first_layer=False)
+    cache.begin_forward()
+    net(first, cache=cache)
+    cache.begin_forward()
+    got = net(second, cache=cache)
+    assert all((s.prompt_recomputed, s.response_recomputed) == (P, G) for s in cache.last_stats)
+    assert torch.allclose(got, net(second), atol=1e-5, rtol=0)
+
+
+@torch.no_grad()
+def test_rho_zero_leaves_the_cached_response_untouched(tiny_model):
+    """rho = 0 is pure reuse: a forward that refreshes nothing (or only the prompt) must
+    not overwrite the cached response V (the published hook guards it by ``transfer``)."""
+    net = tiny_model.net
+    P, G = 6, 24
+    first = torch.randint(10, 90, (1, P + G))
+    second = first.clone()
+    second[0, P:] = torch.randint(10, 90, (G,))
+    cache = cache_for(tiny_model, P, G, kp=2, kr=100, rho=0.0, refresh_first_layer=False)
+    cache.begin_forward()
+    net(first, cache=cache)
+    before = [store.v_r.clone() for store in cache.layers]
+    for _ in range(3):  # forward 2 refreshes the prompt only, forward 3 nothing, 4 the prompt
+        cache.begin_forward()
+        net(second, cache=cache)
+        assert all(s.response_recomputed == 0 for s in cache.last_stats)
+    assert all(torch.equal(b, store.v_r) for b, store in zip(before, cache.layers))
+
+
+def test_rms_norm_scales_after_casting_back_as_llada_does():
+    """In bf16 LLaDA's RMSNorm rounds the normalised value to bf16 and then multiplies by
+    the weight; multiplying in float32 first rounds differently."""
+    from slowfast.models.transformer import RMSNorm
+
+    torch.manual_seed(0)
+    norm = RMSNorm(64, 1e-5).to(torch.bfloat16)
+    with torch.no_grad():
+        norm.weight.copy_(torch.randn(64) * 3)
+    x = (torch.randn(8, 64) * 5).to(torch.bfloat16)
+    xf = x.float()
+    normalised = (xf * torch.rsqrt(xf.pow(2).mean(-1, keepdim=True) + 1e-5)).to(torch.bfloat16)
+    assert torch.equal(norm(x), norm.weight * normalised)
+    assert not torch.equal(norm(x), (xf * torch.rsqrt(xf.pow(2).mean(-1, keepdim=True) + 1e-5)
+                                     * norm.weight.float()).to(torch.bfloat16))

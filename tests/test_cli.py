@@ -85,5 +85,7 @@ def test_bench_samplers_compares_side_by_side(tiny_dir, capsys):
     assert main(["bench", "samplers", "--model", str(tiny_dir), "--prompt", "Hi", "--gen-length", "32",
                  "--block-length", "32"]) == 0
     lines = capsys.readouterr().out.splitlines()
-    assert [line.split()[0] for line in lines[2:]] == ["baseline", "slowfast", "slowfast"]
+    assert [line.split()[0] for line in lines[2:]] == ["baseline", "slowfast", "slowfast,", "slowfast"]
     assert lines[2].split()[1] == "32" and "1.00x" in lines[2]
+    published, early = int(lines[3].split()[1]), int(lines[4].split()[4])
+    assert early <= published  # stop_when_full only drops forwards that decode nothing

@@ -157,8 +157,9 @@ def test_block_boundary_moves_to_the_next_block():
 
 def test_cycle_cap_stops_with_a_clear_error():
     p = started("slowfast", exploration_steps=1, max_cycles=1)
-    with pytest.raises(DecodingStalled, match="max_cycles=1"):
-        p.decide(obs(low()))  # one token decoded, span [0, 1) full -> a second cycle is needed
+    d = p.decide(obs(low()))  # one token decoded, span [0, 1) full -> a second cycle is needed
+    with pytest.raises(DecodingStalled, match="max_cycles=1"):  # raised by the next forward's decision
+        p.decide(obs(low(), apply(np.ones(16, bool), d)))
 
 
 def test_paper_variant_exits_the_slow_stage_once_converged():
@@ -247,23 +248,33 @@ def test_factor_rule():
 
 @pytest.mark.parametrize("name, params", [
     ("baseline", {}), ("baseline", {"remasking": "random"}), ("slowfast", {}),
-    ("slowfast", {"variant": "paper"}), ("threshold", {}), ("threshold", {"factor": 1.0}),
+    ("slowfast", {"stop_when_full": True}), ("slowfast", {"variant": "paper"}),
+    ("threshold", {}), ("threshold", {"factor": 1.0}),
 ])
 @pytest.mark.parametrize("seed", range(5))
 def test_every_policy_fills_the_canvas_making_progress_each_step(name, params, seed):
+    """Each forward decodes something, except the rest of a slow stage whose block is
+    already full (the published SlowFast code runs those forwards; at most
+    exploration_steps - 1 per block)."""
     layout = Layout(gen_length=32, block_length=16, steps=32)
     p = started(name, layout, seed=seed, **params)
     rng = np.random.default_rng(seed)
     mask = np.ones(32, bool)
     conf = np.zeros(32, np.float32)
-    extent, forwards, last_block = 32, 0, 0
-    while mask.any():
+    extent, forwards, idle, last_block = 32, 0, 0, 0
+    while not p.done(mask):
         conf[:extent] = rng.beta(0.5, 0.5, extent)  # beyond the extent: values of the last full forward
         d = p.decide(obs(conf, mask, fed_end=extent))
-        assert len(d.decode) >= 1 and max(d.decode) < extent
+        if len(d.decode) == 0:
+            assert d.stage == "slow" and not mask[d.block * 16:d.block * 16 + 16].any()
+            assert name == "slowfast" and not params.get("stop_when_full")
+            idle += 1
+        else:
+            assert max(d.decode) < extent
         assert d.block >= last_block and all(d.block * 16 <= i < d.block * 16 + 16 for i in d.decode)
         last_block = d.block
         mask = apply(mask, d)
         extent = d.next_extent or 32
         forwards += 1
-        assert forwards <= 32
+        assert forwards - idle <= 32 and idle <= 2 * (p.exploration_steps - 1 if name == "slowfast" else 0)
+    assert not mask.any()

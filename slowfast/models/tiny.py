@@ -1,6 +1,6 @@
 """A tiny random-weight LLaDA-layout checkpoint, for tests and for trying the CLI offline.
 
-    python -m slowfast.models.tiny /tmp/tiny-llada
+    python -m slowfast.models.tiny /tmp/tiny-llada [--seed 0] [--logit-scale 4]
 
 writes config.json, sharded safetensors with model.safetensors.index.json, and a small
 character-level tokenizer (tokenizer.json, tokenizer_config.json, special tokens and a
@@ -8,8 +8,8 @@ LLaDA-style chat template), exactly as a hub snapshot of LLaDA lays them out.
 """
 from __future__ import annotations
 
+import argparse
 import string
-import sys
 from pathlib import Path
 from typing import Optional
 
@@ -56,8 +56,12 @@ def tiny_config(vocab_size: int, mask_id: int, eos_id: int, **overrides) -> Mode
 
 
 def write_tiny_checkpoint(folder: str | Path, seed: int = 0, max_shard_bytes: Optional[int] = 40_000,
-                          chat_template: Optional[str] = CHAT_TEMPLATE, **overrides) -> Path:
-    """Write a random-weight checkpoint in the official LLaDA layout and return its folder."""
+                          chat_template: Optional[str] = CHAT_TEMPLATE, logit_scale: float = 4.0,
+                          **overrides) -> Path:
+    """Write a random-weight checkpoint in the official LLaDA layout and return its folder.
+
+    ``logit_scale`` multiplies the output layer: larger values give peakier confidences
+    (e.g. 40: many positions above 0.9, so SlowFast's fast stages decode in parallel)."""
     folder = Path(folder)
     tok = char_tokenizer(chat_template)
     vocab = tok.get_vocab()
@@ -70,12 +74,23 @@ def write_tiny_checkpoint(folder: str | Path, seed: int = 0, max_shard_bytes: Op
             if p.dim() == 2 and p is not model.transformer["wte"].weight:
                 p.mul_(2.0)
         if "ff_out" in model.transformer:
-            model.transformer["ff_out"].weight.mul_(4.0)
+            model.transformer["ff_out"].weight.mul_(logit_scale)
     save_checkpoint(model, folder, max_shard_bytes=max_shard_bytes)
     tok.save_pretrained(str(folder))
     return folder
 
 
+def main(argv: Optional[list[str]] = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m slowfast.models.tiny",
+                                     description="Write a tiny random-weight checkpoint in LLaDA's official layout.")
+    parser.add_argument("folder", help="where to write it (created if missing)")
+    parser.add_argument("--seed", type=int, default=0, help="weight seed (default 0)")
+    parser.add_argument("--logit-scale", type=float, default=4.0,
+                        help="output-layer scale: larger gives peakier confidences (default 4)")
+    args = parser.parse_args(argv)
+    print(write_tiny_checkpoint(args.folder, seed=args.seed, logit_scale=args.logit_scale))
+    return 0
+
+
 if __name__ == "__main__":
-    target = sys.argv[1] if len(sys.argv) > 1 else "tiny-llada"
-    print(write_tiny_checkpoint(target))
+    raise SystemExit(main())

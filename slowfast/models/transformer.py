@@ -99,7 +99,8 @@ class ModelConfig:
 
 
 class RMSNorm(nn.Module):
-    """RMSNorm computed in float32, as LLaDA does, then cast back."""
+    """RMSNorm normalised in float32, cast back, then scaled by the weight: LLaDA's order
+    (in bf16 the weight multiplies the rounded value; identical in float32)."""
 
     def __init__(self, dim: int, eps: float):
         super().__init__()
@@ -109,7 +110,7 @@ class RMSNorm(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         xf = x.float()
         xf = xf * torch.rsqrt(xf.pow(2).mean(-1, keepdim=True) + self.eps)
-        return (xf * self.weight.float()).to(x.dtype)
+        return self.weight * xf.to(x.dtype)
 
 
 def rope_tables(head_dim: int, theta: float, length: int, device) -> tuple[torch.Tensor, torch.Tensor]:
@@ -232,22 +233,9 @@ class Block(nn.Module):
             st.flops = layer_flops(self.cfg, B * T, 0, B * T, T, B * T)
             return h + f, st
 
-        if refresh_prompt:  # prompt rows recomputed; response features reused
-            n = self.attn_norm(xp)
-            kp, vp = self.k(n, cos[:P], sin[:P]), self.v(n)
-            keys = torch.cat([kp, store.k_r[:, :, :R]], dim=2)
-            values = torch.cat([vp, store.v_r[:, :, :R]], dim=2)
-            ap = self.attend(self.q(n, cos[:P], sin[:P]), keys, values)
-            hp = xp + ap
-            fp = self.ffn(hp)
-            store.k_p, store.v_p, store.attn_p, store.ffn_p = kp, vp, ap, fp
-            out_p = hp + fp
-            st.prompt_recomputed, st.flops = B * P, layer_flops(self.cfg, B * P, 0, B * P, T, B * P)
-        else:
+        if refresh_response:  # response rows recomputed against the cached prompt K/V
             out_p = xp + store.attn_p + store.ffn_p
             st.prompt_reused = B * P
-
-        if refresh_response:  # response rows recomputed against the cached prompt K/V
             n = self.attn_norm(xr)
             kr, vr = self.k(n, cos[P:], sin[P:]), self.v(n)
             keys = torch.cat([store.k_p, kr], dim=2)
@@ -258,39 +246,65 @@ class Block(nn.Module):
             store.k_r[:, :, :R], store.v_r[:, :, :R] = kr, vr
             store.attn_r[:, :R], store.ffn_r[:, :R] = ar, fr
             st.response_recomputed = B * R
-            st.flops += layer_flops(self.cfg, B * R, 0, B * R, T, B * R)
+            st.flops = layer_flops(self.cfg, B * R, 0, B * R, T, B * R)
             return torch.cat([out_p, hr + fr], dim=1), st
 
-        if refresh_prompt:  # prompt refreshed, response reused as is
-            st.response_reused = B * R
-            return torch.cat([out_p, xr + store.attn_r[:, :R] + store.ffn_r[:, :R]], dim=1), st
+        # The response is not refreshed: V-verify (rho > 0) picks the response rows whose V
+        # moved most; their Q/K, attention and FFN are recomputed, the whole response V is
+        # replaced, and everything else is reused. rho = 0 is pure reuse (V untouched).
+        # When the prompt refreshes in this forward, its rows are recomputed too and attend
+        # to the verified response K/V, in one attention call with the picked rows.
+        picked = int(R * rho) if rho > 0 else 0
+        idx = None
+        q_sel = None
+        if rho > 0:
+            nr = self.attn_norm(xr)
+            vr = self.v(nr)
+            old = store.v_r[:, :, :R]
+            sim = F.cosine_similarity(vr.transpose(1, 2).reshape(B, R, -1).float(),
+                                      old.transpose(1, 2).reshape(B, R, -1).float(), dim=-1)
+            store.v_r[:, :, :R] = vr
+            st.flops += layer_flops(self.cfg, 0, B * R, 0, 0, 0)
+            if picked > 0:
+                low, idx = sim.topk(picked, dim=1, largest=False)
+                st.similarity_threshold = float(low.max())
+                n_sel = gather_rows(nr, idx)
+                cos_sel, sin_sel = cos[P + idx].unsqueeze(1), sin[P + idx].unsqueeze(1)  # [B, 1, k, D]
+                q_sel = self.q(n_sel, cos_sel, sin_sel)
+                k_sel = self.k(n_sel, cos_sel, sin_sel)
+                k_r = store.k_r[:, :, :R].transpose(1, 2)  # [B, R, H, D] view
+                scatter_rows(k_r, idx, k_sel.transpose(1, 2))
 
-        # neither refreshes: V-verify picks the response rows whose V moved most
-        n = self.attn_norm(xr)
-        vr = self.v(n)
-        old = store.v_r[:, :, :R]
-        sim = F.cosine_similarity(vr.transpose(1, 2).reshape(B, R, -1).float(),
-                                  old.transpose(1, 2).reshape(B, R, -1).float(), dim=-1)
-        store.v_r[:, :, :R] = vr
-        picked = int(R * rho)
-        st.flops = layer_flops(self.cfg, 0, B * R, 0, 0, 0)
-        if picked > 0:
-            low, idx = sim.topk(picked, dim=1, largest=False)
-            st.similarity_threshold = float(low.max())
-            n_sel = gather_rows(n, idx)
-            cos_sel, sin_sel = cos[P + idx].unsqueeze(1), sin[P + idx].unsqueeze(1)  # [B, 1, k, D]
-            q_sel = self.q(n_sel, cos_sel, sin_sel)
-            k_sel = self.k(n_sel, cos_sel, sin_sel)
-            k_r = store.k_r[:, :, :R].transpose(1, 2)  # [B, R, H, D] view
-            scatter_rows(k_r, idx, k_sel.transpose(1, 2))
-            keys = torch.cat([store.k_p, store.k_r[:, :, :R]], dim=2)
-            values = torch.cat([store.v_p, store.v_r[:, :, :R]], dim=2)
-            a_sel = self.attend(q_sel, keys, values)
-            h_sel = gather_rows(xr, idx) + a_sel
-            f_sel = self.ffn(h_sel)
-            scatter_rows(store.attn_r[:, :R], idx, a_sel)
-            scatter_rows(store.ffn_r[:, :R], idx, f_sel)
-            st.flops += layer_flops(self.cfg, B * picked, 0, B * picked, T, B * picked)
+        if refresh_prompt:
+            n = self.attn_norm(xp)
+            kp, vp = self.k(n, cos[:P], sin[:P]), self.v(n)
+            keys = torch.cat([kp, store.k_r[:, :, :R]], dim=2)
+            values = torch.cat([vp, store.v_r[:, :, :R]], dim=2)
+            qp = self.q(n, cos[:P], sin[:P])
+            a = self.attend(qp if q_sel is None else torch.cat([qp, q_sel], dim=2), keys, values)
+            ap = a[:, :P]
+            hp = xp + ap
+            h_all = hp if idx is None else torch.cat([hp, gather_rows(xr, idx) + a[:, P:]], dim=1)
+            f = self.ffn(h_all)
+            fp = f[:, :P]
+            if idx is not None:
+                scatter_rows(store.attn_r[:, :R], idx, a[:, P:])
+                scatter_rows(store.ffn_r[:, :R], idx, f[:, P:])
+            store.k_p, store.v_p, store.attn_p, store.ffn_p = kp, vp, ap, fp
+            out_p = hp + fp
+            st.prompt_recomputed = B * P
+            st.flops += layer_flops(self.cfg, B * P + B * picked, 0, B * P + B * picked, T, B * P + B * picked)
+        else:
+            out_p = xp + store.attn_p + store.ffn_p
+            st.prompt_reused = B * P
+            if idx is not None:
+                keys = torch.cat([store.k_p, store.k_r[:, :, :R]], dim=2)
+                values = torch.cat([store.v_p, store.v_r[:, :, :R]], dim=2)
+                a_sel = self.attend(q_sel, keys, values)
+                f_sel = self.ffn(gather_rows(xr, idx) + a_sel)
+                scatter_rows(store.attn_r[:, :R], idx, a_sel)
+                scatter_rows(store.ffn_r[:, :R], idx, f_sel)
+                st.flops += layer_flops(self.cfg, B * picked, 0, B * picked, T, B * picked)
         st.response_recomputed, st.response_reused = B * picked, B * (R - picked)
         return torch.cat([out_p, xr + store.attn_r[:, :R] + store.ffn_r[:, :R]], dim=1), st
 

@@ -127,6 +127,11 @@ class Policy(ABC):
     def decide(self, obs: Observation) -> Decision:
         """Choose what to unmask after one forward."""
 
+    def done(self, mask: np.ndarray) -> bool:
+        """Whether the run is over. Most policies stop when no position is masked; the
+        published SlowFast code still runs the rest of a slow stage on a full block."""
+        return not mask.any()
+
 
 class DecodingStalled(RuntimeError):
     """A run hit a hard cap (forwards per block, cycles per block) without finishing."""
