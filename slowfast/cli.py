@@ -1,4 +1,4 @@
-"""``python -m slowfast generate|train``: the engine headless."""
+"""``python -m slowfast generate|bench|train|eval``: the engine headless."""
 from __future__ import annotations
 
 import argparse
@@ -87,6 +87,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_bench_parser(sub)
     sub.add_parser("train", help="train the embedded model (see slowfast/train.py --help)", add_help=False)
+    sub.add_parser("eval", help="how a model decodes its task sets: accuracy, stages, speed, sliders",
+                   add_help=False)
     return parser
 
 
@@ -160,6 +162,10 @@ def main(argv: Optional[list[str]] = None) -> int:
         from .train import main as train_main
 
         return train_main(argv[1:])
+    if argv and argv[0] == "eval":
+        from .evaluate import main as eval_main
+
+        return eval_main(argv[1:])
     args = build_parser().parse_args(argv)
     from .models.loading import ModelLoadError
 

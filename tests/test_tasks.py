@@ -42,7 +42,8 @@ def test_target_scores_perfectly(name):
     task = TASKS[name]
     for ex in task.examples("heldout", 20):
         assert task.score(ex, ex.target)[task.primary_metric] in (True, 1.0)
-        assert task.score(ex, ex.target)["exact_match"] is True
+        if not task.fills_canvas:  # a story is checked, not matched: many are right
+            assert task.score(ex, ex.target)["exact_match"] is True
 
 
 def test_heldout_prompts_convenience():
@@ -52,23 +53,30 @@ def test_heldout_prompts_convenience():
 
 
 def test_arithmetic_worked_steps_reuse_previous_result():
+    seen_ops, small, sub_first = set(), False, False
     for ex in TASKS["arithmetic"].examples("train", 300):
         operands = [int(d) for d in re.findall(r"\d", ex.prompt.split("=")[0])]
-        assert len(operands) == 4 and all(1 <= d <= 9 for d in operands)
+        assert 5 <= len(operands) <= 7 and all(1 <= d <= 9 for d in operands)
         steps = re.findall(r"(\d+)([+-])(\d+)=(\d+)", ex.target)
-        assert len(steps) == 3
+        assert len(steps) == len(operands) - 1
+        seen_ops.add(len(steps))
         value = operands[0]
+        sub_first |= steps[0][1] == "-"
         for (a, op, b, r) in steps:
             assert int(a) == value
             value = int(a) + int(b) if op == "+" else int(a) - int(b)
-            assert int(r) == value and 10 <= value <= 19
+            assert int(r) == value and 0 <= value <= 29
+            small |= value < 10
         assert ex.target.endswith(f". The answer is {value}.") and ex.meta["answer"] == value
+    assert seen_ops == {4, 5, 6} and small and sub_first
 
 
-def test_arithmetic_layout_is_fixed():
-    for ex in TASKS["arithmetic"].examples("train", 200):
-        assert len(ex.prompt) == len("Q: 7+5-3+8=? A:")
-        assert len(ex.target) == len(" 7+5=12, 12-3=11, 11+8=19. The answer is 19.")
+def test_arithmetic_answers_fit_the_canvas():
+    from slowfast.models import load_model
+
+    tok = load_model("embedded", device="cpu").tokenizer
+    longest = max(len(tok(ex.target)["input_ids"]) for ex in TASKS["arithmetic"].examples("train", 500))
+    assert longest < TASKS["arithmetic"].gen_length
 
 
 def test_arithmetic_example_format():
@@ -98,16 +106,42 @@ def test_copy_format_and_scoring():
     assert task.score(ex, ex.target[:-3] + ".")["exact_match"] is False
 
 
-def test_prose_split_and_score():
-    from slowfast.tasks import prose
+STORY_PROMPT = "Story: Mia has two red apples ."
+STORY = (" At the park Mia finds one more red apple . Now Mia has three red apples . The sky is calm ."
+         " Mia meets Tom . Tom gives Mia two more red apples . Now Mia has five red apples ."
+         " Mia loses two red apples . Now Mia has three red apples . Mia loses two red apples ."
+         " Now Mia has one red apple .")
 
-    held, train = prose.texts("heldout"), prose.texts("train")
-    assert held and train and not set(held) & set(train)
-    ex = TASKS["prose"].examples("heldout", 1)[0]
-    assert ex.target.strip() in next(p for p in held if ex.prompt in p)
-    half = " ".join(ex.target.split()[: len(ex.target.split()) // 2])
-    score = TASKS["prose"].score(ex, half)
-    assert 0 < score["word_accuracy"] < 1 and score["exact_match"] is False
+
+def test_story_checker_accepts_every_cut_of_a_consistent_story():
+    task = TASKS["story"]
+    ex = Example(STORY_PROMPT, STORY)
+    for cut in range(2, len(STORY) + 1):  # the canvas may end anywhere, even inside a word
+        assert task.score(ex, STORY[:cut])["consistent"] is True, STORY[:cut]
+    for ex in task.examples("heldout", 30):
+        assert all(task.score(ex, ex.target[:cut])["consistent"] for cut in range(2, len(ex.target), 7))
+
+
+@pytest.mark.parametrize("broken, why", [
+    (STORY.replace("has three", "has four"), "a count that does not add up"),
+    (STORY.replace("more red apple .", "more blue apple ."), "a colour that changed"),
+    (STORY.replace("Tom gives", "Ben gives"), "a friend who was not the one met"),
+    (STORY.replace("one red apple .", "zero red apples ."), "losing everything (counts stay 1-9)"),
+    (STORY.replace("one red apple .", "one red apples ."), "plural after one"),
+    (STORY.replace(" . Now Mia has three", " . Then Mia has three"), "grammar"),
+    (STORY.replace("The sky is calm", "The sky is apples"), "a word from the wrong slot"),
+    (" Tom finds", "someone else's story"),
+])
+def test_story_checker_rejects_inconsistent_stories(broken, why):
+    assert TASKS["story"].score(Example(STORY_PROMPT, STORY), broken)["consistent"] is False, why
+
+
+def test_story_prompts_and_targets():
+    task = TASKS["story"]
+    for ex in task.examples("train", 200):
+        assert re.fullmatch(r"Story: \w+ has \w+ \w+ \w+ \.", ex.prompt)
+        assert len(ex.target.split()) >= 160  # longer than any canvas: cut where the canvas ends
+        assert task.score(ex, "")["consistent"] is False
 
 
 def test_split_rule_is_stable():

@@ -9,10 +9,10 @@ from __future__ import annotations
 
 from .arithmetic import Arithmetic
 from .base import SPLITS, Example, Task, is_heldout
-from .prose import Prose
 from .copy_letters import Copy
+from .story import Story
 
-TASKS: dict[str, Task] = {t.name: t for t in (Arithmetic(), Copy(), Prose())}
+TASKS: dict[str, Task] = {t.name: t for t in (Story(), Arithmetic(), Copy())}
 
 
 def get_task(name: str) -> Task:

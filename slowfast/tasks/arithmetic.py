@@ -1,17 +1,14 @@
-"""Chained single-digit addition/subtraction with worked steps.
+"""Chained single-digit addition/subtraction with worked steps, longer than one pass.
 
-Prompt ``Q: 7+5-3+8=? A:``, answer `` 7+5=12, 12-3=9, 9+8=17. The answer is 17.``
-(that one is out of range here: see below). Each step reuses the previous result.
+Prompt ``Q: 7+5-3+8-6=? A:``, answer `` 7+5=12, 12-3=9, 9+8=17, 17-6=11. The answer is 11.``
+Each step reuses the previous result, so a later result is only certain once the one
+before it is written: the chain a small model cannot compute in one forward, as GSM8K's
+are for LLaDA.
 
-Operands are 1..9, every chain has exactly three operations, and every intermediate
-result has two digits and stays in the teens (10..19; so the first operation is always an
-addition, with a carry). With digit tokens every prompt then has 13 tokens and every
-answer exactly 33, laid out the same way: each copied number sits at a fixed distance
-from its source, and each result digit is a function of the digits at fixed places.
-That is what makes the task learnable by a 2M-parameter model in about an hour of CPU:
-with one- or two-digit results the layout shifts from problem to problem (the same model
-stayed below 20% in a trial), and with results up to 36 it knew only ~76% of the step
-facts after 40 minutes. 3,645 problems in all, 370 of them held out.
+Operands are 1..9, a chain has 4 to 6 operations, and every intermediate result lies in
+0..29 (the first operation may be a subtraction; results below 10 have one digit, so the
+layout shifts with the numbers as in real text). Digits are single tokens. The answer is
+followed by end-of-text to the end of the canvas.
 """
 from __future__ import annotations
 
@@ -25,19 +22,21 @@ ANSWER_RE = re.compile(r"The answer is (-?\d+)")
 
 class Arithmetic(Task):
     name = "arithmetic"
-    gen_length = 40  # every answer is 33 tokens (digit tokens), then EOS
+    gen_length = 64  # the longest answer (six steps, two-digit results) is 53 tokens, then EOS
     primary_metric = "answer_correct"
 
-    def __init__(self, n_ops: int = 3, max_operand: int = 9, min_result: int = 10, max_result: int = 19):
-        self.n_ops = n_ops
+    def __init__(self, min_ops: int = 4, max_ops: int = 6, max_operand: int = 9,
+                 min_result: int = 0, max_result: int = 29):
+        self.min_ops, self.max_ops = min_ops, max_ops
         self.max_operand = max_operand
         self.min_result = min_result
         self.max_result = max_result
 
     def sample(self, rng: random.Random) -> Example:
+        n_ops = rng.randint(self.min_ops, self.max_ops)
         value = rng.randint(1, self.max_operand)
         operands, ops, steps = [value], [], []
-        for _ in range(self.n_ops):
+        for _ in range(n_ops):
             choices = [(op, b) for op in "+-" for b in range(1, self.max_operand + 1)
                        if self.min_result <= (value + b if op == "+" else value - b) <= self.max_result]
             op, b = rng.choice(choices)

@@ -39,6 +39,7 @@ class Task(ABC):
     name: str = ""
     gen_length: int = 32
     primary_metric: str = "exact_match"
+    fills_canvas: bool = False  # True: the answer runs to the end of any canvas (no EOS)
 
     @abstractmethod
     def sample(self, rng: random.Random) -> Example:

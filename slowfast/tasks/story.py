@@ -1,0 +1,166 @@
+"""Short stories from a seeded grammar: free choices early, facts that must agree later.
+
+Prompt ``Story: Mia has two red apples .``; the model continues the story until the canvas
+is full (there is no end-of-text: the continuation is the first ``gen_length`` tokens of a
+longer story, cut wherever the canvas ends, so every run fills it). Events:
+
+* ``At the park Mia finds one more red apple .`` (place and count are free choices)
+* ``Mia loses two red apples .``
+* ``Mia meets Tom . Tom gives Mia one more red apple .`` (a friend, named once, referred to)
+* ``The sky is calm .`` (filler, all free)
+
+and after every event that changes the count, ``Now Mia has four red apples .``: the
+protagonist's name, colour and object are copied from the prompt, the friend from the
+sentence before, the count is the last count plus or minus one or two (1-9, singular at
+one). Free choices make far positions uncertain; once a choice is written, the sentence
+that depends on it becomes certain: the slow-then-fast rhythm a real dLLM shows.
+
+The scorer is a checker, not an exact match: the continuation must parse under the
+grammar, every fact must agree with the ones before it, and a sentence cut by the end of
+the canvas must be a valid beginning of one.
+"""
+from __future__ import annotations
+
+import random
+import re
+
+from .base import Example, Task
+
+NAMES = ["Mia", "Tom", "Sam", "Ana", "Ben", "Eva", "Leo", "Zoe", "Max", "Ivy", "Dan", "Kim"]
+COLOURS = ["red", "blue", "green", "white", "black", "pink", "gold", "brown"]
+OBJECTS = {"apple": "apples", "book": "books", "cup": "cups", "hat": "hats",
+           "pen": "pens", "key": "keys", "ball": "balls", "shell": "shells"}
+PLACES = ["park", "shop", "lake", "farm", "school", "beach", "hill", "town"]
+THINGS = ["sun", "sky", "sea", "road", "tree", "room", "wind", "day"]
+MOODS = ["warm", "calm", "long", "tall", "quiet", "cold", "bright", "still"]
+NUMBERS = ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine"]
+START_MAX, COUNT_MAX, STEP_MAX = 5, 9, 2
+
+
+def noun(obj: str, n: int) -> str:
+    return obj if n == 1 else OBJECTS[obj]
+
+
+def event(rng: random.Random, hero: str, colour: str, obj: str, n: int) -> tuple[list[str], int]:
+    """One event (sentences as word lists joined later) and the count after it."""
+    kinds = ["filler"]
+    if n + 1 <= COUNT_MAX:
+        kinds += ["find", "gift"]
+    if n - 1 >= 1:
+        kinds.append("lose")
+    kind = rng.choice(kinds)
+    if kind == "filler":
+        return ["The", rng.choice(THINGS), "is", rng.choice(MOODS), "."], n
+    if kind == "lose":
+        k = rng.randint(1, min(STEP_MAX, n - 1))
+        words, new = [hero, "loses", NUMBERS[k], colour, noun(obj, k), "."], n - k
+    else:
+        k = rng.randint(1, min(STEP_MAX, COUNT_MAX - n))
+        more = [NUMBERS[k], "more", colour, noun(obj, k), "."]
+        if kind == "find":
+            words = ["At", "the", rng.choice(PLACES), hero, "finds"] + more
+        else:
+            friend = rng.choice([x for x in NAMES if x != hero])
+            words = [hero, "meets", friend, ".", friend, "gives", hero] + more
+        new = n + k
+    return words + ["Now", hero, "has", NUMBERS[new], colour, noun(obj, new), "."], new
+
+
+class Story(Task):
+    name = "story"
+    gen_length = 96  # the canvas is filled; a story of that many tokens has ~5-7 events
+    primary_metric = "consistent"
+    fills_canvas = True
+
+    def sample(self, rng: random.Random) -> Example:
+        hero, colour, obj = rng.choice(NAMES), rng.choice(COLOURS), rng.choice(list(OBJECTS))
+        n = rng.randint(1, START_MAX)
+        prompt = f"Story: {hero} has {NUMBERS[n]} {colour} {noun(obj, n)} ."
+        words: list[str] = []
+        count = n
+        while len(words) < 160:  # longer than any canvas: the trainer cuts it at gen_length tokens
+            more, count = event(rng, hero, colour, obj, count)
+            words += more
+        return Example(prompt=prompt, target=" " + " ".join(words),
+                       meta={"hero": hero, "colour": colour, "object": obj, "count": n})
+
+    def score(self, example: Example, output_text: str) -> dict[str, float | bool]:
+        ok, sentences, reason = check_story(example.prompt, output_text)
+        return {"consistent": ok, "sentences": float(sentences), "error": reason}
+
+
+# ----------------------------------------------------------------------------- the checker
+PROMPT_RE = re.compile(r"^Story: (\w+) has (\w+) (\w+) (\w+) \.$")
+
+
+class _Reject(Exception):
+    pass
+
+
+def check_story(prompt: str, text: str) -> tuple[bool, int, str]:
+    """(consistent, complete sentences checked, reason) for a continuation of ``prompt``.
+
+    Walks the grammar word by word with the story's state; the last word may be cut (a
+    prefix of an allowed word) and the last sentence may be unfinished.
+    """
+    m = PROMPT_RE.match(prompt.strip())
+    if not m or m.group(1) not in NAMES or m.group(2) not in NUMBERS or m.group(3) not in COLOURS:
+        return False, 0, "the prompt is not a story prompt"
+    hero, colour = m.group(1), m.group(3)
+    count = NUMBERS.index(m.group(2))
+    obj = next((o for o in OBJECTS if noun(o, count) == m.group(4)), None)
+    if obj is None:
+        return False, 0, "the prompt's object is not known"
+    words = text.split()
+    if not words:
+        return False, 0, "empty continuation"
+    trailing_cut = not text[-1].isspace()  # the last word may be a cut-off prefix
+    pos = 0
+    sentences = 0
+
+    def take(allowed) -> str:
+        nonlocal pos
+        if pos >= len(words):
+            raise StopIteration
+        w = words[pos]
+        last = pos == len(words) - 1
+        allowed = [allowed] if isinstance(allowed, str) else list(allowed)
+        if w in allowed or (last and trailing_cut and any(a.startswith(w) for a in allowed)):
+            pos += 1
+            if w not in allowed:
+                raise StopIteration  # a valid beginning of the last word
+            return w
+        raise _Reject(f"word {pos + 1} {w!r}: expected one of {allowed[:8]}")
+
+    try:
+        while True:
+            first = take(["At", "The", hero])
+            if first == "The":
+                take(THINGS), take("is"), take(MOODS), take(".")
+                sentences += 1
+                continue
+            if first == "At":
+                take("the"), take(PLACES), take(hero), take("finds")
+                k = NUMBERS.index(take([NUMBERS[i] for i in range(1, STEP_MAX + 1) if count + i <= COUNT_MAX]))
+                take("more"), take(colour), take(noun(obj, k)), take(".")
+                count += k
+            else:
+                verb = take(["loses", "meets"])
+                if verb == "loses":
+                    k = NUMBERS.index(take([NUMBERS[i] for i in range(1, STEP_MAX + 1) if count - i >= 1]))
+                    take(colour), take(noun(obj, k)), take(".")
+                    count -= k
+                else:
+                    friend = take([x for x in NAMES if x != hero])
+                    take("."), take(friend), take("gives"), take(hero)
+                    sentences += 1
+                    k = NUMBERS.index(take([NUMBERS[i] for i in range(1, STEP_MAX + 1) if count + i <= COUNT_MAX]))
+                    take("more"), take(colour), take(noun(obj, k)), take(".")
+                    count += k
+            sentences += 1
+            take("Now"), take(hero), take("has"), take(NUMBERS[count]), take(colour), take(noun(obj, count)), take(".")
+            sentences += 1
+    except StopIteration:
+        return True, sentences, ""
+    except _Reject as exc:
+        return False, sentences, str(exc)

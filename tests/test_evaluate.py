@@ -1,0 +1,27 @@
+"""The statistics ``python -m slowfast eval`` reports, on hand-made inputs."""
+import numpy as np
+import pytest
+
+from slowfast.engine import GenerationSettings, generate
+from slowfast.evaluate import cycles, has_parallel_fast_step, ranks, spearman
+
+
+def test_ranks_share_ties():
+    assert ranks(np.array([0.3, 0.1, 0.3, 0.2])).tolist() == [3.5, 1.0, 3.5, 2.0]
+
+
+def test_spearman_is_rank_correlation():
+    x = np.arange(6)
+    assert spearman(x, np.array([9, 7, 5, 3, 2, 1])) == pytest.approx(-1.0)
+    assert spearman(x, np.exp(x)) == pytest.approx(1.0)  # monotone, not linear
+    assert spearman(x, np.ones(6)) is None and spearman(x[:2], x[:2]) is None
+    # 1 - 6 * sum(d^2) / (n (n^2 - 1)) with d = (0, 1, -1, 1, -1, 0)
+    assert spearman(x, np.array([1, 3, 2, 5, 4, 6])) == pytest.approx(1 - 6 * 4 / (6 * 35))
+
+
+def test_cycles_and_parallel_fast_steps_read_the_trace(tiny_model):
+    s = GenerationSettings(sampler="slowfast", gen_length=32, block_length=16, chat=False)
+    trace = generate(tiny_model, "What is 7+5?", s)
+    by_cycle = {(r.block, r.info["cycle"]) for r in trace.records}
+    assert cycles(trace) == len(by_cycle) >= 2  # at least one cycle per block
+    assert has_parallel_fast_step(trace) == any(r.stage == "fast" and len(r.decoded) > 1 for r in trace.records)
