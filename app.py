@@ -19,6 +19,8 @@ from slowfast.cache import CACHE_PRESETS
 from slowfast.samplers.slowfast import VARIANT_DEFAULTS
 from slowfast.session import (
     MODEL_CHOICES,
+    DEFAULT_PROMPT,
+    PRESETS_DIR,
     BackgroundRun,
     Controls,
     ModelLoadError,
@@ -32,8 +34,7 @@ from slowfast.session import (
 )
 from slowfast.trace import Trace
 
-HERE = Path(__file__).resolve().parent
-PRESETS = load_presets(HERE / "presets")
+PRESETS = load_presets(PRESETS_DIR)
 REFRESH_SECONDS = 0.3  # plots re-render at most this often while a run streams (and within 10% of the time)
 POOL = ModelPool()
 CONTROL_NAMES = [f.name for f in dataclasses.fields(Controls)]
@@ -252,7 +253,6 @@ def on_check(model_name: str, prompt: str, *values) -> str:
 def build_app(default_model: str = "embedded") -> gr.Blocks:
     d = Controls()
     examples = example_prompts()
-    first_prompt = next(iter(examples.values()))
     with gr.Blocks(title="SlowFast Explorer") as demo:
         state = gr.State({})
         gr.Markdown("# SlowFast Explorer\nWatch a diffusion LLM unmask its answer step by step, and see what "
@@ -266,7 +266,7 @@ def build_app(default_model: str = "embedded") -> gr.Blocks:
                                      info="paper settings and teaching scenarios; choosing one fills the controls")
                 explanation = gr.Markdown()
                 example = gr.Dropdown(list(examples), value=None, label="Example prompt")
-                prompt = gr.Textbox(first_prompt, label="Prompt", lines=3, elem_id="prompt")
+                prompt = gr.Textbox(DEFAULT_PROMPT, label="Prompt", lines=3, elem_id="prompt")
                 with gr.Accordion("Chat (instruct models)", open=False):
                     chatbot = gr.Chatbot(label="Conversation", height=240)
                     chat_msg = gr.Textbox(label="Message", placeholder="Ask the instruct model; Enter sends")

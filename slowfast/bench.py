@@ -218,7 +218,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     s.set_defaults(func=cmd_samplers)
     r = bs.add_parser("render", help="decoder time alone vs while the app's figures re-render")
     r.add_argument("--model", default="embedded")
-    r.add_argument("--prompt", default="Q: 7+5-3+8=? A:")
+    r.add_argument("--prompt", default="Story: Mia has three gold pens .")
     r.add_argument("--sampler", default="slowfast")
     r.add_argument("--gen-length", type=int, default=128)
     r.add_argument("--block-length", type=int, default=128)

@@ -7,6 +7,7 @@ from __future__ import annotations
 import threading
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Callable, Iterator, Optional
 
 import torch
@@ -52,13 +53,18 @@ class ModelPool:
             return model
 
 
+# The prompt the app opens with: a held-out story the embedded model tells consistently under
+# the default controls (tests/test_presets.py checks it).
+DEFAULT_PROMPT = "Story: Mia has three gold pens ."
+
+
 def example_prompts(per_task: int = 2) -> dict[str, str]:
-    """Label -> prompt, drawn from the held-out task sets (arithmetic, parallel task, prose)."""
+    """Label -> prompt, drawn from the held-out task sets (story, arithmetic chain, copy)."""
     out: dict[str, str] = {}
     try:
         from .tasks import TASKS
     except ImportError:  # a checkout without the task sets
-        return {"Arithmetic": "Q: 7+5-3+8=? A:", "Free text": "It is a truth universally acknowledged"}
+        return {"Story": "Story: Mia has two red apples .", "Arithmetic": "Q: 7+5-3+8-6=? A:"}
     for name, task in TASKS.items():
         for i, ex in enumerate(task.examples("heldout", per_task, seed=0)):
             out[f"{name} #{i + 1}"] = ex.prompt
@@ -70,9 +76,9 @@ class Controls:
     """Every control of the app, named as GenerationSettings and the samplers name them."""
 
     sampler: str = "slowfast"
-    gen_length: int = 64
-    block_length: int = 64
-    steps: int = 64
+    gen_length: int = 96
+    block_length: int = 96
+    steps: int = 96
     temperature: float = 0.0
     seed: int = 0
     cfg_scale: float = 0.0
@@ -219,10 +225,12 @@ def run_to_end(model: DLLM, prompt: str, settings: GenerationSettings) -> Trace:
 
 
 
+PRESETS_DIR = Path(__file__).resolve().parent.parent / "presets"
+
+
 def load_presets(folder) -> dict[str, dict[str, Any]]:
     """Name -> preset from ``folder/*.json`` (sorted by file name); bad files raise ValueError."""
     import json
-    from pathlib import Path
 
     presets: dict[str, dict[str, Any]] = {}
     for path in sorted(Path(folder).glob("*.json")):
@@ -235,5 +243,6 @@ def load_presets(folder) -> dict[str, dict[str, Any]]:
     return presets
 
 
-__all__ = ["BackgroundRun", "Controls", "MODEL_CHOICES", "ModelLoadError", "ModelPool", "check_controls",
+__all__ = ["BackgroundRun", "Controls", "DEFAULT_PROMPT", "MODEL_CHOICES", "ModelLoadError", "ModelPool", "PRESETS_DIR",
+           "check_controls",
            "example_prompts", "load_presets", "preset_controls", "run_to_end", "stream_renders"]

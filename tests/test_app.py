@@ -110,7 +110,7 @@ def test_replay_rejects_a_bad_file(tmp_path):
 
 
 def test_every_preset_fills_valid_controls():
-    presets = load_presets(app.HERE / "presets")
+    presets = load_presets(app.PRESETS_DIR)
     assert len(presets) >= 6 and any(p.get("explanation") for p in presets.values())
     for name, preset in presets.items():
         Controls(**preset_controls(preset)).settings()
