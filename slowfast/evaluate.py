@@ -28,7 +28,7 @@ from typing import Any, Optional
 
 import numpy as np
 
-from .engine import GenerationSettings, generate
+from .engine import GenerationSettings, first_end, generate
 from .trace import Trace
 
 SLIDERS: dict[str, list[Any]] = {  # values inside the app's slider ranges, ends included
@@ -63,14 +63,6 @@ def spearman(x: np.ndarray, y: np.ndarray) -> Optional[float]:
     if rx.std() == 0 or ry.std() == 0:
         return None
     return float(np.corrcoef(rx, ry)[0, 1])
-
-
-def answer_positions(trace: Trace, eos_ids: frozenset[int]) -> int:
-    """Generated positions before the first EOS of the final canvas."""
-    for i, t in enumerate(trace.tokens):
-        if t in eos_ids:
-            return i
-    return len(trace.tokens)
 
 
 def cycles(trace: Trace) -> int:
@@ -131,7 +123,7 @@ def evaluate_task(model, task, n: int, sliders: bool, slider_n: int, progress=No
             acc[k].append(float(task.score(ex, t.text)[task.primary_metric]))
             nfe[k].append(t.summary["nfe"])
         base, sf, th = runs["baseline"], runs["slowfast"], runs["threshold"]
-        end = answer_positions(base, model.eos_ids)
+        end = first_end(base.tokens, model.eos_ids)  # the answer's non-EOS positions
         c = base.records[0].confidence[:end].astype(np.float64)
         rho = spearman(np.arange(end), c)
         if rho is not None:

@@ -12,7 +12,7 @@ model meets them: the story in one block, the arithmetic chain in blocks of 32.
 import numpy as np
 import pytest
 
-from slowfast.engine import GenerationSettings, generate
+from slowfast.engine import GenerationSettings, first_end, generate
 from slowfast.evaluate import SLIDERS, cycles, has_parallel_fast_step, spearman
 from slowfast.models import load_model
 from slowfast.tasks import TASKS
@@ -63,7 +63,7 @@ def test_confidence_falls_with_distance_from_the_prompt(embedded, runs):
     rhos = []
     for name, triples in runs.items():
         for _, base, _ in triples:
-            end = next((i for i, t in enumerate(base.tokens) if t in embedded.eos_ids), len(base.tokens))
+            end = first_end(base.tokens, embedded.eos_ids)
             rho = spearman(np.arange(end), base.records[0].confidence[:end].astype(np.float64))
             if rho is not None:
                 rhos.append(rho)

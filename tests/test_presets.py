@@ -5,7 +5,7 @@ correctly (or, where it says so, wrongly) under its own settings, and each claim
 import numpy as np
 import pytest
 
-from slowfast.engine import generate
+from slowfast.engine import first_end, generate
 from slowfast.evaluate import cycles, spearman
 from slowfast.models import load_model
 from slowfast.session import DEFAULT_PROMPT, PRESETS_DIR, Controls, example_prompts, load_presets, preset_controls
@@ -51,7 +51,7 @@ def test_preset_claims_hold_on_its_own_run(embedded, name):
     trace = run(embedded, preset)
     checks = dict(preset.get("checks", {}))
     assert score(preset["prompt"], trace.text) is checks.pop("correct", True), trace.text
-    answer = next((i for i, t in enumerate(trace.tokens) if t in embedded.eos_ids), len(trace.tokens))
+    answer = first_end(trace.tokens, embedded.eos_ids)
     first = len(trace.records[0].decoded) / answer
     for claim, value in checks.items():
         if claim == "cycles_at_least":
