@@ -46,6 +46,7 @@ EPS = 1e-3  # LLaDA's eps: p_mask = (1 - eps) * t + eps
 # canvas lengths drawn per batch (each task's own gen_length is among them)
 GEN_LENGTHS = {"story": (48, 64, 80, 96, 112, 128), "arithmetic": (64, 72, 80), "copy": (16, 24)}
 TRUNCATE_P = 0.25  # share of batches cut short on the right, as SlowFast's fast forwards are
+SUFFIX_TASKS = ("story", "arithmetic")  # the chains that --suffix-p applies to
 BARS = {"story": 0.90, "arithmetic": 0.95, "copy": 0.99}  # held-out accuracy bars (issue 14)
 
 
@@ -166,18 +167,28 @@ class Data:
 
 # ----------------------------------------------------------------------------- objective
 def masked_diffusion_loss(net: Transformer, tokens: torch.Tensor, prompt_len: int, mask_id: int,
-                          gen: torch.Generator) -> torch.Tensor:
+                          gen: torch.Generator, suffix_p: float = 0.0) -> torch.Tensor:
     """LLaDA loss: per-example t, mask response tokens with prob t, CE/t over masked, / #response tokens.
 
     t is drawn stratified over the batch (one uniform offset, evenly spaced), a standard
     variance reduction that keeps the marginal of each t uniform.
+
+    With ``suffix_p`` > 0 that share of the examples is masked from a uniformly drawn cut
+    to the end instead (the state a decoder is in when everything left of a point is
+    written), and weighted by 1 / (masked share), the same scale as the 1/t weighting.
     """
     B, T = tokens.shape
     L = T - prompt_len
     u = torch.rand(1, generator=gen)
     t = ((u + torch.arange(B) / B) % 1.0)[torch.randperm(B, generator=gen)]
     p_mask = (1 - EPS) * t + EPS
-    masked = (torch.rand(B, L, generator=gen) < p_mask[:, None]).to(tokens.device)
+    masked = torch.rand(B, L, generator=gen) < p_mask[:, None]
+    if suffix_p > 0:
+        suffix = torch.rand(B, generator=gen) < suffix_p
+        cut = torch.randint(0, L, (B,), generator=gen)
+        masked = torch.where(suffix[:, None], torch.arange(L)[None, :] >= cut[:, None], masked)
+        p_mask = torch.where(suffix, (L - cut).float() / L, p_mask)
+    masked = masked.to(tokens.device)
     p_mask = p_mask.to(tokens.device)
     noisy = tokens.clone()
     noisy[:, prompt_len:][masked] = mask_id
@@ -375,6 +386,9 @@ def model_card(info: dict) -> str:
         "  the response length. The canvas length is drawn per batch around each task's length and a",
         f"  quarter of the batches are cut short on the right ({TRUNCATE_P:.0%}), as SlowFast's fast",
         "  forwards are.",
+        *([f"- A share of the story and arithmetic examples ({info['args']['suffix_p']}) is masked from a random "
+           "cut to the end instead (the states of a decoder that has written everything left of a point), "
+           "weighted by 1 / (masked share)."] if float(info.get("args", {}).get("suffix_p", 0) or 0) > 0 else []),
         "",
         "## Training",
         "",
@@ -382,14 +396,17 @@ def model_card(info: dict) -> str:
         *info.get("commands", [info["command"]]),
         "```",
         "",
-        f"- {info['minutes_trained']:.0f} minutes, {info['step']} optimiser steps, on {info['machine']}"
+        f"- {info.get('minutes_before', 0) + info['minutes_trained']:.0f} minutes, "
+        f"{info.get('steps_before', 0) + info['step']} optimiser steps in all"
+        + (f" ({info['steps_before']} before the last command's `--init-from`)" if info.get("steps_before") else "")
+        + f", on {info['machine']}"
         f" (torch {info['torch']}). AdamW, warmup then cosine decay (by steps or by `--max-minutes`,",
         "  whichever is further along). Seeded and resumable (`.train/state.pt`); the export is the",
         "  checkpoint with the best held-out score relative to the bars, evaluated every",
         f"  {info.get('args', {}).get('eval_every', '?')} steps on {info.get('args', {}).get('eval_n', '?')} "
         "held-out problems per task.",
         "",
-        f"## Held-out scores (step {info['step']})",
+        f"## Held-out scores (step {info.get('steps_before', 0) + info['step']})",
         "",
         "Greedy baseline sampler at one token per step (low-confidence remasking, a single block),"
         f" {info['eval_n']} held-out problems per task:",
@@ -438,6 +455,9 @@ def parse_args(argv: Optional[list[str]]) -> argparse.Namespace:
     p.add_argument("--weight-decay", type=float, default=0.01)
     for name, b in (("story", 32), ("arithmetic", 32), ("copy", 8)):
         p.add_argument(f"--batch-{name}", type=int, default=b, help=f"{name} examples per step")
+    p.add_argument("--suffix-p", type=float, default=0.0,
+                   help="share of story and arithmetic examples masked from a random cut to the end "
+                        "(the decoder's left-to-right states) instead of uniformly")
     p.add_argument("--eval-every", type=int, default=500)
     p.add_argument("--eval-n", type=int, default=200)
     p.add_argument("--ckpt-minutes", type=float, default=3.0)
@@ -524,11 +544,20 @@ def main(argv: Optional[list[str]] = None) -> int:
         step, elapsed_before, best, history = st["step"], st["elapsed"], st["best"], st["history"]
         commands = list(st.get("commands", []))
         log(f"resumed from {state_path} at step {step} ({elapsed_before / 60:.1f} min trained)", logfile)
-    if args.init_from is not None:
+    lineage = {"steps_before": 0, "minutes_before": 0.0}  # training of the --init-from model
+    if resume:
+        lineage = st.get("lineage", lineage)
+    if args.init_from is not None and not resume:  # a resumed run continues its own weights
         from .models.loading import load_weights
 
         net.load_state_dict(load_weights(args.init_from, device, torch.float32))
         log(f"weights replaced by those of {args.init_from}", logfile)
+        prior_path = args.init_from / "training_info.json"
+        if not resume and prior_path.exists():  # the card keeps the whole history of the weights
+            prior = json.loads(prior_path.read_text())
+            commands = list(prior.get("commands", [prior.get("command", "?")])) + commands
+            lineage = {"steps_before": prior.get("steps_before", 0) + prior.get("step", 0),
+                       "minutes_before": prior.get("minutes_before", 0.0) + prior.get("minutes_trained", 0.0)}
     log(f"model: {net.num_parameters() / 1e6:.2f}M parameters, config {json.dumps(cfg.to_dict())}", logfile)
     log(f"command: {command}", logfile)
     commands.append(f"{command}  # from step {step}")
@@ -539,7 +568,7 @@ def main(argv: Optional[list[str]] = None) -> int:
         tmp = state_path.with_suffix(".tmp")
         torch.save({"model": net.state_dict(), "opt": opt.state_dict(), "step": step,
                     "elapsed": elapsed_before + time.time() - t_start, "best": best,
-                    "history": history, "commands": commands,
+                    "history": history, "commands": commands, "lineage": lineage,
                     "args": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()}
                     | {"work_dir": str(work)}}, tmp)
         os.replace(tmp, state_path)
@@ -559,6 +588,7 @@ def main(argv: Optional[list[str]] = None) -> int:
         if score > best and not args.no_export:
             best = score
             info = {"command": command, "commands": commands, "step": step, "minutes_trained": rec["minutes"],
+                    **lineage,
                     "machine": machine, "torch": torch.__version__,
                     "parameters": net.num_parameters(), "config": cfg.to_dict(), "heldout": rec,
                     "eval_n": args.eval_n, "samples": {name: s[:5] for name, s in samples.items()},
@@ -588,7 +618,8 @@ def main(argv: Optional[list[str]] = None) -> int:
             if b <= 0:
                 continue
             tokens, plen = data.training_batch(name, rng, b)
-            loss = masked_diffusion_loss(net, tokens.to(device), plen, data.mask, gen)
+            loss = masked_diffusion_loss(net, tokens.to(device), plen, data.mask, gen,
+                                         args.suffix_p if name in SUFFIX_TASKS else 0.0)
             loss.backward()
             losses[name] = loss.item()
         torch.nn.utils.clip_grad_norm_(net.parameters(), 1.0)
