@@ -6,12 +6,19 @@ from ``visuals`` (pure functions of a Trace) and the engine's StepRecord stream.
 """
 from __future__ import annotations
 
+import ctypes
 import dataclasses
+import gc
+import inspect
 import os
+import shutil
 import tempfile
+import threading
+import time
 from pathlib import Path
 from typing import Any, Optional
 
+import anyio
 import gradio as gr
 
 import visuals
@@ -25,6 +32,7 @@ from slowfast.session import (
     Controls,
     ModelLoadError,
     ModelPool,
+    SessionStore,
     check_controls,
     example_prompts,
     load_presets,
@@ -35,6 +43,10 @@ from slowfast.session import (
 from slowfast.trace import Trace
 
 PRESETS = load_presets(PRESETS_DIR)
+SESSION_SECONDS = 3600  # a browser's runs and traces are dropped this long after its last event
+MAX_SESSIONS = 64  # browsers whose last run is kept for scrubbing, export and compare
+QUEUE_SIZE = 64  # events waiting for the device; more are refused with "queue full"
+MAX_UPLOAD = "16mb"  # largest trace file a browser may upload
 REFRESH_SECONDS = 0.3  # plots re-render at most this often while a run streams (and within 10% of the time)
 POOL = ModelPool()
 CONTROL_NAMES = [f.name for f in dataclasses.fields(Controls)]
@@ -59,6 +71,95 @@ except ImportError:
     _decode_on_gpu = None
 
 
+def named(fn, *names: str):
+    """``fn`` wired for Gradio: a signature naming its inputs, so the API's parameters are
+    ``prompt``, ``gen_length``, ... (Gradio reads them from the signature), and its ``state``
+    argument (where ``names`` has "state") taken from this browser's server-side session."""
+    at = names.index("state") if "state" in names else None
+    shown = [n for n in names if n != "state"]
+
+    def with_state(args: tuple, request: Optional[gr.Request]) -> list:
+        args = list(args)
+        if len(args) == len(shown) + 1:  # Gradio passes the request in its place in the signature
+            request = args.pop()
+        if at is not None:
+            args.insert(at, SESSIONS.get(getattr(request, "session_hash", None)))
+        return args
+
+    if inspect.isgeneratorfunction(fn):
+        # An async generator, so that Gradio's cancel (Stop, a client's cancel) raises right
+        # here instead of waiting for the garbage collector: the session's run stops at once.
+        async def wrapper(*args, request: Optional[gr.Request] = None):
+            args = with_state(args, request)
+            gen = fn(*args)
+            try:
+                while True:
+                    item = await anyio.to_thread.run_sync(next, gen, DONE)
+                    if item is DONE:
+                        return
+                    yield item
+            finally:
+                if at is not None:
+                    stop_run(args[at])
+                threading.Thread(target=close_when_idle, args=(gen,), daemon=True).start()
+    else:
+        def wrapper(*args, request: Optional[gr.Request] = None):
+            return fn(*with_state(args, request))
+    wrapper.__name__, wrapper.__doc__ = fn.__name__, fn.__doc__
+    wrapper.__annotations__ = {"request": gr.Request}
+    wrapper.__signature__ = inspect.Signature(
+        [inspect.Parameter(n, inspect.Parameter.POSITIONAL_OR_KEYWORD) for n in shown]
+        + [inspect.Parameter("request", inspect.Parameter.POSITIONAL_OR_KEYWORD, default=None,
+                             annotation=gr.Request)])
+    return wrapper
+
+
+DONE = object()
+
+
+def stop_run(state: dict) -> None:
+    job = state.get("run")
+    if job is not None and not job.done.is_set():
+        job.stop()
+
+
+def close_when_idle(gen) -> None:
+    """Close a generator that another thread may still be running (its finally runs)."""
+    for _ in range(600):
+        try:
+            gen.close()
+            return
+        except ValueError:  # generator already executing
+            time.sleep(0.05)
+
+
+def end_session(state: dict) -> None:
+    """A browser session ended or expired: stop its run, drop its traces and files."""
+    stop_run(state)
+    folder = state.get("export_dir")
+    if folder:
+        shutil.rmtree(folder, ignore_errors=True)
+    state.clear()
+    release_memory()
+
+
+def release_memory() -> None:
+    """Hand freed heap back to the OS (glibc keeps it otherwise, so RSS never falls)."""
+    gc.collect()
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):  # not glibc
+        pass
+
+
+SESSIONS = SessionStore(end_session, max_sessions=MAX_SESSIONS, ttl=SESSION_SECONDS)
+
+
+def on_unload(request: gr.Request) -> None:
+    """The browser closed the page: stop its run and free its traces now."""
+    SESSIONS.drop(request.session_hash)
+
+
 def controls_from(values: tuple) -> Controls:
     return Controls(**dict(zip(CONTROL_NAMES, values)))
 
@@ -79,7 +180,7 @@ def status_line(trace: Trace, step: Optional[int] = None) -> str:
     last = records[-1]
     s = trace.summary
     state = ("finished" if s.get("finished") else "stopped" if s.get("stopped")
-             else f"ended: {s['error']}" if s.get("error") else "running")
+             else f"ended: {visuals.esc(s['error'])}" if s.get("error") else "running")
     if step is not None and step < len(trace.records) - 1:
         state = f"replaying step {step} of {len(trace.records) - 1}"
     decoded = sum(len(r.decoded) for r in records)
@@ -95,12 +196,21 @@ def scrubber_for(trace: Optional[Trace]):
     return gr.Slider(minimum=0, maximum=max(n - 1, 1), value=max(n - 1, 0), step=1, interactive=n > 1)
 
 
+def allowed_models() -> Optional[list[str]]:
+    """``SLOWFAST_ONLY_MODELS`` (comma-separated): the only models a public host loads."""
+    only = [m.strip() for m in os.environ.get("SLOWFAST_ONLY_MODELS", "").split(",") if m.strip()]
+    return only or None
+
+
 def load(model_name: str):
     """The model, or None and a message (the app keeps working with what it has)."""
+    only = allowed_models()
+    if only is not None and (model_name or "").strip() not in only:
+        return None, f"This host serves only: {', '.join(only)}."
     try:
         return POOL.get(model_name), POOL.note
     except (ModelLoadError, ValueError) as exc:
-        return None, f"Could not load **{model_name}**: {exc}"
+        return None, f"Could not load **{visuals.esc(str(model_name))}**: {visuals.esc(str(exc))}"
 
 
 def on_run(model_name: str, prompt, state: dict, *values):
@@ -133,10 +243,14 @@ def on_run(model_name: str, prompt, state: dict, *values):
         return
     state["run"] = job.start()
     live = lambda trace: render(trace, only=state.get("tab", PLOTS[0]))  # noqa: E731
-    for trace, views, done in stream_renders(job, live, REFRESH_SECONDS):
-        state["trace"] = trace
-        message = note if job.error is None else f"⚠️ {job.error}"
-        yield [message, trace.text, *(render(trace) if done else views), scrubber_for(trace) if done else gr.Slider()]
+    try:
+        for trace, views, done in stream_renders(job, live, REFRESH_SECONDS):
+            state["trace"] = trace
+            message = note if job.error is None else f"⚠️ {job.error}"
+            yield [message, trace.text, *(render(trace) if done else views),
+                   scrubber_for(trace) if done else gr.Slider()]
+    finally:  # the client cancelled or went away (Gradio closes this generator): stop decoding now
+        job.stop()
 
 
 def message_text(content) -> str:
@@ -155,19 +269,25 @@ def on_chat(model_name: str, message: str, history: list, state: dict, *values):
     turns = [{"role": m["role"], "content": message_text(m["content"])} for m in history or []]
     turns.append({"role": "user", "content": message})
     outputs = None
-    for outputs in on_run(model_name, turns, state, *values):
-        yield [*outputs, turns, ""]
+    turn = on_run(model_name, turns, state, *values)
+    try:
+        for outputs in turn:
+            yield [*outputs, turns, ""]
+    finally:
+        turn.close()  # stops the decoding if this turn was cancelled
     trace = state.get("trace")
     if outputs is not None and trace is not None and trace.prompt == message and trace.summary.get("finished"):
         yield [*outputs, turns + [{"role": "assistant", "content": trace.text}], ""]
 
 
 def on_stop(state: dict) -> str:
+    """Stop this browser's run after its current forward (queued runs are cancelled by the
+    Stop button's ``cancels``)."""
     job = state.get("run")
     if job is None or job.done.is_set():
         return "Nothing is running."
     job.stop()
-    return "Stopping after the current step…"
+    return "Stopped after the current step."
 
 
 def on_scrub(step: int, state: dict) -> list:
@@ -176,32 +296,52 @@ def on_scrub(step: int, state: dict) -> list:
 
 
 def on_compare(model_name: str, prompt: str, configs: list[str], state: dict, *values):
+    """Run each configuration in turn (one decoding at a time), saying which one runs; a
+    cancelled or abandoned compare stops its current run at once."""
     model, note = load(model_name)
     if model is None:
-        return f"⚠️ {note}", None, None
+        yield f"⚠️ {note}", None, None
+        return
     if not configs:
-        return "Pick at least one configuration.", None, None
+        yield "Pick at least one configuration.", None, None
+        return
     base = controls_from(values)
-    traces, labels = [], []
-    for label in configs:
+    jobs, labels = [], []
+    for label in configs:  # every configuration is checked before anything decodes
         c = dataclasses.replace(base, sampler=label.split(" ")[0], cache=label.endswith("cache"))
         try:
-            traces.append(run_to_end(model, prompt, c.settings()))
+            jobs.append(BackgroundRun(model, prompt, c.settings(), label=label))
         except ValueError as exc:
-            return f"⚠️ {label}: {exc}", None, None
+            yield f"⚠️ {label}: {exc}", None, None
+            return
         labels.append(label)
+    current = None
+    try:
+        for i, (label, job) in enumerate(zip(labels, jobs)):
+            current = state["run"] = job.start()
+            yield f"Running **{label}** ({i + 1} of {len(jobs)})…", gr.update(), gr.update()
+            while not job.wait(REFRESH_SECONDS):
+                pass
+    finally:
+        if current is not None:
+            current.stop()
+    traces = [job.trace() for job in jobs]
     rows = visuals.compare_table(traces, labels)
     table = [[r["label"], r["nfe"], r["tokens_fed"], round(r["seconds"], 3), round(r["tokens_per_second"], 1),
               f"{r['speedup']:.2f}x", "yes" if r["same_text"] else "no", r["text"]] for r in rows]
     state["compare"] = traces
-    return f"Compared {len(traces)} runs on the same prompt and seed.", table, visuals.compare_heatmaps(traces, labels)
+    yield (f"Compared {len(traces)} runs on the same prompt and seed.", table,
+           visuals.compare_heatmaps(traces, labels))
 
 
 def on_export(state: dict):
     trace = state.get("trace")
     if trace is None:
         return "Run or replay something first.", None
-    folder = Path(tempfile.mkdtemp(prefix="slowfast-"))
+    if state.get("export_dir"):  # one export folder per browser session, replaced each time
+        shutil.rmtree(state["export_dir"], ignore_errors=True)
+    folder = Path(tempfile.mkdtemp(prefix="slowfast-export-"))
+    state["export_dir"] = str(folder)
     trace_path = trace.save(folder / "trace.json")
     figs = {name: fn(trace) for name, fn in visuals.ALL_FIGURES.items()}
     html_path = folder / "figures.html"
@@ -214,12 +354,25 @@ def on_replay(file, state: dict):
         return ["", "", *render(state.get("trace")), gr.Slider()]
     path = file if isinstance(file, str) else getattr(file, "name", file)
     try:
-        trace = Trace.load(path)
-    except (ValueError, KeyError, TypeError, OSError) as exc:
-        return [f"⚠️ Not a trace file: {exc}", "", *render(state.get("trace")), gr.Slider()]
+        trace = Trace.load(path)  # checked in full and size-capped before anything renders
+    except (ValueError, OSError) as exc:
+        return [f"⚠️ Not a trace file: {visuals.esc(str(exc))}", "", *render(state.get("trace")), gr.Slider()]
+    finally:
+        forget_upload(path)
     state["trace"] = trace
-    return [f"Replaying a trace of **{trace.model}** ({trace.settings['sampler']}, {len(trace.records)} steps); "
+    return [f"Replaying a trace of **{visuals.esc(trace.model)}** ({trace.settings['sampler']}, "
+            f"{len(trace.records)} steps); "
             "no model needed.", trace.text, *render(trace), scrubber_for(trace)]
+
+
+def forget_upload(path) -> None:
+    """Delete an uploaded file once read (only files in Gradio's upload folder)."""
+    try:
+        p = Path(str(path)).resolve()
+        if p.is_file() and p.is_relative_to(Path(gr.utils.get_upload_folder()).resolve()):
+            p.unlink()
+    except OSError:
+        pass
 
 
 def on_preset(name: str):
@@ -253,8 +406,9 @@ def on_check(model_name: str, prompt: str, *values) -> str:
 def build_app(default_model: str = "embedded") -> gr.Blocks:
     d = Controls()
     examples = example_prompts()
-    with gr.Blocks(title="SlowFast Explorer") as demo:
-        state = gr.State({})
+    # Gradio's own temporary files (uploads, downloads) are deleted an hour after they were made
+    with gr.Blocks(title="SlowFast Explorer", delete_cache=(600, 3600)) as demo:
+
         gr.Markdown("# SlowFast Explorer\nWatch a diffusion LLM unmask its answer step by step, and see what "
                     "SlowFast sampling, Fast-dLLM's threshold and dLLM-Cache change.")
         with gr.Row():
@@ -368,31 +522,48 @@ def build_app(default_model: str = "embedded") -> gr.Blocks:
 
         controls = [c[n] for n in CONTROL_NAMES]
         views = [canvas, heat, stages, conv, cache_plot, speed, status]
-        run_event = run_btn.click(on_run, [model, prompt, state, *controls], [message, text, *views, scrubber],
-                                  concurrency_id="device", concurrency_limit=1)
-        stop_btn.click(on_stop, [state], [message], queue=False)
-        for trigger in (chat_send.click, chat_msg.submit):
-            trigger(on_chat, [model, chat_msg, chatbot, state, *controls],
-                    [message, text, *views, scrubber, chatbot, chat_msg], concurrency_id="device")
-        chat_clear.click(lambda: [], None, [chatbot], queue=False)
-        scrubber.release(on_scrub, [scrubber, state], views)
-        compare_btn.click(on_compare, [model, prompt, configs, state, *controls],
-                          [compare_msg, compare_table, compare_plot], concurrency_id="device")
-        export_btn.click(on_export, [state], [export_msg, export_files])
-        upload.upload(on_replay, [upload, state], [message, text, *views, scrubber])
+        hidden = dict(api_visibility="undocumented")  # the page's own wiring, not an API
+        # the API: /run, /stop, /compare, /replay, /chat with the settings' own parameter names
+        run_event = run_btn.click(named(on_run, "model", "prompt", "state", *CONTROL_NAMES),
+                                  [model, prompt, *controls], [message, text, *views, scrubber],
+                                  api_name="run", concurrency_id="device", concurrency_limit=1)
+        chat_events = [
+            trigger(named(on_chat, "model", "message", "history", "state", *CONTROL_NAMES),
+                    [model, chat_msg, chatbot, *controls], [message, text, *views, scrubber, chatbot, chat_msg],
+                    concurrency_id="device", **(dict(api_name="chat") if i == 0 else hidden))
+            for i, trigger in enumerate((chat_send.click, chat_msg.submit))]
+        compare_event = compare_btn.click(named(on_compare, "model", "prompt", "configs", "state", *CONTROL_NAMES),
+                                          [model, prompt, configs, *controls],
+                                          [compare_msg, compare_table, compare_plot],
+                                          api_name="compare", concurrency_id="device")
+        # Stop ends this browser's running decode after its current forward and cancels
+        # its queued ones (Gradio closes their generators, which stops their runs too)
+        stop_btn.click(named(on_stop, "state"), None, [message], api_name="stop", queue=False,
+                       cancels=[run_event, compare_event, *chat_events])
+        chat_clear.click(lambda: [], None, [chatbot], queue=False, **hidden)
+        scrubber.release(named(on_scrub, "step", "state"), [scrubber], views, **hidden)
+        export_btn.click(named(on_export, "state"), None, [export_msg, export_files], **hidden)
+        upload.upload(named(on_replay, "trace_file", "state"), [upload], [message, text, *views, scrubber],
+                      api_name="replay")
         for tab, name in zip(plot_tabs, PLOTS):  # a live run redraws only the visible plot
-            tab.select(lambda st, name=name: st.update(tab=name), [state], None, queue=False)
-        preset.change(on_preset, [preset], [*controls, prompt, explanation])
-        example.change(lambda k: examples.get(k, gr.update()), [example], [prompt])
+            tab.select(named(lambda st, name=name: st.update(tab=name), "state"), None, None, queue=False, **hidden)
+        preset.change(on_preset, [preset], [*controls, prompt, explanation], **hidden)
+        example.change(lambda k: examples.get(k, gr.update()), [example], [prompt], **hidden)
         c["variant"].input(on_variant, [c["variant"]],
                            [c[n] for n in ("exploration_steps", "horizon_threshold", "stability_window",
-                                           "std_threshold", "high_confidence_threshold")])
+                                           "std_threshold", "high_confidence_threshold")], **hidden)
         gr.on([x.change for x in controls] + [prompt.change, model.change], on_check,
-              [model, prompt, *controls], [check], queue=False)
+              [model, prompt, *controls], [check], queue=False, **hidden)
+        demo.unload(on_unload)
         demo.run_event = run_event  # for tests
     return demo
 
 
+def launch(demo: gr.Blocks, **kwargs):
+    """Serve ``demo`` with the limits a public host needs (see the README's SECURITY)."""
+    demo.queue(default_concurrency_limit=1, max_size=QUEUE_SIZE)
+    return demo.launch(max_file_size=MAX_UPLOAD, **kwargs)
+
+
 if __name__ == "__main__":
-    app = build_app(os.environ.get("SLOWFAST_MODEL", "embedded"))
-    app.queue(default_concurrency_limit=1).launch()
+    launch(build_app(os.environ.get("SLOWFAST_MODEL", "embedded")))

@@ -2,7 +2,9 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
+from pathlib import Path
 from typing import Any, Optional
 
 from .bench import add_parser as add_bench_parser
@@ -66,6 +68,9 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda when present)")
     g.add_argument("--dtype", default="auto", help="auto (fp32 on CPU, bf16 on CUDA), float32, bfloat16, float16")
     g.add_argument("--trace", default=None, metavar="OUT.json", help="write the step trace here")
+    g.add_argument("--trust-remote-code", action="store_true",
+                   help="let the model folder build its tokenizer with its own Python code (auto_map). "
+                        "WARNING: this runs the folder's Python on this machine; only for folders you trust")
     for flags, dest, typ, help_ in SAMPLER_FLAGS:
         if typ is bool:
             g.add_argument(*flags, dest=dest, action="store_const", const=True, default=None, help=help_)
@@ -121,9 +126,21 @@ def summary_line(summary: dict[str, Any]) -> str:
     return line
 
 
+def check_output_path(path: str, flag: str) -> None:
+    """A file we can write at ``path`` (its folder exists and is writable; it is not a folder)."""
+    target = Path(path)
+    if target.is_dir():
+        raise ValueError(f"{flag}: {path} is a folder; allowed: a file path")
+    folder = target.parent
+    if not folder.is_dir():
+        raise ValueError(f"{flag}: the folder {folder} does not exist; create it first")
+    if not os.access(folder, os.W_OK):
+        raise ValueError(f"{flag}: the folder {folder} is not writable")
+
+
 def cmd_generate(args: argparse.Namespace) -> int:
     from .engine import GenerationSettings, Run
-    from .models.loading import load_model, parse_dtype
+    from .models.loading import load_model, parse_device, parse_dtype
     from .samplers import DecodingStalled
 
     settings = GenerationSettings(
@@ -135,10 +152,11 @@ def cmd_generate(args: argparse.Namespace) -> int:
     settings.policy()  # bad settings fail here, before a model is loaded
     if not args.prompt.strip():
         raise ValueError("prompt: empty; allowed: any non-empty text")
-    import torch
-
-    parse_dtype(args.dtype, torch.device(args.device or "cpu"))
-    model = load_model(args.model, device=args.device, dtype=args.dtype)
+    if args.trace:
+        check_output_path(args.trace, "--trace")  # before the run, so a finished run is never lost
+    parse_dtype(args.dtype, parse_device(args.device))
+    model = load_model(args.model, device=args.device, dtype=args.dtype,
+                       trust_remote_code=args.trust_remote_code)
     run = Run(model, args.prompt, settings)
     status = 0
     try:

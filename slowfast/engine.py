@@ -20,6 +20,9 @@ from .samplers import DecodingStalled, Layout, Observation, Policy, make_policy
 from .trace import StepRecord, Trace, summarize
 
 
+MAX_SEED = 2**63 - 1  # torch.Generator.manual_seed's range
+
+
 @dataclass
 class GenerationSettings:
     """Everything that determines a run (with the model and the prompt)."""
@@ -40,9 +43,11 @@ class GenerationSettings:
         """The validated policy for these settings (raises ValueError on bad input)."""
         for name in ("gen_length", "block_length", "steps", "seed"):
             value = getattr(self, name)
-            low = 0 if name == "seed" else 1
-            if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < low:
-                raise ValueError(f"{name}: {value!r} is not allowed; it must be an integer >= {low}")
+            low, high = (0, MAX_SEED) if name == "seed" else (1, None)
+            if (isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < low
+                    or (high is not None and value > high)):
+                allowed = f"an integer in {low}..{high}" if high is not None else f"an integer >= {low}"
+                raise ValueError(f"{name}: {value!r} is not allowed; it must be {allowed}")
         if self.gen_length % self.block_length:
             raise ValueError(
                 f"gen_length: {self.gen_length} is not divisible by block_length {self.block_length}; "
@@ -116,6 +121,11 @@ class Run:
         if isinstance(prompt, str):
             if not prompt.strip():
                 raise ValueError("prompt: empty; allowed: any non-empty text")
+            try:
+                prompt.encode("utf-8")
+            except UnicodeEncodeError as exc:  # e.g. undecodable bytes from a terminal (surrogates)
+                raise ValueError(f"prompt: not valid text (undecodable character at {exc.start}); "
+                                 "allowed: UTF-8 text") from None
             self.prompt_text = prompt
             self.prompt_ids = model.encode_prompt(prompt, chat=settings.chat)
         elif prompt and isinstance(prompt[0], dict):
@@ -124,11 +134,22 @@ class Run:
             self.prompt_text = str(prompt[-1]["content"])
             self.prompt_ids = model.encode_chat(prompt)
         else:
-            self.prompt_ids = [int(t) for t in prompt]
+            vocab = model.net.cfg.vocab_size
+            ids = list(prompt)
+            bad = [t for t in ids if isinstance(t, bool) or not isinstance(t, (int, np.integer)) or not 0 <= t < vocab]
+            if bad:
+                raise ValueError(f"prompt: token id {bad[0]!r} is outside the vocabulary; allowed: integers "
+                                 f"0..{vocab - 1}")
+            self.prompt_ids = [int(t) for t in ids]
             self.prompt_text = model.decode(self.prompt_ids)
         if not self.prompt_ids:
             raise ValueError("prompt: it encodes to no tokens; allowed: any non-empty text")
         total = len(self.prompt_ids) + settings.gen_length
+        if len(self.prompt_ids) >= model.max_length:
+            raise ValueError(
+                f"prompt: {len(self.prompt_ids)} tokens leave no room in the model's context of "
+                f"{model.max_length} tokens; allowed: a prompt shorter than the context minus gen_length"
+            )
         if total > model.max_length:
             raise ValueError(
                 f"gen_length: prompt ({len(self.prompt_ids)} tokens) + gen_length {settings.gen_length} = "
@@ -230,9 +251,10 @@ class Run:
                 cache=cache.summary() if cache is not None else None,
             ))
             per_block[decision.block] = per_block.get(decision.block, 0) + 1
-            if per_block[decision.block] > s.forward_cap:
-                raise DecodingStalled(
-                    f"{s.sampler}: block {decision.block} used more than {s.forward_cap} forwards "
+            block_start, block_end = s.layout.block_bounds(decision.block)
+            if per_block[decision.block] >= s.forward_cap and mask[block_start:block_end].any():
+                raise DecodingStalled(  # the cap'th forward was the last one this block may use
+                    f"{s.sampler}: block {decision.block} used {s.forward_cap} forwards "
                     "(max_forwards_per_block) and still has masks; the run was ended"
                 )
             extent = G if decision.next_extent is None else int(decision.next_extent)

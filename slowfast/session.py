@@ -4,8 +4,11 @@ and a run decoding in a background thread that the UI polls (so rendering never 
 the decoder and Stop ends the run within one step)."""
 from __future__ import annotations
 
+import logging
 import threading
 import time
+from collections import deque
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterator, Optional
@@ -19,6 +22,7 @@ from .samplers import DecodingStalled
 from .trace import Trace
 
 MODEL_CHOICES = ["embedded", *KNOWN_MODELS]
+log = logging.getLogger("slowfast.session")
 
 
 class ModelPool:
@@ -155,19 +159,57 @@ def preset_controls(preset: dict[str, Any]) -> dict[str, Any]:
     return values
 
 
-class BackgroundRun:
-    """A Run decoding in its own thread; the UI polls ``wait`` and reads ``trace``."""
+class DecodeLog:
+    """One decoding at a time on this process's device, and a record of when each ran.
 
-    def __init__(self, model: DLLM, prompt: str, settings: GenerationSettings):
+    Every decode of the app (live runs, compare, chat) holds ``lock`` while it decodes, so a
+    run whose client went away can never overlap the next client's run; ``intervals``
+    (bounded) lets a load test prove it."""
+
+    def __init__(self, keep: int = 1000):
+        self.lock = threading.Lock()
+        self.intervals: deque[tuple[float, float, str]] = deque(maxlen=keep)
+        self.active = 0
+        self.max_active = 0
+        self._count_lock = threading.Lock()
+
+    @contextmanager
+    def decoding(self, label: str = ""):
+        with self.lock:
+            with self._count_lock:
+                self.active += 1
+                self.max_active = max(self.max_active, self.active)
+            start = time.monotonic()
+            try:
+                yield
+            finally:
+                with self._count_lock:
+                    self.active -= 1
+                self.intervals.append((start, time.monotonic(), label))
+                log.debug("decoded %s in %.3f s", label, time.monotonic() - start)
+
+
+DECODES = DecodeLog()
+
+
+class BackgroundRun:
+    """A Run decoding in its own thread; the UI polls ``wait`` and reads ``trace``.
+
+    ``stop`` ends it within one forward, also while it still waits for the device (then it
+    decodes nothing). The UI calls ``stop`` when its client cancels or goes away."""
+
+    def __init__(self, model: DLLM, prompt: str, settings: GenerationSettings, label: str = ""):
         self.run = Run(model, prompt, settings)  # validates before any thread starts
+        self.label = label or settings.sampler
         self.done = threading.Event()
         self.error: Optional[str] = None
         self.thread = threading.Thread(target=self._work, daemon=True)
 
     def _work(self) -> None:
         try:
-            for _ in self.run:
-                pass
+            with DECODES.decoding(self.label):
+                for _ in self.run:
+                    pass
         except DecodingStalled as exc:
             self.error = str(exc)
         except Exception as exc:  # the UI shows it; the records so far stay in the trace
@@ -212,17 +254,55 @@ def stream_renders(job: BackgroundRun, render: Callable[[Trace], Any], interval:
 
 
 def run_to_end(model: DLLM, prompt: str, settings: GenerationSettings) -> Trace:
-    """Decode synchronously (compare runs, tests); errors end the run and stay in its trace."""
+    """Decode synchronously (tests, the Space's GPU worker); errors end the run and stay in its trace."""
     run = Run(model, prompt, settings)
     try:
-        for _ in run:
-            pass
+        with DECODES.decoding(settings.sampler):
+            for _ in run:
+                pass
     except DecodingStalled:
         pass
     return run.trace
 
 
 
+
+
+class SessionStore:
+    """Per-browser state held on the server, bounded: at most ``max_sessions`` sessions, each
+    dropped ``ttl`` seconds after its last use, when its browser leaves (``drop``), or when
+    newer sessions need the room. ``on_drop`` releases what a dropped state holds (it stops
+    the session's run), so a client that disconnects leaves nothing decoding or in memory."""
+
+    def __init__(self, on_drop: Callable[[dict], None], max_sessions: int = 64, ttl: float = 3600.0):
+        self.on_drop, self.max_sessions, self.ttl = on_drop, max_sessions, ttl
+        self._states: dict[str, tuple[dict, float]] = {}
+        self._lock = threading.Lock()
+
+    def get(self, key: Optional[str]) -> dict:
+        """The state of session ``key`` (a fresh one the first time); refreshes its expiry."""
+        now = time.monotonic()
+        with self._lock:
+            dropped = [k for k, (_, used) in self._states.items() if now - used > self.ttl and k != key]
+            state = self._states.pop(key, ({}, now))[0] if key is not None else {}
+            while len(self._states) - len(dropped) >= self.max_sessions:
+                oldest = next(k for k in self._states if k not in dropped)
+                dropped.append(oldest)
+            released = [self._states.pop(k)[0] for k in dropped]
+            if key is not None:
+                self._states[key] = (state, now)  # most recently used last
+        for old in released:
+            self.on_drop(old)
+        return state
+
+    def drop(self, key: Optional[str]) -> None:
+        with self._lock:
+            entry = self._states.pop(key, None)
+        if entry is not None:
+            self.on_drop(entry[0])
+
+    def __len__(self) -> int:
+        return len(self._states)
 
 
 PRESETS_DIR = Path(__file__).resolve().parent.parent / "presets"
@@ -243,6 +323,6 @@ def load_presets(folder) -> dict[str, dict[str, Any]]:
     return presets
 
 
-__all__ = ["BackgroundRun", "Controls", "DEFAULT_PROMPT", "MODEL_CHOICES", "ModelLoadError", "ModelPool", "PRESETS_DIR",
-           "check_controls",
+__all__ = ["BackgroundRun", "Controls", "DECODES", "DEFAULT_PROMPT", "MODEL_CHOICES", "ModelLoadError", "ModelPool", "PRESETS_DIR",
+           "SessionStore", "check_controls",
            "example_prompts", "load_presets", "preset_controls", "run_to_end", "stream_renders"]

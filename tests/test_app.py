@@ -7,7 +7,7 @@ import pytest
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 
 import app  # noqa: E402
-from slowfast.session import BackgroundRun, Controls, load_presets, preset_controls  # noqa: E402
+from slowfast.session import DECODES, BackgroundRun, Controls, load_presets, preset_controls  # noqa: E402
 from slowfast.trace import Trace  # noqa: E402
 
 
@@ -83,8 +83,8 @@ def test_invalid_settings_are_explained_before_a_run(tiny_dir):
 
 def test_compare_runs_configurations_side_by_side(tiny_dir):
     state = {}
-    message, table, fig = app.on_compare(str(tiny_dir), "Hi", ["baseline", "slowfast", "slowfast + cache"],
-                                         state, *values())
+    message, table, fig = drain(app.on_compare(str(tiny_dir), "Hi", ["baseline", "slowfast", "slowfast + cache"],
+                                               state, *values()))
     assert [row[0] for row in table] == ["baseline", "slowfast", "slowfast + cache"]
     assert table[0][1] == 64 and table[0][5] == "1.00x"
     assert len(state["compare"]) == 3 and state["compare"][2].settings["cache"] is not None
@@ -132,3 +132,86 @@ def test_chat_turns_carry_the_conversation(tiny_dir, tiny_model):
     expected = tiny_model.encode_chat(history + [{"role": "user", "content": "And now?"}])
     assert state["trace"].prompt_ids == expected and state["trace"].prompt == "And now?"
     assert tiny_model.tokenizer.decode(expected).count("<|start_header_id|>user") == 2
+
+
+def test_a_closed_run_stops_decoding_within_one_forward(tiny_dir):
+    """Gradio closes a run's generator when its client cancels or disconnects."""
+    state = {}
+    gen = app.on_run(str(tiny_dir), "Hi", state, *values(sampler="baseline", gen_length=480, block_length=16,
+                                                          steps=480))
+    next(gen)  # the first frame: the run is decoding in its thread
+    job = state["run"]
+    gen.close()
+    assert job.wait(30)
+    assert job.trace().summary["stopped"] and len(job.trace().records) < 480
+
+
+def test_a_closed_compare_stops_its_current_run(tiny_dir):
+    state = {}
+    gen = app.on_compare(str(tiny_dir), "Hi", ["baseline", "slowfast"], state,
+                         *values(gen_length=480, block_length=16, steps=480))
+    message, *_ = next(gen)
+    assert "Running **baseline** (1 of 2)" in message
+    gen.close()
+    assert "compare" not in state
+    assert DECODES.lock.acquire(timeout=30)  # nothing is left decoding
+    DECODES.lock.release()
+
+
+def test_a_closed_chat_turn_stops_its_run(tiny_dir):
+    state = {}
+    gen = app.on_chat(str(tiny_dir), "Hello", [], state, *values(sampler="baseline", gen_length=480,
+                                                                 block_length=16, steps=480))
+    next(gen)
+    job = state["run"]
+    gen.close()
+    assert job.wait(30) and job.trace().summary["stopped"]
+
+
+def test_sessions_are_bounded_and_released():
+    from slowfast.session import SessionStore
+
+    released = []
+    store = SessionStore(released.append, max_sessions=2, ttl=1000)
+    a, b = store.get("a"), store.get("b")
+    a["trace"] = "A"
+    assert store.get("a") is a and len(store) == 2
+    store.get("c")  # b is the least recently used: dropped for the room
+    assert released == [b] and len(store) == 2
+    store.drop("a")
+    assert released[-1] is a and len(store) == 1
+    store.ttl = 0
+    store.get("d")  # c expired
+    assert len(store) == 1 and len(released) == 3
+
+
+def test_end_session_stops_the_run_and_frees_the_state(tiny_dir):
+    state = {}
+    gen = app.on_run(str(tiny_dir), "Hi", state, *values(sampler="baseline", gen_length=480, block_length=16,
+                                                          steps=480))
+    next(gen)
+    job = state["run"]
+    app.end_session(state)
+    assert job.wait(30) and job.trace().summary["stopped"] and state == {}
+    gen.close()
+
+
+def test_the_api_has_named_endpoints_and_parameters(demo):
+    info = demo.get_api_info()
+    endpoints = info["named_endpoints"]
+    assert {"/run", "/stop", "/compare", "/replay", "/chat"} <= set(endpoints)
+    run_params = [p["parameter_name"] for p in endpoints["/run"]["parameters"]]
+    assert run_params == ["model", "prompt", *app.CONTROL_NAMES]
+    assert [p["parameter_name"] for p in endpoints["/replay"]["parameters"]] == ["trace_file"]
+    assert not [name for name in endpoints if "param_" in str(endpoints[name])]
+
+
+def test_a_public_host_can_pin_its_models(tiny_dir, monkeypatch):
+    monkeypatch.setenv("SLOWFAST_ONLY_MODELS", "embedded")
+    message, *_ = drain(app.on_run(str(tiny_dir), "Hi", {}, *values()))
+    assert message == "⚠️ This host serves only: embedded."
+
+
+def test_model_load_messages_show_names_as_text(tmp_path):
+    message, *_ = drain(app.on_run("<img src=x onerror=alert(1)>", "Hi", {}, *values()))
+    assert "Could not load" in message and "<img" not in message

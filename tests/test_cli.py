@@ -89,3 +89,34 @@ def test_bench_samplers_compares_side_by_side(tiny_dir, capsys):
     assert lines[2].split()[1] == "32" and "1.00x" in lines[2]
     published, early = int(lines[3].split()[1]), int(lines[4].split()[4])
     assert early <= published  # stop_when_full only drops forwards that decode nothing
+
+
+@pytest.mark.parametrize("extra, message", [
+    (["--device", "meta"], "device: 'meta' is not allowed"),
+    (["--device", "gpu7"], "device: 'gpu7' is not allowed"),
+    (["--device", "cuda:3"], "device: 'cuda:3' is not available here"),
+    (["--trace", "/nonexistent-folder/t.json"], "--trace: the folder /nonexistent-folder does not exist"),
+    (["--param", "factor=true", "--sampler", "threshold"], "factor: True is not allowed"),
+    (["--seed", str(2**64)], "seed: 18446744073709551616 is not allowed"),
+])
+def test_cli_edges_exit_2_before_any_run(tiny_dir, capsys, extra, message):
+    code = main(["generate", "--model", str(tiny_dir), "--prompt", "Hi", "--gen-length", "16",
+                 "--block-length", "16", *extra])
+    captured = capsys.readouterr()
+    assert code == 2 and captured.err.strip() == f"error: {captured.err.strip()[7:]}" and message in captured.err
+    assert "NFE" not in captured.out  # nothing ran
+
+
+def test_trace_onto_a_folder_is_refused_before_the_run(tiny_dir, tmp_path, capsys):
+    code = main(["generate", "--model", str(tiny_dir), "--prompt", "Hi", "--gen-length", "16",
+                 "--block-length", "16", "--trace", str(tmp_path)])
+    assert code == 2 and "is a folder" in capsys.readouterr().err
+    assert list(tmp_path.iterdir()) == []  # no stray .tmp
+
+
+def test_max_forwards_per_block_is_an_upper_bound(tiny_dir, tmp_path):
+    out = tmp_path / "t.json"
+    code = main(["generate", "--model", str(tiny_dir), "--prompt", "Hi", "--sampler", "baseline", "--gen-length",
+                 "32", "--block-length", "16", "--steps", "32", "--max-forwards-per-block", "3", "--trace", str(out)])
+    trace = Trace.load(out)
+    assert code == 1 and len(trace.records) == 3 and "used 3 forwards" in trace.summary["error"]

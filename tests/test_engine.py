@@ -101,10 +101,33 @@ def test_stop_ends_the_run_within_one_step_and_keeps_the_trace(tiny_model):
 def test_forward_cap_ends_the_run_with_a_clear_message(tiny_model):
     s = GenerationSettings(sampler="baseline", gen_length=32, block_length=32, steps=32, max_forwards_per_block=5)
     run = Run(tiny_model, PROMPT, s)
-    with pytest.raises(DecodingStalled, match="more than 5 forwards"):
+    with pytest.raises(DecodingStalled, match="used 5 forwards"):
         for _ in run:
             pass
-    assert len(run.trace.records) == 6 and "more than 5" in run.trace.summary["error"]
+    assert len(run.trace.records) == 5 and "used 5 forwards" in run.trace.summary["error"]
+
+
+@pytest.mark.parametrize("bad, message", [
+    (dict(seed=2**64), "seed: 18446744073709551616 is not allowed; it must be an integer in 0..9223372036854775807"),
+    (dict(seed=-1), "seed: -1"),
+    (dict(sampler="threshold", params={"factor": True}), "factor: True is not allowed"),
+    (dict(sampler="threshold", params={"factor": float("nan")}), "factor: nan is not allowed"),
+])
+def test_bad_settings_name_the_parameter(bad, message):
+    with pytest.raises(ValueError, match=message.replace(".", "[.]").replace("(", "[(]")):
+        GenerationSettings(**{**dict(gen_length=32, block_length=32, steps=32), **bad}).policy()
+
+
+def test_bad_prompts_name_the_problem(tiny_model):
+    s = GenerationSettings(sampler="baseline", gen_length=32, block_length=32, steps=32)
+    with pytest.raises(ValueError, match="token id 99999 is outside the vocabulary"):
+        Run(tiny_model, [5, 99999], s)
+    with pytest.raises(ValueError, match="token id -1 is outside"):
+        Run(tiny_model, [-1], s)
+    with pytest.raises(ValueError, match="prompt: not valid text"):
+        Run(tiny_model, "caf\udce9", s)
+    with pytest.raises(ValueError, match="prompt: 600 tokens leave no room"):
+        Run(tiny_model, [5] * 600, s)
 
 
 def test_trace_round_trips_exactly(tiny_model, tmp_path):

@@ -247,6 +247,98 @@ def test_canvas_html_escapes_and_marks_cells(sf):
     assert "step 2/6 · fast · span [0, 4) · 4/8 decoded" in out
 
 
+
+# --- text from a shared trace renders as text -----------------------------------------------------------------
+EVIL_IMAGE = "![x](http://evil.example/img.png)"
+EVIL_HTML = "<img src=http://evil.example/a.png onerror=alert(1)>"
+EVIL_SCRIPT = "<script>alert(1)</script>"
+EVIL_ATTR = '" onmouseover="alert(1)'
+EVIL_LINK = "[click](javascript:alert(1))"
+EVIL_TEMPLATE = "%{meta}"
+EVIL = [EVIL_IMAGE, EVIL_HTML, EVIL_SCRIPT, EVIL_ATTR, EVIL_LINK, EVIL_TEMPLATE]
+# what would render as markup, load a remote image, run script or fill a Plotly template
+FORBIDDEN = ("<img", "<script", "](http", "](javascript", 'onmouseover="', "%{meta}")
+
+
+def evil_trace():
+    """Tokens, a stage, the sampler, cache settings, model, prompt and text all carry payloads."""
+    ids = [30, 31, 32, 33, 34, 35, 30, 31]
+    strings = {str(30 + i): text for i, text in enumerate(EVIL)} | {str(MASK): EVIL_HTML}
+    stats = cache_stats([1] * 2, [1] * 2, [3] * 2, [5] * 2)
+    recs = [record(0, EVIL_HTML, (0, 4), None, None, [0, 1, 2], {}, argmax=ids, cache=stats),
+            record(1, EVIL_IMAGE, (0, 8), None, None, [3, 4, 5], {}, argmax=ids, cache=stats),
+            record(2, "fast", (4, 8), None, None, [6], {}, argmax=ids, cache=stats)]
+    tr = make_trace(recs, sampler=EVIL_SCRIPT, params={}, cache=dict(kp=EVIL_IMAGE, kr=EVIL_HTML, rho=EVIL_LINK),
+                    tokens=ids, text=EVIL_IMAGE + EVIL_HTML)
+    tr.token_strings = strings
+    tr.model, tr.prompt = EVIL_IMAGE, EVIL_SCRIPT
+    return tr
+
+
+def figure_strings(obj):
+    """Every string in a figure's JSON, wherever it is (titles, names, text, hover, templates)."""
+    if isinstance(obj, str):
+        yield obj
+    elif isinstance(obj, dict):
+        for v in obj.values():
+            yield from figure_strings(v)
+    elif isinstance(obj, (list, tuple, np.ndarray)):
+        for v in obj:
+            yield from figure_strings(v)
+
+
+def assert_inert(text, where):
+    low = text.lower()
+    for bad in FORBIDDEN:
+        assert bad not in low, (where, bad, text[:300])
+
+
+def test_canvas_html_shows_markup_and_markdown_in_tokens_as_text():
+    tr = evil_trace()
+    for step in (None, 0, 1):
+        for color_by in ("step", "stage"):
+            out = visuals.canvas_html(tr, step, color_by=color_by)
+            assert_inert(out, (step, color_by))
+    out = visuals.canvas_html(tr)
+    # the text is all there, as text: tooltips carry it whole, escaped
+    assert 'title="position 0: !&#91;x&#93;(http://evil.example/img.png)' in out
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in out
+    assert "&quot;␣onmouseover=&quot;alert(1)" in out  # spaces shown, quotes cannot end the attribute
+    assert out.count('class="sf-cell"') == G
+    stage = visuals.canvas_html(tr, 1, color_by="stage")
+    assert "!&#91;x&#93;(http://evil.example/img.png)" in stage  # the stage in the legend and the step label
+
+
+def test_every_figure_escapes_trace_text_in_titles_names_and_hovers():
+    tr = evil_trace()
+    figs = {name: fn(tr, step) for name, fn in visuals.ALL_FIGURES.items() for step in (None, 0)}
+    figs["compare"] = visuals.compare_heatmaps([tr, tr], [EVIL_IMAGE, EVIL_HTML])
+    for name, fig in figs.items():
+        for text in figure_strings(fig.to_plotly_json()):
+            assert_inert(text, name)
+    canvas = visuals.token_canvas(tr)
+    hover = list(np.asarray(canvas.data[0].hovertext).ravel())
+    assert any("&lt;img src=http://evil.example/a.png onerror=alert(1)&gt;" in h for h in hover)
+    assert any("&#37;{meta}" in h for h in hover)  # shows as %{meta}, filled by nothing
+    assert "&lt;img" in visuals.certainty_heatmap(tr, 0).layout.title.text  # the stage in the step label
+    timeline = visuals.stage_timeline(tr)
+    assert {t.name for t in timeline.data if t.type == "bar"} >= {"&lt;img src=http://evil.example/a.png "
+                                                                   "onerror=alert(1)&gt;"}
+    assert "&lt;script&gt;" in visuals.convergence(tr).layout.annotations[0].text  # the sampler's name
+    # the exported page holds the figures' JSON; none of the payloads appears raw in it
+    page = visuals.figures_html({"canvas": canvas, "timeline": timeline})
+    for payload in (EVIL_IMAGE, EVIL_HTML, EVIL_SCRIPT, EVIL_LINK):
+        assert payload not in page
+
+
+def test_esc_leaves_plain_text_and_is_undone_by_an_html_parser():
+    import html as html_lib
+
+    assert visuals.esc("hello world") == "hello world"
+    for text in EVIL + ["<|eot_id|>", "a & b", "it's"]:
+        assert html_lib.unescape(visuals.esc(text)) == text  # the reader sees exactly the token
+        assert_inert(visuals.esc(text), text)
+
 # --- compare and export -------------------------------------------------------------------------------------
 def test_compare_table_speedups_and_same_text(sf):
     slow = make_trace(sf.records, summary=dict(nfe=7, forwards=7, tokens_fed=126, seconds=2.0, tokens_per_second=4.0))

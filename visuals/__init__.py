@@ -5,6 +5,7 @@ inclusive (None = the last record), so a scrubber can replay any step; partial t
 and traces without records give a figure with a note rather than an error.
 """
 from .canvas import canvas_html, token_canvas
+from .common import esc
 from .compare import compare_heatmaps, compare_table, figures_html
 from .figures import argmax_stability, cache_hits, certainty_heatmap, convergence, speed, stage_timeline
 from .view import MASK_GLYPH, TraceView
@@ -20,5 +21,6 @@ ALL_FIGURES = {
 
 __all__ = [
     "ALL_FIGURES", "MASK_GLYPH", "TraceView", "argmax_stability", "cache_hits", "canvas_html", "certainty_heatmap",
-    "compare_heatmaps", "compare_table", "convergence", "figures_html", "speed", "stage_timeline", "token_canvas",
+    "compare_heatmaps", "compare_table", "convergence", "esc", "figures_html", "speed", "stage_timeline",
+    "token_canvas",
 ]

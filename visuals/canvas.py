@@ -1,7 +1,6 @@
 """The generated canvas as of a step: a Plotly grid and a light HTML version for live updates."""
 from __future__ import annotations
 
-import html
 import math
 from typing import Any, Optional
 
@@ -131,7 +130,7 @@ def token_canvas(trace: Any, step: Optional[int] = None, color_by: str = "step",
             scale += [[i / (K + 1), c], [(i + 1) / (K + 1), c]]
         heat = dict(colorscale=scale, zmin=-0.5, zmax=K + 0.5, showscale=False)
         for s in dict.fromkeys(s for s in cs.stage if s):
-            data.append(go.Scatter(x=[None], y=[None], mode="markers", name=f"decoded in {s}",
+            data.append(go.Scatter(x=[None], y=[None], mode="markers", name=f"decoded in {esc(s)}",
                                    marker=dict(symbol="square", size=10, color=stage_color(s, light=True))))
     z = np.concatenate([z, np.full(pad, np.nan)]).reshape(rows, width)
     text = np.array(cs.cell + [""] * pad, dtype=object).reshape(rows, width)
@@ -151,7 +150,7 @@ def token_canvas(trace: Any, step: Optional[int] = None, color_by: str = "step",
                            xref="x", yref="y", line=dict(color=NOW_COLOR, width=2), layer="above"))
     annotations = [] if not v.empty else [note("no steps yet: every position is masked", y=1.0)]
     return go.Figure(data, layout(
-        "canvas", v, f"Canvas · {v.step_label()}", min(350, max(160, 80 + 26 * rows)),
+        "canvas", v, f"Canvas · {v.step_label(esc)}", min(350, max(160, 80 + 26 * rows)),
         shapes=shapes, annotations=annotations, plot_bgcolor="white",
         xaxis=dict(range=[-0.5, width - 0.5], tickvals=list(range(0, width, 8)), showgrid=False, zeroline=False,
                    title=dict(text="column")),
@@ -162,7 +161,10 @@ def token_canvas(trace: Any, step: Optional[int] = None, color_by: str = "step",
 
 
 def canvas_html(trace: Any, step: Optional[int] = None, color_by: str = "step", width: int = WIDTH) -> str:
-    """The canvas as lightweight HTML (inline styles, ``title`` tooltips), for per-step updates."""
+    """The canvas as lightweight HTML (inline styles, ``title`` tooltips), for per-step updates.
+
+    Every text from the trace (tokens, stages) is escaped with ``esc``: markup and Markdown
+    in a shared trace show as text."""
     v = TraceView(trace, step)
     cs = CanvasState(v)
     G = v.gen_length
@@ -184,14 +186,14 @@ def canvas_html(trace: Any, step: Optional[int] = None, color_by: str = "step", 
         now = (f"outline:2px solid {NOW_COLOR};outline-offset:-3px;font-weight:bold;" if cs.now[p] else "")
         tip = "\n".join(cs.tip[p])
         cells.append(
-            f'<span class="sf-cell" data-pos="{p}" title="{html.escape(tip, quote=True)}" '
+            f'<span class="sf-cell" data-pos="{p}" title="{esc(tip)}" '
             f'style="background:{bg[p]};{borders}{now}overflow:hidden;white-space:nowrap;'
-            f'text-align:center;padding:1px 0;min-width:0">{html.escape(cs.cell[p])}</span>'
+            f'text-align:center;padding:1px 0;min-width:0">{esc(cs.cell[p])}</span>'
         )
     masked_key = f'<span style="background:{MASK_BG};padding:0 4px">{MASK_GLYPH} masked</span>'
     if color_by == "stage":
         colours = " ".join(
-            f'<span style="background:{stage_color(s, light=True)};padding:0 4px">{html.escape(s)}</span>'
+            f'<span style="background:{stage_color(s, light=True)};padding:0 4px">{esc(s)}</span>'
             for s in dict.fromkeys(s for s in cs.stage if s))
     else:
         colours = (f'<span style="background:linear-gradient(90deg,{STEP_LO},{STEP_HI});padding:0 4px">'
@@ -202,7 +204,7 @@ def canvas_html(trace: Any, step: Optional[int] = None, color_by: str = "step", 
     return (
         '<div class="sf-canvas" style="font-family:ui-monospace,Menlo,Consolas,monospace;font-size:12px;'
         'line-height:1.35;color:#111">'
-        f'<div style="font-family:sans-serif;margin:0 0 4px 0">{html.escape(v.step_label())} &nbsp; {legend}</div>'
+        f'<div style="font-family:sans-serif;margin:0 0 4px 0">{v.step_label(esc)} &nbsp; {legend}</div>'
         f'<div style="display:grid;grid-template-columns:repeat({width},minmax(0,1fr));gap:1px">'
         + "".join(cells) + "</div></div>"
     )

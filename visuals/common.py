@@ -21,13 +21,26 @@ SEGMENTS = {
 }
 
 
-def esc(text: str) -> str:
-    """Plotly renders a subset of HTML in text: escape token text so ``<|eot|>`` shows."""
-    return html.escape(str(text), quote=False)
+# Markdown link/image brackets and Plotly's template sign as character references: they show
+# as themselves in HTML and in Plotly text, but cannot form ``![x](http://...)`` or ``%{...}``.
+_INERT = str.maketrans({"[": "&#91;", "]": "&#93;", "%": "&#37;"})
+
+
+def esc(text: Any) -> str:
+    """Text from a trace (tokens, prompt, stage, names) for HTML, Markdown or Plotly's HTML subset.
+
+    Markup shows as text (``<|eot|>``, ``<script>``), quotes are safe in attributes, and
+    Markdown link or image syntax cannot form, so a shared trace can neither load nor run
+    anything. Every visual puts trace text through this before it reaches HTML or a figure.
+    """
+    return html.escape(str(text), quote=True).translate(_INERT)
 
 
 def layout(name: str, view: Optional[TraceView], title: str, height: int, **extra: Any) -> dict:
-    """Compact defaults; ``uirevision`` keeps zoom across re-renders of the same figure."""
+    """Compact defaults; ``uirevision`` keeps zoom across re-renders of the same figure.
+
+    ``title`` is Plotly text (a subset of HTML): any part of it from the trace goes through esc().
+    """
     gen = view.gen_length if view is not None else 0
     d = dict(
         template=TEMPLATE, height=height, margin=dict(MARGIN), font=dict(FONT),

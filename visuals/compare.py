@@ -9,7 +9,7 @@ from typing import Any, Sequence
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
-from .common import confidence_colorscale, layout, note
+from .common import confidence_colorscale, esc, layout, note
 from .figures import certainty_traces
 from .view import TraceView
 
@@ -75,7 +75,7 @@ def compare_heatmaps(traces: Sequence[Any], labels: Sequence[str]) -> go.Figure:
                              coloraxis=dict(colorscale=scale, cmin=0.0, cmax=1.0, colorbar=bar)))
     fig.update_xaxes(range=[-3, max_gen - 0.5], matches="x", showgrid=False, zeroline=False)
     for i, (label, v) in enumerate(zip(labels, views), start=1):
-        fig.update_xaxes(title=dict(text=f"{label} · {v.n} steps"), row=1, col=i)
+        fig.update_xaxes(title=dict(text=f"{esc(label)} · {v.n} steps"), row=1, col=i)
     fig.update_yaxes(range=[max_steps - 0.5, -0.5], showgrid=False, zeroline=False)
     fig.update_yaxes(title=dict(text="step"), row=1, col=1)
     return fig

@@ -18,6 +18,7 @@ from .common import (
     block_lines,
     confidence_colorscale,
     empty_figure,
+    esc,
     layout,
     note,
     stage_codes,
@@ -62,19 +63,20 @@ def certainty_traces(v: TraceView, coloraxis: Optional[str] = None, showlegend: 
     codes, names = stage_codes(v.stages)
     traces.append(go.Heatmap(
         z=codes[:, None], x=[-2], y=v.steps, zmin=-0.5, zmax=len(names) - 0.5, showscale=False, name="stage",
-        colorscale=stage_colorscale(names), hovertext=[[s] for s in v.stages],
+        colorscale=stage_colorscale(names), hovertext=[[esc(s)] for s in v.stages],
         hovertemplate="step %{y}: %{hovertext}<extra></extra>",
     ))
     for s in dict.fromkeys(v.stages):  # legend entries for the strip's colours
-        traces.append(go.Scatter(x=[None], y=[None], mode="markers", name=s, showlegend=showlegend,
-                                 legendgroup=f"stage {s}", marker=dict(symbol="square", size=10, color=stage_color(s))))
+        traces.append(go.Scatter(x=[None], y=[None], mode="markers", name=esc(s), showlegend=showlegend,
+                                 legendgroup=f"stage {esc(s)}",
+                                 marker=dict(symbol="square", size=10, color=stage_color(s))))
     return traces
 
 
 def certainty_heatmap(trace: Any, step: Optional[int] = None) -> go.Figure:
     """Steps (y, top to bottom) x positions (x): confidence where still masked, as of ``step``."""
     v = TraceView(trace, step)
-    title = f"Certainty of masked positions · {v.step_label()}"
+    title = f"Certainty of masked positions · {v.step_label(esc)}"
     if v.empty:
         return empty_figure("certainty", v, title, NO_STEPS, height=320)
     lo, hi = _axis_steps(v)
@@ -91,16 +93,16 @@ def certainty_heatmap(trace: Any, step: Optional[int] = None) -> go.Figure:
 def stage_timeline(trace: Any, step: Optional[int] = None) -> go.Figure:
     """Stage bands per step, the span's start and end as staircases, decodes and block boundaries."""
     v = TraceView(trace, step)
-    title = f"Stages and span · {v.step_label()}"
+    title = f"Stages and span · {v.step_label(esc)}"
     if v.empty:
         return empty_figure("timeline", v, title, NO_STEPS, height=300)
     G, stages = v.gen_length, np.array(v.stages, dtype=object)
     data = []
     for s in dict.fromkeys(v.stages):
         idx = v.steps[stages == s]
-        data.append(go.Bar(x=idx, y=np.full(idx.size, G), base=0, width=1.0, name=s, opacity=0.25,
+        data.append(go.Bar(x=idx, y=np.full(idx.size, G), base=0, width=1.0, name=esc(s), opacity=0.25,
                            marker=dict(color=stage_color(s), line=dict(width=0)),
-                           hovertemplate=f"step %{{x}}: {s}<extra></extra>"))
+                           hovertemplate=f"step %{{x}}: {esc(s)}<extra></extra>"))
     for col, name, color in ((0, "span start", SPAN_START_COLOR), (1, "span end", SPAN_END_COLOR)):
         level, along = staircase(v.spans[:, col], v.steps)
         data.append(go.Scatter(x=along, y=level, mode="lines", name=name, line=dict(color=color, width=2),
@@ -141,7 +143,7 @@ def argmax_stability(v: TraceView) -> np.ndarray:
 def convergence(trace: Any, step: Optional[int] = None) -> go.Figure:
     """(a) horizon estimates and their spread vs the threshold, span freezes; (b) argmax stability."""
     v = TraceView(trace, step)
-    title = f"Convergence · {v.step_label()}"
+    title = f"Convergence · {v.step_label(esc)}"
     if v.empty:
         return empty_figure("convergence", v, title, NO_STEPS, height=360)
     G = v.gen_length
@@ -179,7 +181,7 @@ def convergence(trace: Any, step: Optional[int] = None) -> go.Figure:
                 text=["converged" if c else "forced (exploration cap)" for _, c in v.freezes],
                 hovertemplate="step %{x}: span froze at %{y} (%{text})<extra></extra>"))
     else:
-        annotations.append(note(f"no horizon estimates: the {v.sampler} sampler has no slow stage",
+        annotations.append(note(f"no horizon estimates: the {esc(v.sampler)} sampler has no slow stage",
                                 xref=f"{a['x']} domain", yref=f"{a['y']} domain"))
     # (b)
     count = argmax_stability(v).astype(float)
@@ -244,7 +246,7 @@ def hit_rate(reused: np.ndarray, recomputed: np.ndarray, axis: Optional[int] = N
 def cache_hits(trace: Any, step: Optional[int] = None) -> go.Figure:
     """Rows reused per step (prompt, response), the response hit rate per layer, FLOPs per step."""
     v = TraceView(trace, step)
-    title = f"dLLM-Cache · {v.step_label()}"
+    title = f"dLLM-Cache · {v.step_label(esc)}"
     if v.empty:
         return empty_figure("cache", v, title, NO_STEPS, height=300)
     flops = v.per_step("flops")
@@ -253,7 +255,7 @@ def cache_hits(trace: Any, step: Optional[int] = None) -> go.Figure:
                        hovertemplate="step %{x}: %{y:.3s} FLOPs<extra></extra>")
     if counts is None:
         fig = go.Figure([flops_bar], layout(
-            "cache", v, f"dLLM-Cache: cache off · FLOPs per step · {v.step_label()}", 260,
+            "cache", v, f"dLLM-Cache: cache off · FLOPs per step · {v.step_label(esc)}", 260,
             annotations=[note("cache off", x=0.99, y=0.97)],
             xaxis=dict(title=dict(text="step"), range=_axis_steps(v)),
             yaxis=dict(title=dict(text="FLOPs"), rangemode="tozero"),
@@ -266,7 +268,7 @@ def cache_hits(trace: Any, step: Optional[int] = None) -> go.Figure:
     total_p = hit_rate(counts["prompt_reused"].ravel(), counts["prompt_recomputed"].ravel(), axis=0)
     total_r = hit_rate(counts["response_reused"].ravel(), counts["response_recomputed"].ravel(), axis=0)
     cs = v.settings.get("cache") or {}
-    params = " · ".join(f"{k} {cs[k]}" for k in ("kp", "kr", "rho") if k in cs)
+    params = " · ".join(f"{k} {esc(cs[k])}" for k in ("kp", "kr", "rho") if k in cs)
     axes, (a, b, c) = grid([0.3, 0.42, 0.28], gap=0.07)
     flops_bar.update(xaxis=c["x"], yaxis=c["y"])
     data = [
@@ -289,7 +291,7 @@ def cache_hits(trace: Any, step: Optional[int] = None) -> go.Figure:
     axes[axis_key(b["y"])].update(title=dict(text="layer"), **({"dtick": 1} if per_layer.shape[0] <= 12 else {}))
     axes[axis_key(c["y"])].update(title=dict(text="FLOPs"), rangemode="tozero")
     title = (f"dLLM-Cache ({params}) · reused so far: prompt {total_p:.0%}, response {total_r:.0%}"
-             f" · {v.step_label()}")
+             f" · {v.step_label(esc)}")
     return go.Figure(data, layout("cache", v, title, 400, **axes))
 
 
@@ -327,7 +329,7 @@ def speed(trace: Any, step: Optional[int] = None) -> go.Figure:
     ]
     r = v.record
     title = (f"Speed · {tps:.1f} tokens/s ({source}) · NFE {r.nfe} · forwards {r.forwards}"
-             f" · {ms.sum() / 1000:.3f} s of steps · {v.step_label()}")
+             f" · {ms.sum() / 1000:.3f} s of steps · {v.step_label(esc)}")
     for ref in (a, b):
         axes[axis_key(ref["x"])].update(range=_axis_steps(v))
     axes[axis_key(b["x"])].update(title=dict(text="step"))

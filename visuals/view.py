@@ -8,7 +8,7 @@ span per step, the stages and the sampler's thresholds.
 from __future__ import annotations
 
 from functools import cached_property
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
 import numpy as np
 
@@ -191,10 +191,12 @@ class TraceView:
             return f"#{int(token_id)}"
         return s.translate(VISIBLE_WHITESPACE) if s else "∅"
 
-    def step_label(self) -> str:
+    def step_label(self, text: Callable[[Any], str] = str) -> str:
+        """"step i/n · stage · span [a, b) · k/G decoded"; ``text`` formats the record's values
+        (pass ``common.esc`` for HTML or Plotly: a stage comes from the trace)."""
         if self.empty:
             return "no steps yet"
         r = self.record
-        span = f" · span [{r.span[0]}, {r.span[1]})" if r.span is not None else ""
+        span = f" · span [{text(r.span[0])}, {text(r.span[1])})" if r.span is not None else ""
         done = int((self.decoded_at >= 0).sum())
-        return f"step {self.last}/{self.n_total - 1} · {r.stage}{span} · {done}/{self.gen_length} decoded"
+        return f"step {self.last}/{self.n_total - 1} · {text(r.stage)}{span} · {done}/{self.gen_length} decoded"

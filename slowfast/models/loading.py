@@ -1,15 +1,18 @@
 """Local folder or hub id -> config + safetensors + tokenizer -> a ready ``DLLM``.
 
-Only safetensors are read (never pickle), and never with remote code: the network is our
-own ``Transformer``, so LLaDA checkpoints load from their official files alone.
+Only safetensors are read (never pickle), and never with remote code unless the caller asks
+(``trust_remote_code``): the network is our own ``Transformer``, so LLaDA checkpoints load
+from their official files alone. A folder that cannot load raises ``ModelLoadError`` with one
+line naming the file and what is wrong in it, because that line is all a user of the CLI or
+the app sees.
 """
 from __future__ import annotations
 
 import json
-import os
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Optional, Sequence
+from typing import Any, Optional, Sequence
 
 import torch
 
@@ -44,14 +47,49 @@ class ModelLoadError(RuntimeError):
     """A model could not be found, downloaded or read; the message says what to do."""
 
 
+# JSON files transformers reads for a tokenizer; we parse them first so that a broken one is
+# named with its line and column instead of surfacing as a parser error from deep inside.
+TOKENIZER_JSON_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json",
+                        "added_tokens.json", "chat_template.json")
+# config.json fields that size the network: each must be a whole number above zero.
+POSITIVE_INTS = ("d_model", "n_heads", "n_layers", "vocab_size", "max_sequence_length", "mlp_ratio")
+OPTIONAL_POSITIVE_INTS = ("n_kv_heads", "mlp_hidden_size", "embedding_size")  # None: derived
+POSITIVE_NUMBERS = ("rope_theta", "rms_norm_eps")
+
+
+def describe(exc: BaseException, limit: int = 300) -> str:
+    """``Type: message`` on one line (library messages span lines; ours must not)."""
+    text = " ".join(str(exc).split())
+    if len(text) > limit:
+        text = text[: limit - 3] + "..."
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
+def read_json(path: Path) -> Any:
+    """Parse a JSON file; a failure names the file and, for bad syntax, the line and column."""
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise ModelLoadError(f"{path}: cannot be read ({exc.strerror or describe(exc)})") from exc
+    try:
+        return json.loads(data)
+    except json.JSONDecodeError as exc:
+        raise ModelLoadError(f"{path}: invalid JSON at line {exc.lineno}, column {exc.colno} ({exc.msg})") from exc
+    except (UnicodeDecodeError, RecursionError) as exc:
+        raise ModelLoadError(f"{path}: not JSON text ({describe(exc)})") from exc
+
+
 ALTERNATIVES = (
     "Use a local folder that holds config.json, the *.safetensors weights and the tokenizer "
     "files (--model /path/to/folder), or the shipped model (--model embedded)."
 )
 
 
-def resolve_model_dir(name: str) -> Path:
-    """Map ``embedded``, a local folder or a hub id to a local folder, downloading if needed."""
+def resolve_model_dir(name: str, trust_remote_code: bool = False) -> Path:
+    """Map ``embedded``, a local folder or a hub id to a local folder, downloading if needed.
+
+    A hub download takes the folder's Python files only when ``trust_remote_code`` is set,
+    since only then may they run."""
     if not name or not name.strip():
         raise ValueError("model: an empty name; allowed: 'embedded', a local folder or a hub id")
     name = name.strip()
@@ -71,7 +109,8 @@ def resolve_model_dir(name: str) -> Path:
     try:
         from huggingface_hub import snapshot_download
 
-        return Path(snapshot_download(name, allow_patterns=HUB_PATTERNS))
+        patterns = HUB_PATTERNS + ["*.py"] if trust_remote_code else HUB_PATTERNS
+        return Path(snapshot_download(name, allow_patterns=patterns))
     except Exception as exc:  # network, auth, missing repo: one clear message
         reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise ModelLoadError(
@@ -80,11 +119,45 @@ def resolve_model_dir(name: str) -> Path:
         ) from exc
 
 
+def check_config_values(raw: dict[str, Any], path: Path) -> None:
+    """Refuse sizes and ids that would fail later, deep in torch, with no file named."""
+    defaults = ModelConfig().to_dict()  # what from_dict fills in for absent fields
+    values = {**defaults, **{k: v for k, v in raw.items() if k in defaults}}
+
+    def whole(v: Any) -> bool:
+        return isinstance(v, int) and not isinstance(v, bool)
+
+    for key in POSITIVE_INTS + OPTIONAL_POSITIVE_INTS:
+        v = values[key]
+        if (v is not None or key in POSITIVE_INTS) and not (whole(v) and v > 0):
+            raise ModelLoadError(f"{path}: {key} must be a whole number above 0, not {v!r}")
+    for key in POSITIVE_NUMBERS:
+        v = values[key]
+        if not (isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) and v > 0):
+            raise ModelLoadError(f"{path}: {key} must be a number above 0, not {v!r}")
+    d, h, kv = values["d_model"], values["n_heads"], values["n_kv_heads"] or values["n_heads"]
+    if d % h:
+        raise ModelLoadError(f"{path}: n_heads={h} does not divide d_model={d}")
+    if (d // h) % 2:
+        raise ModelLoadError(f"{path}: the head size d_model / n_heads = {d // h} is odd; RoPE needs an even one")
+    if h % kv:
+        raise ModelLoadError(f"{path}: n_kv_heads={kv} does not divide n_heads={h}")
+    vocab, rows = values["vocab_size"], values["embedding_size"] or values["vocab_size"]
+    if rows < vocab:
+        raise ModelLoadError(f"{path}: embedding_size={rows} is smaller than vocab_size={vocab}")
+    for key in ("mask_token_id", "eos_token_id"):
+        v = values[key]
+        if not (whole(v) and 0 <= v < vocab):
+            raise ModelLoadError(f"{path}: {key}={v!r} is outside the vocabulary (0..{vocab - 1})")
+
+
 def read_config(folder: Path) -> ModelConfig:
     path = folder / "config.json"
     if not path.is_file():
         raise ModelLoadError(f"{folder} has no config.json. {ALTERNATIVES}")
-    raw = json.loads(path.read_text())
+    raw = read_json(path)
+    if not isinstance(raw, dict):
+        raise ModelLoadError(f"{path}: not a JSON object (it holds a {type(raw).__name__})")
     missing = [k for k in ("d_model", "n_heads", "n_layers") if k not in raw]
     if missing:
         raise ModelLoadError(
@@ -92,17 +165,34 @@ def read_config(folder: Path) -> ModelConfig:
             f"missing {', '.join(missing)}); supported: LLaDA-layout checkpoints such as "
             f"{', '.join(KNOWN_MODELS)}"
         )
+    check_config_values(raw, path)
     try:
         return ModelConfig.from_dict(raw)
     except (TypeError, ValueError) as exc:
         raise ModelLoadError(f"{path}: {exc}") from exc
 
 
+def weights_location(folder: Path) -> Path:
+    """The file that says where the weights are: the shard index, or the single file."""
+    index = folder / INDEX_FILE
+    return index if index.is_file() else folder / SINGLE_FILE
+
+
 def weight_files(folder: Path) -> list[Path]:
     index = folder / INDEX_FILE
     if index.is_file():
-        names = sorted(set(json.loads(index.read_text())["weight_map"].values()))
-        files = [folder / n for n in names]
+        raw = read_json(index)
+        if not isinstance(raw, dict):
+            raise ModelLoadError(f"{index}: not a JSON object (it holds a {type(raw).__name__})")
+        weight_map = raw.get("weight_map")
+        if not isinstance(weight_map, dict) or not weight_map:
+            raise ModelLoadError(f"{index}: no \"weight_map\" object naming each tensor's shard file")
+        names = set(weight_map.values())
+        # plain file names only: an index must not point the loader at files outside the folder
+        bad = sorted((repr(n) for n in names if not isinstance(n, str) or n in ("", ".", "..") or Path(n).name != n))
+        if bad:
+            raise ModelLoadError(f"{index}: weight_map names {bad[0]}, not a file name in this folder")
+        files = [folder / n for n in sorted(names)]
     else:
         files = [folder / SINGLE_FILE]
     absent = [f.name for f in files if not f.is_file()]
@@ -111,33 +201,50 @@ def weight_files(folder: Path) -> list[Path]:
     return files
 
 
-def load_weights(folder: Path, device: torch.device, dtype: torch.dtype) -> dict[str, torch.Tensor]:
-    """Read every shard straight onto ``device`` in ``dtype``, under our parameter names."""
-    from safetensors import safe_open
+def load_weights(folder: Path, device: torch.device, dtype: torch.dtype,
+                 sources: Optional[dict[str, Path]] = None) -> dict[str, torch.Tensor]:
+    """Read every shard straight onto ``device`` in ``dtype``, under our parameter names;
+    ``sources`` (when given) records each tensor's file, for error messages."""
+    from safetensors import SafetensorError, safe_open
 
     state: dict[str, torch.Tensor] = {}
+    origin: dict[str, Path] = {} if sources is None else sources
     for file in weight_files(folder):
-        with safe_open(str(file), framework="pt", device=str(device)) as f:
-            for key in f.keys():
-                name = key[len(WEIGHT_PREFIX):] if key.startswith(WEIGHT_PREFIX) else key
-                state[name] = f.get_tensor(key).to(dtype)
+        try:
+            with safe_open(str(file), framework="pt", device=str(device)) as f:
+                for key in f.keys():
+                    name = key[len(WEIGHT_PREFIX):] if key.startswith(WEIGHT_PREFIX) else key
+                    if name in origin:
+                        raise ModelLoadError(f"{file}: tensor {key} is also in {origin[name].name}")
+                    state[name] = f.get_tensor(key).to(dtype)
+                    origin[name] = file
+        except (SafetensorError, OSError) as exc:
+            raise ModelLoadError(f"{file}: not a readable safetensors file ({describe(exc)}); "
+                                 "it may be truncated or corrupt: download or copy it again") from exc
     return state
 
 
-def build_model(cfg: ModelConfig, state: dict[str, torch.Tensor], where: str) -> Transformer:
+def build_model(cfg: ModelConfig, state: dict[str, torch.Tensor], where: str,
+                sources: Optional[dict[str, Path]] = None) -> Transformer:
+    """Our network with ``state`` as its weights; every tensor must exist with the shape
+    config.json implies (``where`` names the weights in messages, ``sources`` each tensor's file)."""
     with torch.device("meta"):
         model = Transformer(cfg)
-    expected = set(model.state_dict())
-    missing, unexpected = sorted(expected - set(state)), sorted(set(state) - expected)
-    if missing or unexpected:
-        raise ModelLoadError(
-            f"{where}: weights do not match config.json (missing {missing[:4]}{'...' if len(missing) > 4 else ''}, "
-            f"unexpected {unexpected[:4]}{'...' if len(unexpected) > 4 else ''})"
-        )
+    expected = {name: tuple(t.shape) for name, t in model.state_dict().items()}
+    missing = [name for name in expected if name not in state]
+    if missing:
+        more = f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""
+        raise ModelLoadError(f"{where}: tensor {WEIGHT_PREFIX}{missing[0]} is missing{more}; config.json "
+                             f"implies shape {expected[missing[0]]}")
+    sources = sources or {}
     for name, tensor in state.items():
-        if tuple(tensor.shape) != tuple(model.state_dict()[name].shape):
-            raise ModelLoadError(f"{where}: tensor {name} has shape {tuple(tensor.shape)}, config implies "
-                                 f"{tuple(model.state_dict()[name].shape)}")
+        file = sources.get(name, where)
+        if name not in expected:
+            raise ModelLoadError(f"{file}: tensor {WEIGHT_PREFIX}{name} is not part of the network config.json "
+                                 f"describes (n_layers={cfg.n_layers}, weight_tying={cfg.weight_tying})")
+        if tuple(tensor.shape) != expected[name]:
+            raise ModelLoadError(f"{file}: tensor {WEIGHT_PREFIX}{name} has shape {tuple(tensor.shape)}, "
+                                 f"config.json implies {expected[name]}")
     model.load_state_dict(state, assign=True)
     return model.eval()
 
@@ -178,6 +285,23 @@ def save_checkpoint(model: Transformer, folder: Path | str, max_shard_bytes: Opt
 
 def default_device() -> torch.device:
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def parse_device(device: Optional[str | torch.device]) -> torch.device:
+    """The device asked for; a bad name or an absent GPU is the caller's input error."""
+    if device is None:
+        return default_device()
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError) as exc:
+        raise ValueError(f"device: {device!r} is not allowed; allowed: cpu, cuda, cuda:N") from exc
+    if dev.type not in ("cpu", "cuda", "mps"):  # e.g. meta: no weights, nothing to decode with
+        raise ValueError(f"device: {device!r} is not allowed; allowed: cpu, cuda, cuda:N, mps")
+    if dev.type == "mps" and not torch.backends.mps.is_available():
+        raise ValueError(f"device: {device!r} is not available here (no MPS)")
+    if dev.type == "cuda" and (not torch.cuda.is_available() or (dev.index or 0) >= torch.cuda.device_count()):
+        raise ValueError(f"device: {device!r} is not available here ({torch.cuda.device_count()} CUDA devices)")
+    return dev
 
 
 def parse_dtype(dtype: Optional[str | torch.dtype], device: torch.device) -> torch.dtype:
@@ -253,17 +377,14 @@ class DLLM:
         return [self.tokenizer.decode([int(i)]) for i in ids]
 
 
-def load_model(
-    name: str,
-    device: Optional[str | torch.device] = None,
-    dtype: Optional[str | torch.dtype] = None,
-) -> DLLM:
-    """Load ``embedded``, a local LLaDA-layout folder or a hub id; fp32 on CPU, bf16 on CUDA."""
-    folder = resolve_model_dir(name)
-    cfg = read_config(folder)
-    dev = torch.device(device) if device is not None else default_device()
-    dt = parse_dtype(dtype, dev)
-    net = build_model(cfg, load_weights(folder, dev, dt), str(folder))
+def load_tokenizer(folder: Path, trust_remote_code: bool = False) -> Any:
+    """The folder's tokenizer through transformers, never asking on stdin: with
+    ``trust_remote_code`` False transformers loads the declared built-in class or refuses."""
+    for fname in TOKENIZER_JSON_FILES:
+        if (folder / fname).is_file():
+            data = read_json(folder / fname)
+            if fname == "tokenizer_config.json" and not isinstance(data, dict):
+                raise ModelLoadError(f"{folder / fname}: not a JSON object (it holds a {type(data).__name__})")
     try:
         from transformers import AutoTokenizer
         from transformers.utils import logging as hf_logging
@@ -271,16 +392,66 @@ def load_model(
         verbosity = hf_logging.get_verbosity()
         hf_logging.set_verbosity_error()  # it warns that config.json's model_type is not its own
         try:
-            tokenizer = AutoTokenizer.from_pretrained(str(folder))
+            return AutoTokenizer.from_pretrained(str(folder), trust_remote_code=trust_remote_code)
         finally:
             hf_logging.set_verbosity(verbosity)
     except Exception as exc:
-        raise ModelLoadError(f"could not load the tokenizer of '{name}' from {folder}: {exc}") from exc
-    eos = {cfg.eos_token_id}
-    if getattr(tokenizer, "eos_token_id", None) is not None:
-        eos.add(int(tokenizer.eos_token_id))
-    vocab = tokenizer.get_vocab()
-    eos.update(vocab[t] for t in END_TOKENS if t in vocab)
-    eos.discard(cfg.mask_token_id)
+        if not trust_remote_code and "trust_remote_code" in str(exc):
+            raise ModelLoadError(
+                f"{folder / 'tokenizer_config.json'}: the folder wants to run its own Python code to build its "
+                "tokenizer (auto_map); it is not run by default. Only if you trust this folder, allow it with "
+                "--trust-remote-code (load_model(..., trust_remote_code=True))"
+            ) from exc
+        raise ModelLoadError(f"could not load the tokenizer from {folder} (tokenizer.json, "
+                             f"tokenizer_config.json): {describe(exc)}") from exc
+
+
+def check_chat_template(tokenizer: Any, folder: Path) -> None:
+    """Render a one-message conversation now, so that a template transformers' sandbox
+    rejects fails at load time with its file named, not in the middle of a run."""
+    if not getattr(tokenizer, "chat_template", None):
+        return
+    try:
+        tokenizer.apply_chat_template([{"role": "user", "content": "Hello"}], add_generation_prompt=True,
+                                      tokenize=False)
+    except Exception as exc:
+        jinja = folder / "chat_template.jinja"
+        where = jinja if jinja.is_file() else f"{folder / 'tokenizer_config.json'} (chat_template)"
+        raise ModelLoadError(f"{where}: the chat template cannot be rendered ({describe(exc)}); "
+                             "fix or remove it") from exc
+
+
+def load_model(
+    name: str,
+    device: Optional[str | torch.device] = None,
+    dtype: Optional[str | torch.dtype] = None,
+    *,
+    trust_remote_code: bool = False,
+) -> DLLM:
+    """Load ``embedded``, a local LLaDA-layout folder or a hub id; fp32 on CPU, bf16 on CUDA.
+
+    ``trust_remote_code`` lets the folder's own Python build its tokenizer: off by default,
+    since a model folder (or a hub repo) is data and must not run code on this machine.
+    Bad arguments raise ValueError; anything wrong with the model raises ModelLoadError."""
+    folder = resolve_model_dir(name, trust_remote_code=trust_remote_code)
+    dev = parse_device(device)
+    dt = parse_dtype(dtype, dev)
+    try:
+        cfg = read_config(folder)
+        sources: dict[str, Path] = {}
+        state = load_weights(folder, dev, dt, sources)
+        net = build_model(cfg, state, str(weights_location(folder)), sources)
+        tokenizer = load_tokenizer(folder, trust_remote_code=trust_remote_code)
+        check_chat_template(tokenizer, folder)
+        eos = {cfg.eos_token_id}
+        if getattr(tokenizer, "eos_token_id", None) is not None:
+            eos.add(int(tokenizer.eos_token_id))
+        vocab = tokenizer.get_vocab()
+        eos.update(vocab[t] for t in END_TOKENS if t in vocab)
+        eos.discard(cfg.mask_token_id)
+    except ModelLoadError:
+        raise
+    except Exception as exc:  # anything unforeseen still reaches the user as one line
+        raise ModelLoadError(f"could not load the model in {folder}: {describe(exc)}") from exc
     return DLLM(name=name, net=net, tokenizer=tokenizer, mask_id=cfg.mask_token_id,
                 eos_ids=frozenset(eos), folder=folder)

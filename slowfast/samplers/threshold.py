@@ -32,7 +32,8 @@ class ThresholdPolicy(Policy):
 
     def validate(self) -> None:
         check_unit_interval("threshold", self.threshold)
-        if self.factor is not None and (not isinstance(self.factor, (int, float)) or self.factor <= 0):
+        if self.factor is not None and (isinstance(self.factor, bool) or not isinstance(self.factor, (int, float))
+                                        or not np.isfinite(self.factor) or self.factor <= 0):
             raise ValueError(f"factor: {self.factor!r} is not allowed; it must be a number > 0 (or unset)")
 
     def reset(self, layout: Layout, rng: np.random.Generator) -> None:
