@@ -85,6 +85,7 @@ CACHE_PRESETS: dict[str, dict[str, Any]] = {
     "slowfast-headline-long": dict(kp=500, kr=30, rho=0.25),
     "llada-gsm8k": dict(kp=50, kr=7, rho=0.25),
     "llada-demo": dict(kp=100, kr=7, rho=0.25),
+    "dream-demo": dict(kp=100, kr=7, rho=0.25),  # dLLM-Cache's demo_Dream.py (Dream-v0-Instruct-7B)
 }
 
 

@@ -25,11 +25,20 @@ SAMPLER_FLAGS: list[tuple[tuple[str, ...], str, Any, str]] = [
     (("--high-confidence-threshold",), "high_confidence_threshold", float,
      "slowfast: decode in parallel every position at or above this, if at least two (0.9)"),
     (("--max-cycles", "--max-sub-cycles-per-block"), "max_cycles", int, "slowfast: cycle cap per block (256)"),
-    (("--variant",), "variant", str, "slowfast: reference (default, the published code) or paper"),
+    (("--variant",), "variant", str,
+     "slowfast: reference (default, the published code), paper (the paper's text) or dream (the code's Dream "
+     "sampler: no blocks, set --block-length = --gen-length)"),
+    (("--slow-confidence-threshold", "--high-conf-for-parallel-decode-discovery"), "slow_confidence_threshold", float,
+     "slowfast: slow-stage parallel decode threshold (default: --high-confidence-threshold; dream variant 0.8)"),
     (("--stop-when-full",), "stop_when_full", bool,
      "slowfast: end a slow stage as soon as its block is full (ours; the published code runs all its forwards)"),
     (("--threshold",), "threshold", float, "threshold: confidence to unmask in parallel (0.9)"),
     (("--factor",), "factor", float, "threshold: use Fast-dLLM's factor rule with this factor"),
+    (("--alg",), "alg", str, "dream: position score: entropy (default), maskgit_plus, topk_margin or origin"),
+    (("--alg-temp",), "alg_temp", float, "dream: > 0 samples positions with softmax(score / alg_temp) (default off)"),
+    (("--eps",), "eps", float, "dream: the timestep schedule's end, linspace(1, eps, steps + 1) (0.001)"),
+    (("--top-p",), "top_p", float, "dream: nucleus filtering of each position's distribution (default off)"),
+    (("--top-k",), "top_k", int, "dream: keep the k most likely tokens of each position (default off)"),
 ]
 
 
@@ -54,12 +63,15 @@ def build_parser() -> argparse.ArgumentParser:
 
     g = sub.add_parser("generate", help="decode one prompt step by step and print the text")
     g.add_argument("--model", default="embedded",
-                   help="'embedded', a local LLaDA-layout folder or a hub id (e.g. GSAI-ML/LLaDA-8B-Instruct)")
+                   help="'embedded', a local folder or a hub id: LLaDA (e.g. GSAI-ML/LLaDA-8B-Instruct), Dream "
+                        "(Dream-org/Dream-v0-Instruct-7B) or any transformers masked LM "
+                        "(dllm-hub/ModernBERT-base-chat-v0.1)")
     g.add_argument("--prompt", required=True)
     g.add_argument("--sampler", default="slowfast", help=f"one of: {', '.join(SAMPLERS)}")
     g.add_argument("--gen-length", type=int, default=128)
     g.add_argument("--block-length", type=int, default=32)
-    g.add_argument("--steps", type=int, default=128, help="baseline: total forwards (others stop when done)")
+    g.add_argument("--steps", type=int, default=128,
+                   help="baseline and dream: total forwards (the others stop when the canvas is full)")
     g.add_argument("--temperature", type=float, default=0.0)
     g.add_argument("--seed", type=int, default=0)
     g.add_argument("--cfg-scale", type=float, default=0.0, help="classifier-free guidance scale (0: off)")
@@ -69,7 +81,7 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--dtype", default="auto", help="auto (fp32 on CPU, bf16 on CUDA), float32, bfloat16, float16")
     g.add_argument("--trace", default=None, metavar="OUT.json", help="write the step trace here")
     g.add_argument("--trust-remote-code", action="store_true",
-                   help="let the model folder build its tokenizer with its own Python code (auto_map). "
+                   help="let the model folder build its tokenizer (or masked LM) with its own Python code (auto_map). "
                         "WARNING: this runs the folder's Python on this machine; only for folders you trust")
     for flags, dest, typ, help_ in SAMPLER_FLAGS:
         if typ is bool:
@@ -78,7 +90,8 @@ def build_parser() -> argparse.ArgumentParser:
             g.add_argument(*flags, dest=dest, type=typ, default=None, help=help_)
     g.add_argument("--param", action="append", default=[], metavar="NAME=VALUE",
                    help="any sampler parameter by our or the reference name, e.g. k_exploration_steps=4")
-    g.add_argument("--cache", action="store_true", help="use dLLM-Cache (prompt and response feature reuse)")
+    g.add_argument("--cache", action="store_true",
+                   help="use dLLM-Cache (prompt and response feature reuse; LLaDA and Dream, not masked LMs)")
     g.add_argument("--cache-preset", choices=sorted(CACHE_PRESETS), default=None,
                    help="the paper's cache settings by name (implies --cache)")
     g.add_argument("--kp", "--prompt-interval-steps", dest="kp", type=int, default=None,

@@ -17,10 +17,12 @@ import torch
 from .cache import CacheSettings, FeatureCache
 from .models.loading import DLLM
 from .samplers import DecodingStalled, Layout, Observation, Policy, make_policy
+from .samplers.scoring import score_logits
 from .trace import StepRecord, Trace, summarize
 
 
 MAX_SEED = 2**63 - 1  # torch.Generator.manual_seed's range
+MAX_INT = 2**31 - 1  # lengths, steps and caps (what a trace file may hold)
 
 
 @dataclass
@@ -43,7 +45,7 @@ class GenerationSettings:
         """The validated policy for these settings (raises ValueError on bad input)."""
         for name in ("gen_length", "block_length", "steps", "seed"):
             value = getattr(self, name)
-            low, high = (0, MAX_SEED) if name == "seed" else (1, None)
+            low, high = (0, MAX_SEED) if name == "seed" else (1, MAX_INT)
             if (isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < low
                     or (high is not None and value > high)):
                 allowed = f"an integer in {low}..{high}" if high is not None else f"an integer >= {low}"
@@ -58,8 +60,9 @@ class GenerationSettings:
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not np.isfinite(value) or value < 0:
                 raise ValueError(f"{name}: {value!r} is not allowed; it must be a number >= 0")
         cap = self.max_forwards_per_block
-        if cap is not None and (isinstance(cap, bool) or not isinstance(cap, int) or cap < 1):
-            raise ValueError(f"max_forwards_per_block: {cap!r} is not allowed; it must be an integer >= 1")
+        if cap is not None and (isinstance(cap, bool) or not isinstance(cap, int) or not 1 <= cap <= MAX_INT):
+            raise ValueError(f"max_forwards_per_block: {cap!r} is not allowed; it must be an integer in "
+                             f"1..{MAX_INT}")
         policy = make_policy(self.sampler, self.params)
         policy.check_layout(self.layout)
         self.cache_settings()
@@ -118,6 +121,9 @@ class Run:
         """``prompt``: text, token ids, or a conversation ``[{"role", "content"}, ...]``."""
         self.model, self.settings = model, settings
         self.policy = settings.policy()
+        if settings.cache is not None and not model.supports_cache:
+            raise ValueError(f"cache: dLLM-Cache is not available for this model ({model.name}, {model.family}); "
+                             "it needs our transformer's layers. Allowed: run without the cache")
         if isinstance(prompt, str):
             if not prompt.strip():
                 raise ValueError("prompt: empty; allowed: any non-empty text")
@@ -202,6 +208,8 @@ class Run:
         self.policy.reset(s.layout, np.random.default_rng(s.seed))
         mask = np.ones(G, dtype=bool)
         conf = np.zeros(G, dtype=np.float32)
+        scoring = self.policy.scoring()  # None: LLaDA's rule; else Dream's, with a second statistic
+        score = np.zeros(G, dtype=np.float32) if scoring is not None else None
         argmax = np.full(G, model.mask_id, dtype=np.int64)
         extent, nfe, forwards = G, 0, 0
         per_block: dict[int, int] = {}
@@ -226,11 +234,16 @@ class Run:
                 forwards += 1
             flops = model.net.forward_flops(2 if s.cfg_scale > 0 else 1, P + extent, cache, logits_from=P)
             nfe += 1
-            c, t = confidences(logits[0], s.temperature, torch_gen)
+            if scoring is None:
+                c, t = confidences(logits[0], s.temperature, torch_gen)
+            else:
+                c, t, sc = score_logits(logits[0], s.temperature, torch_gen, scoring)
+                score[:extent] = sc.float().cpu().numpy()
             conf[:extent] = c.float().cpu().numpy()
             argmax[:extent] = t.cpu().numpy()
             decision = self.policy.decide(
                 Observation(step=len(self.records), mask=mask.copy(), confidence=conf.copy(),
+                            score=None if score is None else score.copy(),
                             argmax=argmax.copy(), fed_end=extent)
             )
             decode = np.asarray(decision.decode, dtype=np.int64)

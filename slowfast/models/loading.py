@@ -1,22 +1,30 @@
 """Local folder or hub id -> config + safetensors + tokenizer -> a ready ``DLLM``.
 
 Only safetensors are read (never pickle), and never with remote code unless the caller asks
-(``trust_remote_code``): the network is our own ``Transformer``, so LLaDA checkpoints load
-from their official files alone. A folder that cannot load raises ``ModelLoadError`` with one
-line naming the file and what is wrong in it, because that line is all a user of the CLI or
-the app sees.
+(``trust_remote_code``). The layout is read off config.json: LLaDA's and Dream's checkpoints
+run in our own ``Transformer`` (their official files alone, their ``auto_map`` ignored), and
+any other checkpoint that transformers' ``AutoModelForMaskedLM`` loads runs through the
+generic masked-LM adapter (``masked_lm.py``; no dLLM-Cache there). A folder that cannot load
+raises ``ModelLoadError`` with one line naming the file and what is wrong in it, because that
+line is all a user of the CLI or the app sees. ``KNOWN_MODELS`` and ``check_memory`` say what
+the named models are and whether this machine has the memory for one.
 """
 from __future__ import annotations
 
 import json
 import math
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional, Sequence
 
 import torch
 
+from . import dream
+from .masked_lm import MaskedLMNet, is_masked_lm_config, wants_remote_masked_lm
 from .transformer import ModelConfig, Transformer
+
+LLADA, DREAM, MASKED_LM = "llada", dream.FAMILY, "masked-lm"
 
 EMBEDDED_DIR = Path(__file__).resolve().parent / "embedded"
 WEIGHT_PREFIX = "model."  # official names are model.transformer.*; ours are transformer.*
@@ -37,14 +45,173 @@ HUB_PATTERNS = [
     "vocab.json",
     "merges.txt",
 ]
-# Hub models the app and the docs name; any other LLaDA-layout id or folder works too.
-KNOWN_MODELS = ("GSAI-ML/LLaDA-8B-Instruct", "GSAI-ML/LLaDA-8B-Base", "GSAI-ML/LLaDA-1.5")
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 END_TOKENS = ("<|eot_id|>", "<|endoftext|>", "<|end_of_text|>", "<|im_end|>")
 
 
 class ModelLoadError(RuntimeError):
     """A model could not be found, downloaded or read; the message says what to do."""
+
+
+# --- what the named models are, and the memory they need ---------------------------------------
+
+def parameter_count(cfg: ModelConfig) -> int:
+    """Parameters of our transformer for ``cfg``, from its shapes alone (no weights built)."""
+    d, kv, hid, rows = cfg.d_model, cfg.kv_heads * cfg.head_dim, cfg.hidden_size, cfg.rows
+    bias = cfg.include_bias
+    qkv_bias = bias or cfg.include_qkv_bias
+    attn = 2 * d * d + 2 * d * kv + ((d + 2 * kv) if qkv_bias else 0) + (d if bias else 0)
+    ffn = 3 * d * hid + ((2 * hid + d) if bias else 0)
+    head = 0 if cfg.weight_tying else rows * d + (rows if bias else 0)
+    return rows * d + cfg.n_layers * (attn + ffn + 2 * d) + d + head
+
+
+# The shapes of the official config.json files (algorithms.md, section 5).
+LLADA_8B = ModelConfig(d_model=4096, n_heads=32, n_kv_heads=32, n_layers=32, mlp_hidden_size=12288,
+                       vocab_size=126464, embedding_size=126464, rope_theta=500000.0)
+DREAM_7B = ModelConfig(d_model=3584, n_heads=28, n_kv_heads=4, n_layers=28, mlp_hidden_size=18944, vocab_size=152064,
+                       max_sequence_length=131072, rope_theta=1e6, rms_norm_eps=1e-6, include_qkv_bias=True,
+                       model_type=DREAM)
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    """A model the app and the docs name: what loads it, its size, and whether dLLM-Cache works."""
+
+    name: str
+    family: str  # llada | dream | masked-lm
+    parameters: int
+    cache: bool
+    chat: bool  # an instruct/chat model (its tokenizer has a chat template)
+    summary: str
+
+    def weight_bytes(self, dtype: torch.dtype | str = torch.bfloat16) -> int:
+        dt = DTYPES[dtype] if isinstance(dtype, str) else dtype
+        return self.parameters * torch.empty((), dtype=dt).element_size()
+
+
+KNOWN_MODELS: dict[str, ModelInfo] = {m.name: m for m in (
+    ModelInfo("GSAI-ML/LLaDA-8B-Instruct", LLADA, parameter_count(LLADA_8B), True, True,
+              "LLaDA 8B instruct, our transformer"),
+    ModelInfo("GSAI-ML/LLaDA-8B-Base", LLADA, parameter_count(LLADA_8B), True, False,
+              "LLaDA 8B base, our transformer"),
+    ModelInfo("GSAI-ML/LLaDA-1.5", LLADA, parameter_count(LLADA_8B), True, True,
+              "LLaDA 1.5 (8B, VRPO-tuned instruct), our transformer"),
+    ModelInfo("Dream-org/Dream-v0-Instruct-7B", DREAM, parameter_count(DREAM_7B), True, True,
+              "Dream 7B instruct, our transformer (Qwen2.5 shape, shifted logits)"),
+    ModelInfo("Dream-org/Dream-v0-Base-7B", DREAM, parameter_count(DREAM_7B), True, False,
+              "Dream 7B base, our transformer (Qwen2.5 shape, shifted logits)"),
+    # ModernBERT-base / -large sizes as published by Answer.AI (149M / 395M), rounded
+    ModelInfo("dllm-hub/ModernBERT-base-chat-v0.1", MASKED_LM, 149_000_000, False, True,
+              "ModernBERT-base chat dLLM, transformers' ModernBertForMaskedLM; runs on a laptop CPU"),
+    ModelInfo("dllm-hub/ModernBERT-large-chat-v0.1", MASKED_LM, 395_000_000, False, True,
+              "ModernBERT-large chat dLLM, transformers' ModernBertForMaskedLM; runs on a laptop CPU"),
+)}
+
+MEMORY_MARGIN = 1.2  # weights + 20% for activations, logits and dLLM-Cache's features (an estimate)
+
+
+def memory_needed(parameters: int, dtype: torch.dtype | str = torch.bfloat16) -> int:
+    """Bytes a model of ``parameters`` needs loaded in ``dtype`` and decoding: its weights plus
+    a 20% margin (an estimate: the logits of a long canvas and the cache grow with length)."""
+    dt = DTYPES[dtype] if isinstance(dtype, str) else dtype
+    return int(parameters * torch.empty((), dtype=dt).element_size() * MEMORY_MARGIN)
+
+
+def memory_available(device: Optional[str | torch.device] = None) -> Optional[int]:
+    """Bytes this machine can give a model on ``device``: a GPU's total memory (a GPU holds one
+    model at a time), the memory the OS reports available on a CPU; None if unknown."""
+    dev = parse_device(device)
+    if dev.type == "cuda":
+        return int(torch.cuda.get_device_properties(dev).total_memory)
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    try:
+        return int(os.sysconf("SC_AVPHYS_PAGES")) * int(os.sysconf("SC_PAGE_SIZE"))
+    except (AttributeError, OSError, ValueError):
+        return None
+
+
+def count_checkpoint_parameters(folder: Path) -> Optional[int]:
+    """Parameters in a folder's safetensors, from their headers (no tensor is read)."""
+    from safetensors import safe_open
+
+    try:
+        total = 0
+        for file in weight_files(folder):
+            with safe_open(str(file), framework="pt") as f:
+                for key in f.keys():
+                    total += math.prod(f.get_slice(key).get_shape())
+        return total
+    except Exception:  # noqa: BLE001 - a folder that does not load says so when it is loaded
+        return None
+
+
+def model_info(name: str) -> Optional[ModelInfo]:
+    """What ``name`` is: a known hub id, ``embedded`` or a local folder (read from its files,
+    nothing downloaded); None for an unknown hub id or an unreadable folder."""
+    name = (name or "").strip()
+    if name in KNOWN_MODELS:
+        return KNOWN_MODELS[name]
+    folder = EMBEDDED_DIR if name == "embedded" else Path(name).expanduser()
+    if not (folder / "config.json").is_file():
+        return None
+    try:
+        raw, path = read_raw_config(folder)
+        family = checkpoint_family(raw, path, trust_remote_code=True)
+    except ModelLoadError:
+        return None
+    params = count_checkpoint_parameters(folder)
+    if params is None:
+        return None
+    has_chat = (folder / "chat_template.jinja").is_file() or "chat_template" in (
+        (folder / "tokenizer_config.json").read_text(errors="replace")
+        if (folder / "tokenizer_config.json").is_file() else "")
+    return ModelInfo(name, family, params, family != MASKED_LM, has_chat, f"{family} checkpoint in {folder}")
+
+
+@dataclass(frozen=True)
+class MemoryCheck:
+    """Whether a model fits this machine: for a warning before a long load."""
+
+    name: str
+    device: str
+    dtype: str
+    parameters: Optional[int]
+    needed: Optional[int]  # bytes, weights + margin
+    available: Optional[int]  # bytes
+    fits: Optional[bool]  # None when either side is unknown
+    message: str
+
+
+def check_memory(name: str, device: Optional[str | torch.device] = None,
+                 dtype: Optional[str | torch.dtype] = None) -> MemoryCheck:
+    """How much memory ``name`` needs on ``device`` in ``dtype`` (the loader's defaults: fp32 on
+    a CPU, bf16 on CUDA) and whether this machine has it; the message is one line for a user."""
+    dev = parse_device(device)
+    dt = parse_dtype(dtype, dev)
+    dt_name = next((k for k, v in DTYPES.items() if v == dt), str(dt))
+    info = model_info(name)
+    available = memory_available(dev)
+    gb = lambda b: f"{b / 1e9:.1f} GB" if b >= 1e9 else f"{b / 1e6:.0f} MB"  # noqa: E731
+    if info is None:
+        return MemoryCheck(name, str(dev), dt_name, None, None, available, None,
+                           f"{name}: size unknown until it is downloaded; check its model card")
+    needed = memory_needed(info.parameters, dt)
+    fits = None if available is None else needed <= available
+    size = f"{info.parameters / 1e9:.2f}B" if info.parameters >= 1e9 else f"{info.parameters / 1e6:.1f}M"
+    text = (f"{name}: {size} parameters, needs about {gb(needed)} in {dt_name} "
+            f"({gb(info.weight_bytes(dt))} of weights; bf16 {gb(info.weight_bytes(torch.bfloat16))}, "
+            f"fp32 {gb(info.weight_bytes(torch.float32))})")
+    if available is not None:
+        text += f"; {dev.type} has {gb(available)}" + ("" if fits else ": not enough memory")
+    if dev.type == "cpu" and info.parameters >= 1e9:
+        text += "; on a CPU every forward of a model this size takes seconds"
+    return MemoryCheck(name, str(dev), dt_name, info.parameters, needed, available, fits, text)
 
 
 # JSON files transformers reads for a tokenizer; we parse them first so that a broken one is
@@ -119,10 +286,17 @@ def resolve_model_dir(name: str, trust_remote_code: bool = False) -> Path:
         ) from exc
 
 
-def check_config_values(raw: dict[str, Any], path: Path) -> None:
-    """Refuse sizes and ids that would fail later, deep in torch, with no file named."""
+def check_config_values(raw: dict[str, Any], path: Path, keys: Optional[dict[str, str]] = None) -> None:
+    """Refuse sizes and ids that would fail later, deep in torch, with no file named.
+
+    ``raw`` uses our ModelConfig names (LLaDA's); ``keys`` maps them to the file's own names
+    for the messages (Dream's, whose mask and eos ids may be left to the tokenizer)."""
+    keys = keys or {}
     defaults = ModelConfig().to_dict()  # what from_dict fills in for absent fields
     values = {**defaults, **{k: v for k, v in raw.items() if k in defaults}}
+
+    def name(key: str) -> str:
+        return keys.get(key, key)
 
     def whole(v: Any) -> bool:
         return isinstance(v, int) and not isinstance(v, bool)
@@ -130,46 +304,111 @@ def check_config_values(raw: dict[str, Any], path: Path) -> None:
     for key in POSITIVE_INTS + OPTIONAL_POSITIVE_INTS:
         v = values[key]
         if (v is not None or key in POSITIVE_INTS) and not (whole(v) and v > 0):
-            raise ModelLoadError(f"{path}: {key} must be a whole number above 0, not {v!r}")
+            raise ModelLoadError(f"{path}: {name(key)} must be a whole number above 0, not {v!r}")
     for key in POSITIVE_NUMBERS:
         v = values[key]
         if not (isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) and v > 0):
-            raise ModelLoadError(f"{path}: {key} must be a number above 0, not {v!r}")
+            raise ModelLoadError(f"{path}: {name(key)} must be a number above 0, not {v!r}")
     d, h, kv = values["d_model"], values["n_heads"], values["n_kv_heads"] or values["n_heads"]
     if d % h:
-        raise ModelLoadError(f"{path}: n_heads={h} does not divide d_model={d}")
+        raise ModelLoadError(f"{path}: {name('n_heads')}={h} does not divide {name('d_model')}={d}")
     if (d // h) % 2:
-        raise ModelLoadError(f"{path}: the head size d_model / n_heads = {d // h} is odd; RoPE needs an even one")
+        raise ModelLoadError(f"{path}: the head size {name('d_model')} / {name('n_heads')} = {d // h} is odd; "
+                             "RoPE needs an even one")
     if h % kv:
-        raise ModelLoadError(f"{path}: n_kv_heads={kv} does not divide n_heads={h}")
+        raise ModelLoadError(f"{path}: {name('n_kv_heads')}={kv} does not divide {name('n_heads')}={h}")
     vocab, rows = values["vocab_size"], values["embedding_size"] or values["vocab_size"]
     if rows < vocab:
         raise ModelLoadError(f"{path}: embedding_size={rows} is smaller than vocab_size={vocab}")
     for key in ("mask_token_id", "eos_token_id"):
         v = values[key]
+        if v is None and keys:  # Dream: the tokenizer names its special tokens
+            continue
         if not (whole(v) and 0 <= v < vocab):
-            raise ModelLoadError(f"{path}: {key}={v!r} is outside the vocabulary (0..{vocab - 1})")
+            raise ModelLoadError(f"{path}: {name(key)}={v!r} is outside the vocabulary (0..{vocab - 1})")
 
 
-def read_config(folder: Path) -> ModelConfig:
+def read_raw_config(folder: Path) -> tuple[dict[str, Any], Path]:
+    """config.json as a dict (and its path); a missing or broken one names the file."""
     path = folder / "config.json"
     if not path.is_file():
         raise ModelLoadError(f"{folder} has no config.json. {ALTERNATIVES}")
     raw = read_json(path)
     if not isinstance(raw, dict):
         raise ModelLoadError(f"{path}: not a JSON object (it holds a {type(raw).__name__})")
-    missing = [k for k in ("d_model", "n_heads", "n_layers") if k not in raw]
-    if missing:
+    return raw, path
+
+
+def checkpoint_family(raw: dict[str, Any], path: Path, trust_remote_code: bool = False) -> str:
+    """Which loader a config.json asks for: ``llada`` (our transformer, LLaDA's names),
+    ``dream`` (our transformer, Dream's names) or ``masked-lm`` (transformers' own class)."""
+    if all(k in raw for k in ("d_model", "n_heads", "n_layers")):
+        return LLADA
+    if dream.is_dream_config(raw):
+        return DREAM
+    if is_masked_lm_config(raw):
+        return MASKED_LM
+    if wants_remote_masked_lm(raw):
+        if trust_remote_code:
+            return MASKED_LM
         raise ModelLoadError(
-            f"{path} is not a LLaDA-family config (model_type={raw.get('model_type')!r}, "
-            f"missing {', '.join(missing)}); supported: LLaDA-layout checkpoints such as "
-            f"{', '.join(KNOWN_MODELS)}"
+            f"{path}: the folder wants to run its own Python code to build its masked LM (auto_map); it is not "
+            "run by default. Only if you trust this folder, allow it with --trust-remote-code "
+            "(load_model(..., trust_remote_code=True))"
         )
+    missing = [k for k in ("d_model", "n_heads", "n_layers") if k not in raw]
+    raise ModelLoadError(
+        f"{path} is not a LLaDA-family config (model_type={raw.get('model_type')!r}, "
+        f"missing {', '.join(missing)}), nor Dream's (model_type 'Dream'), nor a masked LM transformers knows; "
+        f"supported: LLaDA- and Dream-layout checkpoints and transformers masked LMs, such as "
+        f"{', '.join(KNOWN_MODELS)}"
+    )
+
+
+def llada_config(raw: dict[str, Any], path: Path) -> ModelConfig:
     check_config_values(raw, path)
     try:
         return ModelConfig.from_dict(raw)
     except (TypeError, ValueError) as exc:
         raise ModelLoadError(f"{path}: {exc}") from exc
+
+
+def dream_config(raw: dict[str, Any], path: Path) -> tuple[ModelConfig, list[int]]:
+    """Our ModelConfig from Dream's config.json keys (and every eos id it names)."""
+    missing = [k for k in dream.REQUIRED if k not in raw]
+    if missing:
+        raise ModelLoadError(f"{path}: a Dream config without {', '.join(missing)}")
+    bad = dream.unsupported(raw)
+    if bad:
+        raise ModelLoadError(f"{path}: unsupported model configuration: " + "; ".join(bad))
+    fields, eos_ids = dream.config_fields(raw)
+    check_config_values(fields, path, keys=dream.CONFIG_KEYS)
+    try:
+        return ModelConfig.from_dict(fields), eos_ids
+    except (TypeError, ValueError) as exc:
+        raise ModelLoadError(f"{path}: {exc}") from exc
+
+
+def read_config(folder: Path) -> ModelConfig:
+    """Our network's ModelConfig from a LLaDA- or Dream-layout folder's config.json."""
+    raw, path = read_raw_config(folder)
+    family = checkpoint_family(raw, path)
+    if family == MASKED_LM:
+        raise ModelLoadError(f"{path}: a transformers masked LM ({raw.get('model_type')!r}), not a network of ours")
+    return llada_config(raw, path) if family == LLADA else dream_config(raw, path)[0]
+
+
+class LLaDANames:
+    """LLaDA's checkpoint tensor names (``model.transformer.*``) <-> ours (``transformer.*``)."""
+
+    def ours(self, key: str) -> str:
+        return key[len(WEIGHT_PREFIX):] if key.startswith(WEIGHT_PREFIX) else key
+
+    def theirs(self, name: str) -> str:
+        return WEIGHT_PREFIX + name
+
+
+TENSOR_NAMES = {LLADA: LLaDANames(), DREAM: dream.DreamNames()}
 
 
 def weights_location(folder: Path) -> Path:
@@ -202,18 +441,20 @@ def weight_files(folder: Path) -> list[Path]:
 
 
 def load_weights(folder: Path, device: torch.device, dtype: torch.dtype,
-                 sources: Optional[dict[str, Path]] = None) -> dict[str, torch.Tensor]:
-    """Read every shard straight onto ``device`` in ``dtype``, under our parameter names;
-    ``sources`` (when given) records each tensor's file, for error messages."""
+                 sources: Optional[dict[str, Path]] = None, names: Any = None) -> dict[str, torch.Tensor]:
+    """Read every shard straight onto ``device`` in ``dtype``, under our parameter names
+    (``names``: the layout's name map, LLaDA's by default); ``sources`` (when given) records
+    each tensor's file, for error messages."""
     from safetensors import SafetensorError, safe_open
 
+    names = names or TENSOR_NAMES[LLADA]
     state: dict[str, torch.Tensor] = {}
     origin: dict[str, Path] = {} if sources is None else sources
     for file in weight_files(folder):
         try:
             with safe_open(str(file), framework="pt", device=str(device)) as f:
                 for key in f.keys():
-                    name = key[len(WEIGHT_PREFIX):] if key.startswith(WEIGHT_PREFIX) else key
+                    name = names.ours(key)
                     if name in origin:
                         raise ModelLoadError(f"{file}: tensor {key} is also in {origin[name].name}")
                     state[name] = f.get_tensor(key).to(dtype)
@@ -225,25 +466,27 @@ def load_weights(folder: Path, device: torch.device, dtype: torch.dtype,
 
 
 def build_model(cfg: ModelConfig, state: dict[str, torch.Tensor], where: str,
-                sources: Optional[dict[str, Path]] = None) -> Transformer:
+                sources: Optional[dict[str, Path]] = None, names: Any = None) -> Transformer:
     """Our network with ``state`` as its weights; every tensor must exist with the shape
-    config.json implies (``where`` names the weights in messages, ``sources`` each tensor's file)."""
+    config.json implies (``where`` names the weights in messages, ``sources`` each tensor's file,
+    ``names`` maps our names back to the checkpoint's)."""
+    names = names or TENSOR_NAMES[LLADA]
     with torch.device("meta"):
         model = Transformer(cfg)
     expected = {name: tuple(t.shape) for name, t in model.state_dict().items()}
     missing = [name for name in expected if name not in state]
     if missing:
         more = f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""
-        raise ModelLoadError(f"{where}: tensor {WEIGHT_PREFIX}{missing[0]} is missing{more}; config.json "
+        raise ModelLoadError(f"{where}: tensor {names.theirs(missing[0])} is missing{more}; config.json "
                              f"implies shape {expected[missing[0]]}")
     sources = sources or {}
     for name, tensor in state.items():
         file = sources.get(name, where)
         if name not in expected:
-            raise ModelLoadError(f"{file}: tensor {WEIGHT_PREFIX}{name} is not part of the network config.json "
+            raise ModelLoadError(f"{file}: tensor {names.theirs(name)} is not part of the network config.json "
                                  f"describes (n_layers={cfg.n_layers}, weight_tying={cfg.weight_tying})")
         if tuple(tensor.shape) != expected[name]:
-            raise ModelLoadError(f"{file}: tensor {WEIGHT_PREFIX}{name} has shape {tuple(tensor.shape)}, "
+            raise ModelLoadError(f"{file}: tensor {names.theirs(name)} has shape {tuple(tensor.shape)}, "
                                  f"config.json implies {expected[name]}")
     model.load_state_dict(state, assign=True)
     return model.eval()
@@ -252,13 +495,20 @@ def build_model(cfg: ModelConfig, state: dict[str, torch.Tensor], where: str,
 def save_checkpoint(model: Transformer, folder: Path | str, max_shard_bytes: Optional[int] = None) -> Path:
     """Write ``config.json`` and safetensors in the official LLaDA layout (sharded with an
     index when ``max_shard_bytes`` is given), e.g. for the embedded model or tests."""
-    from safetensors.torch import save_file
-
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     config = {"architectures": ["LLaDAModelLM"], **model.cfg.to_dict()}
     (folder / "config.json").write_text(json.dumps(config, indent=2) + "\n")
     tensors = {WEIGHT_PREFIX + k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
+    return write_safetensors(tensors, folder, max_shard_bytes)
+
+
+def write_safetensors(tensors: dict[str, torch.Tensor], folder: Path, max_shard_bytes: Optional[int] = None) -> Path:
+    """``model.safetensors``, or shards of at most ``max_shard_bytes`` with their index, as the
+    hub lays them out."""
+    from safetensors.torch import save_file
+
+    tensors = {k: v.detach().contiguous().cpu() for k, v in tensors.items()}
     if max_shard_bytes is None:
         save_file(tensors, str(folder / SINGLE_FILE), metadata={"format": "pt"})
         return folder
@@ -319,21 +569,27 @@ class DLLM:
     """A loaded diffusion LM: the network, its tokenizer and the facts the engine needs."""
 
     name: str
-    net: Transformer
+    net: Any  # our Transformer, or a MaskedLMNet around a transformers masked LM
     tokenizer: object
     mask_id: int
     eos_ids: frozenset[int]
     shift_logits: bool = False  # Dream-style models read position i's logits at i-1
     folder: Optional[Path] = None
     extra: dict = field(default_factory=dict)
+    family: str = LLADA  # llada | dream | masked-lm: which loader built it
 
     @property
     def device(self) -> torch.device:
-        return self.net.transformer["wte"].weight.device
+        return next(self.net.parameters()).device
 
     @property
     def dtype(self) -> torch.dtype:
-        return self.net.transformer["wte"].weight.dtype
+        return next(self.net.parameters()).dtype
+
+    @property
+    def supports_cache(self) -> bool:
+        """dLLM-Cache lives in our transformer's blocks; other networks have none."""
+        return isinstance(self.net, Transformer)
 
     @property
     def max_length(self) -> int:
@@ -377,9 +633,11 @@ class DLLM:
         return [self.tokenizer.decode([int(i)]) for i in ids]
 
 
-def load_tokenizer(folder: Path, trust_remote_code: bool = False) -> Any:
+def load_tokenizer(folder: Path, trust_remote_code: bool = False, cls: Optional[type] = None) -> Any:
     """The folder's tokenizer through transformers, never asking on stdin: with
-    ``trust_remote_code`` False transformers loads the declared built-in class or refuses."""
+    ``trust_remote_code`` False transformers loads the declared built-in class or refuses.
+    ``cls`` reads it with that built-in class instead of the one the folder declares (Dream's
+    DreamTokenizer is Qwen2's tokenizer under another name)."""
     for fname in TOKENIZER_JSON_FILES:
         if (folder / fname).is_file():
             data = read_json(folder / fname)
@@ -392,6 +650,8 @@ def load_tokenizer(folder: Path, trust_remote_code: bool = False) -> Any:
         verbosity = hf_logging.get_verbosity()
         hf_logging.set_verbosity_error()  # it warns that config.json's model_type is not its own
         try:
+            if cls is not None:
+                return cls.from_pretrained(str(folder))
             return AutoTokenizer.from_pretrained(str(folder), trust_remote_code=trust_remote_code)
         finally:
             hf_logging.set_verbosity(verbosity)
@@ -421,6 +681,31 @@ def check_chat_template(tokenizer: Any, folder: Path) -> None:
                              "fix or remove it") from exc
 
 
+def end_ids(tokenizer: Any, *ids: Optional[int]) -> set[int]:
+    """End-of-text ids: those given, the tokenizer's eos, and the usual end tokens it has."""
+    eos = {int(i) for i in ids if i is not None}
+    if getattr(tokenizer, "eos_token_id", None) is not None:
+        eos.add(int(tokenizer.eos_token_id))
+    vocab = tokenizer.get_vocab()
+    eos.update(vocab[t] for t in END_TOKENS if t in vocab)
+    return eos
+
+
+def tokenizer_mask_id(tokenizer: Any, folder: Path, config_id: Optional[int], path: Path) -> int:
+    """The mask token's id as the tokenizer names it, cross-checked with config.json's."""
+    mask_id = getattr(tokenizer, "mask_token_id", None)
+    where = folder / "tokenizer_config.json"
+    if mask_id is None:
+        if config_id is None:
+            raise ModelLoadError(f"{where}: the tokenizer has no mask token (mask_token), and {path.name} names "
+                                 "none; a diffusion LM needs one")
+        return int(config_id)
+    if config_id is not None and int(config_id) != int(mask_id):
+        raise ModelLoadError(f"{where}: the tokenizer's mask token {tokenizer.mask_token!r} has id {mask_id}, but "
+                             f"{path} says mask_token_id={config_id}")
+    return int(mask_id)
+
+
 def load_model(
     name: str,
     device: Optional[str | torch.device] = None,
@@ -428,30 +713,87 @@ def load_model(
     *,
     trust_remote_code: bool = False,
 ) -> DLLM:
-    """Load ``embedded``, a local LLaDA-layout folder or a hub id; fp32 on CPU, bf16 on CUDA.
+    """Load ``embedded``, a local folder or a hub id; fp32 on CPU, bf16 on CUDA.
 
-    ``trust_remote_code`` lets the folder's own Python build its tokenizer: off by default,
-    since a model folder (or a hub repo) is data and must not run code on this machine.
+    The folder's config.json decides how: LLaDA's and Dream's layouts run in our transformer
+    (Dream with shifted logits and Qwen2's tokenizer), any other masked LM transformers
+    loads runs through the masked-LM adapter. ``trust_remote_code`` lets the folder's own
+    Python build its tokenizer (or its masked LM): off by default, since a model folder (or
+    a hub repo) is data and must not run code on this machine.
     Bad arguments raise ValueError; anything wrong with the model raises ModelLoadError."""
     folder = resolve_model_dir(name, trust_remote_code=trust_remote_code)
     dev = parse_device(device)
     dt = parse_dtype(dtype, dev)
     try:
-        cfg = read_config(folder)
+        raw, path = read_raw_config(folder)
+        family = checkpoint_family(raw, path, trust_remote_code)
+        if family == MASKED_LM:
+            return load_masked_lm(name, folder, raw, dev, dt, trust_remote_code)
+        eos_config: list[int] = []
+        if family == DREAM:
+            cfg, eos_config = dream_config(raw, path)
+        else:
+            cfg = llada_config(raw, path)
+        names = TENSOR_NAMES[family]
         sources: dict[str, Path] = {}
-        state = load_weights(folder, dev, dt, sources)
-        net = build_model(cfg, state, str(weights_location(folder)), sources)
-        tokenizer = load_tokenizer(folder, trust_remote_code=trust_remote_code)
+        state = load_weights(folder, dev, dt, sources, names)
+        net = build_model(cfg, state, str(weights_location(folder)), sources, names)
+        cls = dream.tokenizer_class(trust_remote_code) if family == DREAM else None
+        tokenizer = load_tokenizer(folder, trust_remote_code=trust_remote_code, cls=cls)
         check_chat_template(tokenizer, folder)
-        eos = {cfg.eos_token_id}
-        if getattr(tokenizer, "eos_token_id", None) is not None:
-            eos.add(int(tokenizer.eos_token_id))
-        vocab = tokenizer.get_vocab()
-        eos.update(vocab[t] for t in END_TOKENS if t in vocab)
-        eos.discard(cfg.mask_token_id)
+        if family == DREAM:  # special tokens from the tokenizer, never hard-coded
+            mask_id = tokenizer_mask_id(tokenizer, folder, cfg.mask_token_id, path)
+            if not 0 <= mask_id < cfg.vocab_size:
+                raise ModelLoadError(f"{folder / 'tokenizer_config.json'}: the mask token's id {mask_id} is outside "
+                                     f"the vocabulary of {path} (0..{cfg.vocab_size - 1})")
+            net.cfg.mask_token_id = mask_id
+            eos = end_ids(tokenizer, *eos_config)
+        else:
+            mask_id = cfg.mask_token_id
+            eos = end_ids(tokenizer, cfg.eos_token_id)
+        eos.discard(mask_id)
     except ModelLoadError:
         raise
     except Exception as exc:  # anything unforeseen still reaches the user as one line
         raise ModelLoadError(f"could not load the model in {folder}: {describe(exc)}") from exc
-    return DLLM(name=name, net=net, tokenizer=tokenizer, mask_id=cfg.mask_token_id,
-                eos_ids=frozenset(eos), folder=folder)
+    return DLLM(name=name, net=net, tokenizer=tokenizer, mask_id=mask_id, eos_ids=frozenset(eos), folder=folder,
+                shift_logits=family == DREAM, family=family)
+
+
+def load_masked_lm(name: str, folder: Path, raw: dict[str, Any], device: torch.device, dtype: torch.dtype,
+                   trust_remote_code: bool = False) -> DLLM:
+    """A checkpoint transformers' AutoModelForMaskedLM loads (from safetensors only), with the
+    tokenizer's mask token; no dLLM-Cache (see masked_lm.py)."""
+    weight_files(folder)  # the usual message when a shard is missing, before transformers' own
+    tokenizer = load_tokenizer(folder, trust_remote_code=trust_remote_code)
+    check_chat_template(tokenizer, folder)
+    mask_id = getattr(tokenizer, "mask_token_id", None)
+    if mask_id is None:
+        raise ModelLoadError(f"{folder / 'tokenizer_config.json'}: the tokenizer has no mask token (mask_token); "
+                             "a masked diffusion LM needs one")
+    try:
+        from transformers import AutoModelForMaskedLM
+        from transformers.utils import logging as hf_logging
+
+        verbosity, bars = hf_logging.get_verbosity(), hf_logging.is_progress_bar_enabled()
+        hf_logging.set_verbosity_error()
+        hf_logging.disable_progress_bar()
+        try:
+            hf = AutoModelForMaskedLM.from_pretrained(str(folder), dtype=dtype, use_safetensors=True,
+                                                      trust_remote_code=trust_remote_code)
+        finally:
+            hf_logging.set_verbosity(verbosity)
+            if bars:
+                hf_logging.enable_progress_bar()
+    except Exception as exc:
+        raise ModelLoadError(f"{folder / 'config.json'}: transformers could not load it as a masked LM "
+                             f"(model_type={raw.get('model_type')!r}): {describe(exc)}") from exc
+    net = MaskedLMNet(hf.to(device).eval())
+    if not 0 <= int(mask_id) < net.cfg.vocab_size:
+        raise ModelLoadError(f"{folder / 'tokenizer_config.json'}: the mask token's id {mask_id} is outside the "
+                             f"model's vocabulary (0..{net.cfg.vocab_size - 1})")
+    sep = getattr(tokenizer, "sep_token_id", None)
+    eos = end_ids(tokenizer, None if getattr(tokenizer, "eos_token_id", None) is not None else sep)
+    eos.discard(int(mask_id))
+    return DLLM(name=name, net=net, tokenizer=tokenizer, mask_id=int(mask_id), eos_ids=frozenset(eos),
+                folder=folder, family=MASKED_LM)

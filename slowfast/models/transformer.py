@@ -1,9 +1,13 @@
 """Our bidirectional transformer for the LLaDA family, readable in one sitting.
 
 It reads LLaDA's official ``config.json`` field names and safetensors tensor names, so
-``GSAI-ML/LLaDA-8B-Instruct`` and friends load without remote code. Each block exposes
-its pieces (``qkv``, ``attend``, ``ffn``) so that a feature cache can run attention and
-the FFN for a subset of rows (the cache hooks are marked ``CACHE HOOK``).
+``GSAI-ML/LLaDA-8B-Instruct`` and friends load without remote code. Dream-v0 is the same
+network under config flags (grouped-query attention ``n_kv_heads``, q/k/v biases
+``include_qkv_bias``, its RoPE theta and norm eps); ``dream.py`` maps its config keys and
+Qwen2 tensor names onto these, and the loaded model reads its logits shifted by one. Each
+block exposes its pieces (``qkv``, ``attend``, ``ffn``) so that a feature cache can run
+attention and the FFN for a subset of rows (the cache hooks are marked ``CACHE HOOK``);
+biases and GQA go through the same pieces, cached or not.
 """
 from __future__ import annotations
 
@@ -21,7 +25,8 @@ if TYPE_CHECKING:  # the cache imports nothing from here; avoid a cycle at run t
 
 @dataclass
 class ModelConfig:
-    """Official LLaDA ``config.json`` field names; unknown fields are ignored."""
+    """Official LLaDA ``config.json`` field names (Dream's are mapped onto them in dream.py);
+    unknown fields are ignored."""
 
     d_model: int = 4096
     n_heads: int = 32

@@ -3,8 +3,9 @@ from __future__ import annotations
 
 from typing import Any, Optional
 
-from .base import Decision, DecodingStalled, Layout, Observation, Policy
+from .base import Decision, DecodingStalled, Layout, Observation, Policy, Scoring
 from .baseline import BaselinePolicy
+from .dream import DreamPolicy
 from .slowfast import SlowFastPolicy
 from .threshold import ThresholdPolicy
 
@@ -12,6 +13,7 @@ SAMPLERS: dict[str, type[Policy]] = {
     "baseline": BaselinePolicy,
     "slowfast": SlowFastPolicy,
     "threshold": ThresholdPolicy,
+    "dream": DreamPolicy,
 }
 
 
@@ -22,4 +24,4 @@ def make_policy(name: str, params: Optional[dict[str, Any]] = None) -> Policy:
     return SAMPLERS[name].from_params(params)
 
 
-__all__ = ["SAMPLERS", "Decision", "DecodingStalled", "Layout", "Observation", "Policy", "make_policy"]
+__all__ = ["SAMPLERS", "Decision", "DecodingStalled", "Layout", "Observation", "Policy", "Scoring", "make_policy"]

@@ -28,13 +28,35 @@ class Layout:
         return start, start + self.block_length
 
 
+SCORES = ("probability", "margin", "neg_entropy")
+
+
+@dataclass(frozen=True)
+class Scoring:
+    """How the engine should turn logits into an Observation, for a policy that needs more
+    than LLaDA's rule (argmax, or a Gumbel sample at temperature > 0, and its probability).
+
+    The token is drawn as Dream's ``generate`` draws it: logits / temperature, then top-p
+    and top-k filtering, softmax; greedy at temperature 0, else one categorical sample.
+    ``confidence`` is that token's probability under the filtered distribution, and
+    ``score`` is the per-position statistic named here: the same probability, the margin
+    top1 - top2 of the filtered probabilities, or their negative entropy sum(p log p).
+    The policy still never sees logits: the engine computes these and fills
+    ``Observation.score``.
+    """
+
+    score: str = "probability"  # one of SCORES
+    top_p: Optional[float] = None
+    top_k: Optional[int] = None
+
+
 @dataclass
 class Observation:
     """What the engine saw after one forward.
 
     ``confidence``/``argmax`` cover every generated position; positions at or beyond
     ``fed_end`` were not fed to this (truncated) forward and carry the values of the last
-    forward that saw them.
+    forward that saw them. ``score`` is None unless the policy asked for a ``Scoring``.
     """
 
     step: int
@@ -42,6 +64,7 @@ class Observation:
     confidence: np.ndarray  # float, softmax probability of the argmax token
     argmax: np.ndarray  # int, predicted token per position
     fed_end: int
+    score: Optional[np.ndarray] = None  # float, the statistic Policy.scoring() asked for
 
 
 @dataclass
@@ -118,6 +141,12 @@ class Policy(ABC):
 
     def check_layout(self, layout: Layout) -> None:
         """Check the parameters against the canvas geometry."""
+
+    def scoring(self) -> Optional[Scoring]:
+        """None: the engine's LLaDA rule (confidence = probability of the argmax or of the
+        Gumbel-sampled token). A policy that needs Dream's sampling rule or a second
+        statistic per position (margin, entropy) returns a Scoring."""
+        return None
 
     @abstractmethod
     def reset(self, layout: Layout, rng: np.random.Generator) -> None:

@@ -21,6 +21,14 @@ as its block is full, which saves the forwards that can decode nothing. ``varian
 stage ends as soon as the span converges (at most ``exploration_steps`` = K_max steps),
 the window's population variance is compared, and the defaults are tau_min_conf 0.1,
 tau_high_conf 0.85, K_max 8, W_hist 2, variance < 1.0.
+
+``variant="dream"`` is the published code's Dream sampler (``_slow_fast_sample``): no blocks
+(block_length must equal gen_length), horizon threshold 0.1, slow-stage parallel decode at
+``slow_confidence_threshold`` 0.8 (at least two), fast stage at 0.9, a window of 2 compared
+by its unbiased (n - 1) variance <= 1.0, span end round(mean) while unstable, and a slow
+stage that ends as soon as the canvas is full. As in that code the window starts each cycle
+filled with zeros (its first estimate is compared against a zero), so the first cycle
+freezes at once when its first estimate is 1.
 """
 from __future__ import annotations
 
@@ -46,7 +54,14 @@ VARIANT_DEFAULTS = {
                       std_threshold=1.0, high_confidence_threshold=0.9),
     "paper": dict(exploration_steps=8, horizon_threshold=0.1, stability_window=2,
                   std_threshold=1.0, high_confidence_threshold=0.85),
+    # the reference's Dream sampler: conf_threshold_cycle_len_pred, stabilize_count,
+    # cycle_len_variance_threshold (unbiased variance), high_conf_for_cycle_decode,
+    # high_conf_for_parallel_decode_discovery; it has no cycle cap (cycles <= gen_length)
+    "dream": dict(exploration_steps=6, horizon_threshold=0.1, stability_window=2,
+                  std_threshold=1.0, high_confidence_threshold=0.9, slow_confidence_threshold=0.8,
+                  max_cycles=4096),
 }
+DEFAULT_MAX_CYCLES = 256
 MIN_PARALLEL = 2  # decode in parallel only when at least this many positions are confident
 
 
@@ -72,8 +87,9 @@ class SlowFastPolicy(Policy):
     stability_window: Optional[int] = None  # cycle_length_stability_window / W_hist
     std_threshold: Optional[float] = None  # on the std (reference) or the variance (paper)
     high_confidence_threshold: Optional[float] = None  # tau_high_conf in the paper
-    max_cycles: int = 256  # max_sub_cycles_per_block
+    max_cycles: Optional[int] = None  # max_sub_cycles_per_block (256; dream: 4096)
     stop_when_full: bool = False  # ours: leave a slow stage as soon as the block is full
+    slow_confidence_threshold: Optional[float] = None  # slow-stage decode; None: high_confidence_threshold
 
     name = "slowfast"
     ALIASES = {
@@ -86,6 +102,7 @@ class SlowFastPolicy(Policy):
         "tau_min_conf": "horizon_threshold",
         "tau_high_conf": "high_confidence_threshold",
         "W_hist": "stability_window",
+        "high_conf_for_parallel_decode_discovery": "slow_confidence_threshold",
     }
 
     def __post_init__(self) -> None:
@@ -94,6 +111,8 @@ class SlowFastPolicy(Policy):
         for key, value in VARIANT_DEFAULTS[self.variant].items():
             if getattr(self, key) is None:
                 setattr(self, key, value)
+        if self.max_cycles is None:
+            self.max_cycles = DEFAULT_MAX_CYCLES
 
     def validate(self) -> None:
         check_int_at_least("exploration_steps", self.exploration_steps, 1)
@@ -101,12 +120,21 @@ class SlowFastPolicy(Policy):
         check_int_at_least("max_cycles", self.max_cycles, 1)
         check_unit_interval("horizon_threshold", self.horizon_threshold)
         check_unit_interval("high_confidence_threshold", self.high_confidence_threshold)
+        if self.slow_confidence_threshold is not None:
+            check_unit_interval("slow_confidence_threshold", self.slow_confidence_threshold)
         if not isinstance(self.stop_when_full, (bool, np.bool_)):
             raise ValueError(f"stop_when_full: {self.stop_when_full!r} is not allowed; it must be true or false")
         if not isinstance(self.std_threshold, (int, float)) or self.std_threshold < 0:
             raise ValueError(f"std_threshold: {self.std_threshold!r} is not allowed; it must be a number >= 0")
 
     # --- state -----------------------------------------------------------------------------
+    def check_layout(self, layout: Layout) -> None:
+        if self.variant == "dream" and layout.block_length != layout.gen_length:
+            raise ValueError(
+                f"block_length: {layout.block_length} is not allowed for SlowFast's dream variant; its code has "
+                f"no blocks: set block_length = gen_length ({layout.gen_length})"
+            )
+
     def reset(self, layout: Layout, rng: np.random.Generator) -> None:
         self.layout = layout
         self.block = 0
@@ -125,12 +153,28 @@ class SlowFastPolicy(Policy):
         self.stage = "slow"
         self.slow_steps = 0
         self.window: deque[int] = deque(maxlen=self.stability_window)
+        if self.variant == "dream":  # the reference's history starts each cycle as zeros
+            self.window.extend([0] * self.stability_window)
         self.span_end: Optional[int] = None  # frozen span end (offset from the block start)
         self.fast_forwards = 0
 
     def _spread(self) -> float:
         values = np.asarray(self.window, dtype=np.float64)
+        if self.variant == "dream":  # torch.var(unbiased=True); a window of one counts as stable
+            return float(values.var(ddof=1)) if values.size > 1 else 0.0
         return float(values.var() if self.variant == "paper" else values.std())
+
+    def _converged(self) -> bool:
+        if self.variant == "dream":
+            return self._spread() <= self.std_threshold
+        return self._spread() < self.std_threshold
+
+    def _unstable_end(self) -> int:
+        """The span end while the window has not converged: its mean, truncated (LLaDA
+        code) or rounded half to even and at least 1 (Dream code, torch.round)."""
+        if self.variant == "dream":
+            return max(1, int(np.round(np.mean(self.window))))
+        return int(np.mean(self.window))
 
     # --- one forward's decision -------------------------------------------------------------
     def decide(self, obs: Observation) -> Decision:
@@ -154,15 +198,17 @@ class SlowFastPolicy(Policy):
             if self.span_end is None:
                 self.window.append(estimate)
                 full = len(self.window) == self.stability_window
-                if full and self._spread() < self.std_threshold:
+                if full and self._converged():
                     self.span_end = estimate
                 elif self.slow_steps >= self.exploration_steps:
-                    self.span_end = int(np.mean(self.window)) if self.window else bl // 2
-            end = self.span_end if self.span_end is not None else int(np.mean(self.window))
+                    self.span_end = self._unstable_end() if self.window else bl // 2
+            end = self.span_end if self.span_end is not None else self._unstable_end()
             info["frozen"] = self.span_end is not None
+            slow_threshold = (self.high_confidence_threshold if self.slow_confidence_threshold is None
+                              else self.slow_confidence_threshold)
             decision = Decision(
-                decode=cautious_decode(conf, scope, self.high_confidence_threshold),
-                stage="slow", block=self.block, span=(start, bs + end),
+                decode=cautious_decode(conf, scope, slow_threshold),
+                stage="slow", block=self.block, span=(start, max(start, bs + end)),
                 horizons=[bs + e for e in self.window], horizon_spread=self._spread(), info=info,
             )
             done = self.slow_steps >= self.exploration_steps or (
@@ -176,7 +222,7 @@ class SlowFastPolicy(Policy):
             self.fast_forwards += 1
             decision = Decision(
                 decode=cautious_decode(conf, span, self.high_confidence_threshold),
-                stage="fast", block=self.block, span=(start, bs + self.span_end), info=info,
+                stage="fast", block=self.block, span=(start, max(start, bs + self.span_end)), info=info,
             )
         self._advance(masked, decision.decode)
         if self.stage == "fast" and self.fast_forwards > 0:
@@ -198,7 +244,7 @@ class SlowFastPolicy(Policy):
         bs, be = self.layout.block_bounds(self.block)
         block_full = not after[bs:be].any()
         if self.stage == "slow":
-            if block_full and self.stop_when_full:
+            if block_full and (self.stop_when_full or self.variant == "dream"):
                 self._next_block()
             return
         if not after[bs + self.last_len: bs + self.span_end].any():
