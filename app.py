@@ -10,6 +10,7 @@ import ctypes
 import dataclasses
 import gc
 import inspect
+import json
 import os
 import shutil
 import tempfile
@@ -23,6 +24,7 @@ import gradio as gr
 
 import visuals
 from slowfast.cache import CACHE_PRESETS
+from slowfast.models.loading import EMBEDDED_DIR, KNOWN_MODELS, check_memory
 from slowfast.samplers.slowfast import VARIANT_DEFAULTS
 from slowfast.session import (
     MODEL_CHOICES,
@@ -38,7 +40,7 @@ from slowfast.session import (
     load_presets,
     preset_controls,
     run_to_end,
-    stream_renders,
+    stream_steps,
 )
 from slowfast.trace import Trace
 
@@ -47,28 +49,41 @@ SESSION_SECONDS = 3600  # a browser's runs and traces are dropped this long afte
 MAX_SESSIONS = 64  # browsers whose last run is kept for scrubbing, export and compare
 QUEUE_SIZE = 64  # events waiting for the device; more are refused with "queue full"
 MAX_UPLOAD = "16mb"  # largest trace file a browser may upload
-REFRESH_SECONDS = 0.3  # plots re-render at most this often while a run streams (and within 10% of the time)
+REFRESH_SECONDS = 0.3  # how often a compare reports progress
+FRAME_SECONDS = 0.08  # a live run shows each step for at least this long (stream_steps)
+PLAY_SECONDS = 0.35  # Play shows each step this long
 POOL = ModelPool()
 CONTROL_NAMES = [f.name for f in dataclasses.fields(Controls)]
 PLOTS = ["certainty_heatmap", "stage_timeline", "convergence", "cache_hits", "speed"]
-COMPARE_CONFIGS = ["baseline", "slowfast", "slowfast + cache", "threshold"]
+VIEW_NAMES = ["canvas", *PLOTS, "status", "explain"]  # what render() returns, in order
+COMPARE_CONFIGS = ["baseline", "slowfast", "slowfast + cache", "threshold", "dream"]
 
-try:  # on a Hugging Face ZeroGPU Space the decoding runs under its GPU decorator
-    import spaces  # type: ignore
+def gpu_seconds(model_name: str, prompt, settings: dict) -> int:
+    """The GPU time a Space asks for: grows with the generation length."""
+    return int(min(300, 30 + settings.get("gen_length", 128) * 0.5))
 
-    def _gpu_seconds(model_name: str, prompt: str, settings: dict) -> int:
-        return int(min(300, 30 + settings.get("gen_length", 128) * 0.5))
 
-    @spaces.GPU(duration=_gpu_seconds)
-    def _decode_on_gpu(model_name: str, prompt: str, settings: dict) -> dict:
-        """Runs in the GPU worker; only JSON crosses back, never tensors."""
-        from slowfast.engine import GenerationSettings
+def decode_for_space(model_name: str, prompt, settings: dict) -> dict:
+    """One whole decoding in a ZeroGPU Space's GPU worker; only JSON crosses back, never tensors."""
+    from slowfast.engine import GenerationSettings
 
-        model = POOL.get(model_name)
-        return run_to_end(model, prompt, GenerationSettings(**settings)).to_dict()
-except ImportError:
-    spaces = None
-    _decode_on_gpu = None
+    model = POOL.get(model_name)
+    return run_to_end(model, prompt, GenerationSettings(**settings)).to_dict()
+
+
+def space_decoder():
+    """``decode_for_space`` under ``spaces.GPU`` on a ZeroGPU Space (SPACES_ZERO_GPU set), else
+    None: elsewhere runs stream from a local thread."""
+    if not os.environ.get("SPACES_ZERO_GPU"):
+        return None
+    try:
+        import spaces  # type: ignore
+    except ImportError:
+        return None
+    return spaces.GPU(duration=gpu_seconds)(decode_for_space)
+
+
+_decode_on_gpu = space_decoder()
 
 
 def named(fn, *names: str):
@@ -168,9 +183,9 @@ def render(trace: Optional[Trace], step: Optional[int] = None, only: Optional[st
     """Canvas, the five plots and the status line for ``trace`` as of ``step``. With ``only``
     (a live run) just that plot is redrawn: the one on the visible tab."""
     if trace is None:
-        return ["", *[None] * len(PLOTS), ""]
+        return ["", *[None] * len(PLOTS), "", visuals.explain_step(None)]
     figs = [getattr(visuals, name)(trace, step) if only in (None, name) else gr.update() for name in PLOTS]
-    return [visuals.canvas_html(trace, step), *figs, status_line(trace, step)]
+    return [visuals.canvas_html(trace, step), *figs, status_line(trace, step), visuals.explain_step(trace, step)]
 
 
 def status_line(trace: Trace, step: Optional[int] = None) -> str:
@@ -191,9 +206,11 @@ def status_line(trace: Trace, step: Optional[int] = None) -> str:
             f"{decoded / seconds if seconds else 0:.1f} tokens/s{cache}")
 
 
-def scrubber_for(trace: Optional[Trace]):
+def scrubber_for(trace: Optional[Trace], step: Optional[int] = None, live: bool = False):
+    """The step slider for ``trace`` at ``step`` (None = last); still during a live run."""
     n = len(trace.records) if trace is not None else 0
-    return gr.Slider(minimum=0, maximum=max(n - 1, 1), value=max(n - 1, 0), step=1, interactive=n > 1)
+    value = max(n - 1, 0) if step is None else step
+    return gr.Slider(minimum=0, maximum=max(n - 1, 1), value=value, step=1, interactive=n > 1 and not live)
 
 
 def allowed_models() -> Optional[list[str]]:
@@ -207,6 +224,14 @@ def load(model_name: str):
     only = allowed_models()
     if only is not None and (model_name or "").strip() not in only:
         return None, f"This host serves only: {', '.join(only)}."
+    name = (model_name or "").strip()
+    if name not in POOL.models:  # say what a big model needs before a long download and load
+        try:
+            need = check_memory(name)
+        except (ModelLoadError, ValueError):
+            need = None
+        if need is not None and need.fits is False:
+            return None, f"Not loaded: {visuals.esc(need.message)}."
     try:
         return POOL.get(model_name), POOL.note
     except (ModelLoadError, ValueError) as exc:
@@ -221,34 +246,37 @@ def on_run(model_name: str, prompt, state: dict, *values):
         controls = controls_from(values)
         settings = controls.settings()
     except ValueError as exc:
-        yield [f"⚠️ {exc}", "", *outputs_idle, gr.Slider()]
+        yield [f"⚠️ {exc}", "", *outputs_idle, gr.Slider(), gr.Button(interactive=True)]
         return
     model, note = load(model_name)
     if model is None:
-        yield [f"⚠️ {note}", "", *outputs_idle, gr.Slider()]
+        yield [f"⚠️ {note}", "", *outputs_idle, gr.Slider(), gr.Button(interactive=True)]
         return
     if _decode_on_gpu is not None:  # Space: one GPU call, then the whole trace
         try:
             trace = Trace.from_dict(_decode_on_gpu(model_name, prompt, dataclasses.asdict(settings)))
         except ValueError as exc:
-            yield [f"⚠️ {exc}", "", *outputs_idle, gr.Slider()]
+            yield [f"⚠️ {exc}", "", *outputs_idle, gr.Slider(), gr.Button(interactive=True)]
             return
         state["trace"] = trace
-        yield [note, trace.text, *render(trace), scrubber_for(trace)]
+        yield [note, trace.text, *render(trace), scrubber_for(trace), gr.Button(interactive=True)]
         return
     try:
         job = BackgroundRun(model, prompt, settings)
     except ValueError as exc:
-        yield [f"⚠️ {exc}", "", *outputs_idle, gr.Slider()]
+        yield [f"⚠️ {exc}", "", *outputs_idle, gr.Slider(), gr.Button(interactive=True)]
         return
     state["run"] = job.start()
-    live = lambda trace: render(trace, only=state.get("tab", PLOTS[0]))  # noqa: E731
-    try:
-        for trace, views, done in stream_renders(job, live, REFRESH_SECONDS):
+    live = lambda trace, step: render(trace, step, only=state.get("tab", PLOTS[0]))  # noqa: E731
+    try:  # every step is shown, in order, as soon as it exists (stream_steps paces it)
+        for trace, step, views, done in stream_steps(job, live, FRAME_SECONDS):
             state["trace"] = trace
-            message = note if job.error is None else f"⚠️ {job.error}"
-            yield [message, trace.text, *(render(trace) if done else views),
-                   scrubber_for(trace) if done else gr.Slider()]
+            message = note if job.error is None else f"⚠️ {visuals.esc(job.error)}"
+            if done:
+                yield [message, trace.text, *render(trace), scrubber_for(trace), gr.Button(interactive=True)]
+            else:
+                yield [message, trace.text, *views, scrubber_for(trace, step, live=True),
+                       gr.Button(interactive=False)]
     finally:  # the client cancelled or went away (Gradio closes this generator): stop decoding now
         job.stop()
 
@@ -264,7 +292,8 @@ def on_chat(model_name: str, message: str, history: list, state: dict, *values):
     """One chat turn: the conversation (chat template applied) is the prompt; the answer is
     appended to the chat box when the run ends. The same views stream meanwhile."""
     if not (message or "").strip():
-        yield ["Type a message first.", gr.update(), *render(state.get("trace")), gr.Slider(), history, message]
+        yield ["Type a message first.", gr.update(), *render(state.get("trace")), gr.Slider(), gr.Button(),
+               history, message]
         return
     turns = [{"role": m["role"], "content": message_text(m["content"])} for m in history or []]
     turns.append({"role": "user", "content": message})
@@ -280,19 +309,45 @@ def on_chat(model_name: str, message: str, history: list, state: dict, *values):
         yield [*outputs, turns + [{"role": "assistant", "content": trace.text}], ""]
 
 
-def on_stop(state: dict) -> str:
+def on_stop(state: dict):
     """Stop this browser's run after its current forward (queued runs are cancelled by the
-    Stop button's ``cancels``)."""
+    Stop button's ``cancels``); the views show the run as far as it got."""
     job = state.get("run")
     if job is None or job.done.is_set():
-        return "Nothing is running."
+        return ["Nothing is running.", *[gr.update()] * (len(VIEW_NAMES) + 1), gr.Button(interactive=True)]
     job.stop()
-    return "Stopped after the current step."
+    job.wait(5)
+    trace = state["trace"] = job.trace()
+    return ["Stopped after the current step.", *render(trace), scrubber_for(trace), gr.Button(interactive=True)]
 
 
 def on_scrub(step: int, state: dict) -> list:
     trace = state.get("trace")
     return render(trace, int(step) if trace is not None else None)
+
+
+def on_step_by(delta: int, step: int, state: dict) -> list:
+    """Previous / next step: the views and the slider move together."""
+    trace = state.get("trace")
+    if trace is None or not trace.records:
+        return [*render(trace), gr.Slider()]
+    step = int(min(max(int(step or 0) + delta, 0), len(trace.records) - 1))
+    return [*render(trace, step), gr.Slider(value=step)]
+
+
+def on_play(step: int, state: dict):
+    """Play the trace from the slider's step (from the start if at the end), one step a frame."""
+    trace = state.get("trace")
+    if trace is None or not trace.records:
+        yield [*render(trace), gr.Slider()]
+        return
+    n = len(trace.records)
+    start = int(step or 0)
+    start = 0 if start >= n - 1 else start
+    for s in range(start, n):
+        t0 = time.perf_counter()
+        yield [*render(trace, s), gr.Slider(value=s)]
+        time.sleep(max(0.0, PLAY_SECONDS - (time.perf_counter() - t0)))
 
 
 def on_compare(model_name: str, prompt: str, configs: list[str], state: dict, *values):
@@ -315,9 +370,17 @@ def on_compare(model_name: str, prompt: str, configs: list[str], state: dict, *v
             yield f"⚠️ {label}: {exc}", None, None
             return
         labels.append(label)
+    if _decode_on_gpu is not None:  # Space: each configuration is one GPU call
+        traces = []
+        for i, (label, job) in enumerate(zip(labels, jobs)):
+            yield f"Running **{label}** ({i + 1} of {len(jobs)})…", gr.update(), gr.update()
+            traces.append(Trace.from_dict(_decode_on_gpu(model_name, prompt, dataclasses.asdict(job.run.settings))))
+        jobs = [None] * len(traces)
     current = None
     try:
         for i, (label, job) in enumerate(zip(labels, jobs)):
+            if job is None:
+                break
             current = state["run"] = job.start()
             yield f"Running **{label}** ({i + 1} of {len(jobs)})…", gr.update(), gr.update()
             while not job.wait(REFRESH_SECONDS):
@@ -325,10 +388,12 @@ def on_compare(model_name: str, prompt: str, configs: list[str], state: dict, *v
     finally:
         if current is not None:
             current.stop()
-    traces = [job.trace() for job in jobs]
+    if _decode_on_gpu is None:
+        traces = [job.trace() for job in jobs]
     rows = visuals.compare_table(traces, labels)
-    table = [[r["label"], r["nfe"], r["tokens_fed"], round(r["seconds"], 3), round(r["tokens_per_second"], 1),
-              f"{r['speedup']:.2f}x", "yes" if r["same_text"] else "no", r["text"]] for r in rows]
+    table = [[r["label"], r["nfe"], f"{r['speedup_nfe']:.2f}x", r["tokens_fed"], f"{r['speedup_tokens']:.2f}x",
+              round(r["seconds"], 3), f"{r['speedup']:.2f}x", "yes" if r["same_text"] else "no", r["text"]]
+             for r in rows]
     state["compare"] = traces
     yield (f"Compared {len(traces)} runs on the same prompt and seed.", table,
            visuals.compare_heatmaps(traces, labels))
@@ -345,24 +410,29 @@ def on_export(state: dict):
     trace_path = trace.save(folder / "trace.json")
     figs = {name: fn(trace) for name, fn in visuals.ALL_FIGURES.items()}
     html_path = folder / "figures.html"
-    html_path.write_text(visuals.figures_html(figs), encoding="utf-8")
+    html_path.write_text(visuals.figures_html(figs, f"SlowFast Explorer: {trace.settings.get('sampler')} run",
+                                              visuals.run_header(trace)), encoding="utf-8")
     return f"Exported {len(trace.records)} steps.", [str(trace_path), str(html_path)]
 
 
 def on_replay(file, state: dict):
+    keep = [gr.update()] * (2 + len(CONTROL_NAMES))
     if file is None:
-        return ["", "", *render(state.get("trace")), gr.Slider()]
+        return ["", "", *render(state.get("trace")), gr.Slider(), *keep]
     path = file if isinstance(file, str) else getattr(file, "name", file)
     try:
         trace = Trace.load(path)  # checked in full and size-capped before anything renders
     except (ValueError, OSError) as exc:
-        return [f"⚠️ Not a trace file: {visuals.esc(str(exc))}", "", *render(state.get("trace")), gr.Slider()]
+        return [f"⚠️ Not a trace file: {visuals.esc(str(exc))}", "", *render(state.get("trace")), gr.Slider(), *keep]
     finally:
         forget_upload(path)
     state["trace"] = trace
+    values = preset_controls({"settings": trace.settings})
     return [f"Replaying a trace of **{visuals.esc(trace.model)}** ({trace.settings['sampler']}, "
-            f"{len(trace.records)} steps); "
-            "no model needed.", trace.text, *render(trace), scrubber_for(trace)]
+            f"{len(trace.records)} steps); no model needed. The prompt, model and every control are as in "
+            "that run: Run decodes it again.", trace.text, *render(trace), scrubber_for(trace),
+            gr.update(value=trace.prompt), gr.update(value=trace.model),
+            *[gr.update(value=values[n]) if n in values else gr.update() for n in CONTROL_NAMES]]
 
 
 def forget_upload(path) -> None:
@@ -388,10 +458,26 @@ def on_preset(name: str):
     return [*updates, prompt, explanation]
 
 
+VARIANT_CONTROLS = ("exploration_steps", "horizon_threshold", "stability_window", "std_threshold",
+                    "high_confidence_threshold", "slow_confidence_threshold", "max_cycles")
+
+
 def on_variant(variant: str):
+    """A variant's defaults into its sliders (unset ones at the sliders' "default" 0)."""
     d = VARIANT_DEFAULTS[variant]
-    return [d["exploration_steps"], d["horizon_threshold"], d["stability_window"], d["std_threshold"],
-            d["high_confidence_threshold"]]
+    return [d.get(n) or 0 if n in ("slow_confidence_threshold", "max_cycles") else d[n] for n in VARIANT_CONTROLS]
+
+
+def model_choices(default_model: str) -> list:
+    """The picker's entries: (name, size, memory, cache) for the models we know."""
+    out = [("embedded · 5M · runs offline on a CPU", "embedded")]
+    for name, info in KNOWN_MODELS.items():
+        size = f"{info.parameters / 1e9:.1f}B" if info.parameters >= 1e9 else f"{info.parameters / 1e6:.0f}M"
+        out.append((f"{name} · {size} · {info.weight_bytes('bfloat16') / 1e9:.0f} GB bf16 / "
+                    f"{info.weight_bytes('float32') / 1e9:.0f} GB fp32 · cache {'yes' if info.cache else 'no'}", name))
+    if default_model not in [v for _, v in out]:
+        out.insert(0, (default_model, default_model))
+    return out
 
 
 def on_check(model_name: str, prompt: str, *values) -> str:
@@ -403,41 +489,88 @@ def on_check(model_name: str, prompt: str, *values) -> str:
     return f"⚠️ {message}" if message else "✓ Settings are valid."
 
 
+CSS = """
+#explain { font-size: 0.92em; }
+#playback button { min-width: 0; }
+"""
+
+
+def resolve_local(model_name: str) -> Optional[Path]:
+    """The local folder of ``model_name`` without downloading (None for a hub id)."""
+    name = (model_name or "").strip()
+    if name == "embedded":
+        return EMBEDDED_DIR
+    folder = Path(name).expanduser()
+    return folder if name and folder.is_dir() else None
+
+
+def chat_template_of(model_name: str) -> Optional[bool]:
+    """Whether a model has a chat template, as far as we know without loading it (None: unknown)."""
+    model = POOL.models.get((model_name or "").strip())
+    if model is not None:
+        return model.has_chat_template
+    folder = resolve_local(model_name)
+    if folder is None:
+        return None
+    if (folder / "chat_template.jinja").is_file() or (folder / "chat_template.json").is_file():
+        return True
+    try:
+        return bool(json.loads((folder / "tokenizer_config.json").read_text()).get("chat_template"))
+    except (OSError, ValueError, AttributeError):
+        return None
+
+
+def on_model_change(model_name: str):
+    """The chat box and the template checkbox follow the model: shown where it has a template."""
+    has = chat_template_of(model_name)
+    if has is False:
+        return (gr.Checkbox(value=False, interactive=False, info="this model has no chat template: the prompt "
+                                                                  "is fed as plain text"),
+                gr.Accordion(visible=False))
+    return gr.Checkbox(value=True, interactive=True, info="wrap the prompt in the tokenizer's chat template"), \
+        gr.Accordion(visible=True)
+
+
 def build_app(default_model: str = "embedded") -> gr.Blocks:
     d = Controls()
     examples = example_prompts()
+    has_chat = chat_template_of(default_model)
     # Gradio's own temporary files (uploads, downloads) are deleted an hour after they were made
     with gr.Blocks(title="SlowFast Explorer", delete_cache=(600, 3600)) as demo:
-
         gr.Markdown("# SlowFast Explorer\nWatch a diffusion LLM unmask its answer step by step, and see what "
-                    "SlowFast sampling, Fast-dLLM's threshold and dLLM-Cache change.")
+                    "[SlowFast sampling](https://arxiv.org/abs/2506.10848), Fast-dLLM's threshold and dLLM-Cache "
+                    "change. Pick a preset or type a prompt, press **Run**, then step through the run.")
         with gr.Row():
             with gr.Column(scale=1, min_width=340):
-                model = gr.Dropdown(MODEL_CHOICES if default_model in MODEL_CHOICES else [default_model, *MODEL_CHOICES],
-                                    value=default_model, allow_custom_value=True, label="Model",
-                                    info="embedded runs offline on a CPU; hub ids download once; or a local folder")
-                preset = gr.Dropdown(list(PRESETS), value=None, label="Preset",
+                model = gr.Dropdown(model_choices(default_model), value=default_model, allow_custom_value=True,
+                                    label="Model", info="hub ids download once (a model too big for this machine is "
+                                                        "refused with what it needs); or type a local folder")
+                prompt = gr.Textbox(DEFAULT_PROMPT, label="Prompt", lines=2, elem_id="prompt")
+                with gr.Row():
+                    run_btn = gr.Button("Run", variant="primary", elem_id="run")
+                    stop_btn = gr.Button("Stop", variant="stop", elem_id="stop")
+                check = gr.Markdown(elem_id="check")
+                c: dict[str, Any] = {}
+                c["sampler"] = gr.Radio(["baseline", "slowfast", "threshold", "dream"], value=d.sampler,
+                                        label="Sampler", elem_id="sampler",
+                                        info="LLaDA baseline, SlowFast (Wei et al. 2025), Fast-dLLM threshold, "
+                                             "Dream's own decoding")
+                c["cache"] = gr.Checkbox(d.cache, label="dLLM-Cache (feature reuse)")
+                preset = gr.Dropdown(list(PRESETS), value=None, label="Preset", elem_id="preset",
                                      info="paper settings and teaching scenarios; choosing one fills the controls")
                 explanation = gr.Markdown()
                 example = gr.Dropdown(list(examples), value=None, label="Example prompt")
-                prompt = gr.Textbox(DEFAULT_PROMPT, label="Prompt", lines=3, elem_id="prompt")
-                with gr.Accordion("Chat (instruct models)", open=False):
+                c["chat"] = gr.Checkbox(d.chat if has_chat is not False else False, label="Apply the chat template",
+                                        interactive=has_chat is not False,
+                                        info="this model has no chat template: the prompt is fed as plain text"
+                                        if has_chat is False else "wrap the prompt in the tokenizer's chat template")
+                with gr.Accordion("Chat (instruct models)", open=False, visible=has_chat is not False) as chat_box:
                     chatbot = gr.Chatbot(label="Conversation", height=240)
                     chat_msg = gr.Textbox(label="Message", placeholder="Ask the instruct model; Enter sends")
                     with gr.Row():
                         chat_send = gr.Button("Send")
                         chat_clear = gr.Button("Clear")
-                c: dict[str, Any] = {}
-                c["chat"] = gr.Checkbox(d.chat, label="Apply the chat template (instruct models)")
-                c["sampler"] = gr.Radio(["baseline", "slowfast", "threshold"], value=d.sampler, label="Sampler",
-                                        elem_id="sampler",
-                                        info="LLaDA baseline, SlowFast (Wei et al. 2025), Fast-dLLM threshold")
-                c["cache"] = gr.Checkbox(d.cache, label="dLLM-Cache (feature reuse)")
-                check = gr.Markdown(elem_id="check")
-                with gr.Row():
-                    run_btn = gr.Button("Run", variant="primary", elem_id="run")
-                    stop_btn = gr.Button("Stop", variant="stop", elem_id="stop")
-                with gr.Accordion("Generation", open=True):
+                with gr.Accordion("Generation", open=False):
                     c["gen_length"] = gr.Slider(8, 1024, d.gen_length, step=8, label="Generation length",
                                                 info="gen_length: positions to generate")
                     c["block_length"] = gr.Slider(8, 1024, d.block_length, step=8, label="Block length",
@@ -446,9 +579,13 @@ def build_app(default_model: str = "embedded") -> gr.Blocks:
                                            info="steps: forwards in all, a multiple of the number of blocks")
                     c["temperature"] = gr.Slider(0, 2, d.temperature, step=0.05, label="Temperature",
                                                  info="0 = greedy; > 0 Gumbel noise in float64")
-                    c["seed"] = gr.Number(d.seed, precision=0, label="Seed")
+                    c["seed"] = gr.Number(d.seed, precision=0, label="Seed", info="0 .. 2^63-1")
                     c["cfg_scale"] = gr.Slider(0, 5, d.cfg_scale, step=0.1, label="CFG scale",
                                                info="cfg_scale: classifier-free guidance (0 = off)")
+                    c["max_forwards_per_block"] = gr.Slider(
+                        0, 4096, d.max_forwards_per_block, step=1, label="Forward cap per block (0 = default)",
+                        info="max_forwards_per_block: a run that needs more ends with a message "
+                             "(default 2 x block_length + 16)")
                 with gr.Accordion("SlowFast", open=True):
                     c["variant"] = gr.Radio(list(VARIANT_DEFAULTS), value=d.variant, label="Variant",
                                             info="reference = the published code; paper = the paper's text")
@@ -469,6 +606,12 @@ def build_app(default_model: str = "embedded") -> gr.Blocks:
                                                                label="High-confidence threshold",
                                                                info="high_confidence_threshold / tau_high_conf: "
                                                                     "decode all above it if at least two")
+                    c["slow_confidence_threshold"] = gr.Slider(
+                        0, 1, d.slow_confidence_threshold, step=0.01, label="Slow-stage threshold (0 = high-confidence)",
+                        info="high_conf_for_parallel_decode_discovery: the slow stage's parallel decode (dream 0.8)")
+                    c["max_cycles"] = gr.Slider(0, 4096, d.max_cycles, step=1, label="Cycle cap per block (0 = default)",
+                                                info="max_sub_cycles_per_block: a block that needs more slow/fast "
+                                                     "cycles ends the run with a message (256; dream 4096)")
                     c["stop_when_full"] = gr.Checkbox(d.stop_when_full, label="Stop a slow stage when the block is full",
                                                       info="ours, off in the published code: skips slow-stage "
                                                            "forwards that can decode nothing")
@@ -480,6 +623,16 @@ def build_app(default_model: str = "embedded") -> gr.Blocks:
                                                info="threshold: unmask every masked position above it (at least 1)")
                     c["factor"] = gr.Slider(0, 4, d.factor, step=0.1, label="Factor (0 = off)",
                                             info="factor: unmask the largest n with c(n) >= 1 - factor/(n+1)")
+                with gr.Accordion("Dream's decoding", open=False):
+                    c["alg"] = gr.Radio(["entropy", "maskgit_plus", "topk_margin", "origin"], value=d.alg,
+                                        label="Confidence (alg)", info="negative entropy, top-1 probability, "
+                                                                       "top1 - top2 margin, or random (origin)")
+                    c["alg_temp"] = gr.Slider(0, 2, d.alg_temp, step=0.05, label="Position temperature (alg_temp)",
+                                              info="0 = the most confident positions; > 0 sample positions")
+                    c["eps"] = gr.Slider(0.0001, 0.1, d.eps, step=0.0001, label="Schedule end (eps)",
+                                         info="the timestep schedule runs from 1 to eps over `steps` forwards")
+                    c["top_p"] = gr.Slider(0.01, 1, d.top_p, step=0.01, label="top_p (1 = off)")
+                    c["top_k"] = gr.Slider(0, 200, d.top_k, step=1, label="top_k (0 = off)")
                 with gr.Accordion("dLLM-Cache", open=False):
                     c["kp"] = gr.Slider(1, 500, d.kp, step=1, label="Prompt refresh interval K_p",
                                         info="prompt_interval_steps: prompt features recomputed every K_p forwards")
@@ -493,8 +646,15 @@ def build_app(default_model: str = "embedded") -> gr.Blocks:
             with gr.Column(scale=2):
                 message = gr.Markdown(elem_id="message")
                 status = gr.Markdown(elem_id="status")
-                text = gr.Textbox(label="Text", lines=3, interactive=False, elem_id="text")
+                text = gr.Textbox(label="Text", lines=2, interactive=False, elem_id="text")
                 canvas = gr.HTML(elem_id="canvas")
+                with gr.Row(elem_id="playback", equal_height=False):
+                    prev_btn = gr.Button("◀ Step", size="sm", scale=0, min_width=70, elem_id="prev")
+                    play_btn = gr.Button("▶ Play", size="sm", scale=0, min_width=70, elem_id="play")
+                    next_btn = gr.Button("Step ▶", size="sm", scale=0, min_width=70, elem_id="next")
+                    scrubber = gr.Slider(0, 1, 0, step=1, label="Step", interactive=False, elem_id="scrubber",
+                                         info="after a run: any step's canvas, plots and explanation", scale=4)
+                explain = gr.Markdown(visuals.explain_step(None), elem_id="explain")
                 with gr.Tabs():
                     plot_tabs, plots = [], []
                     for label, elem in (("Certainty", "heatmap"), ("Stages", "stages"), ("Convergence", "convergence"),
@@ -503,33 +663,37 @@ def build_app(default_model: str = "embedded") -> gr.Blocks:
                             plots.append(gr.Plot(elem_id=elem, show_label=False))
                         plot_tabs.append(tab)
                     heat, stages, conv, cache_plot, speed = plots
-                scrubber = gr.Slider(0, 1, 0, step=1, label="Step", interactive=False, elem_id="scrubber",
-                                     info="after a run: move to any step to see the canvas and plots as of then")
                 with gr.Tab("Compare"):
                     configs = gr.CheckboxGroup(COMPARE_CONFIGS, value=["baseline", "slowfast", "slowfast + cache"],
-                                               label="Configurations (same prompt, seed and sliders)")
-                    compare_btn = gr.Button("Compare")
+                                               label="Configurations (same prompt, seed and sliders; the first is "
+                                                     "the reference for the speedups)")
+                    compare_btn = gr.Button("Compare", elem_id="compare")
                     compare_msg = gr.Markdown()
-                    compare_table = gr.Dataframe(headers=["config", "NFE", "tokens fed", "seconds", "tokens/s",
-                                                          "speedup", "same text", "text"], interactive=False)
+                    compare_table = gr.Dataframe(
+                        headers=["config", "NFE", "speedup by NFE", "tokens fed", "speedup by tokens fed",
+                                 "seconds (this machine)", "speedup by time", "same text as the first", "text"],
+                        interactive=False, elem_id="compare-table")
+                    gr.Markdown("NFE and tokens fed are exact and repeatable; seconds are one measurement on this "
+                                "machine (shared, so they vary between runs). With the cache, SlowFast's truncated "
+                                "fast forwards also recompute cached rows, so it can need more forwards to converge.")
                     compare_plot = gr.Plot(show_label=False)
                 with gr.Tab("Export / replay"):
                     export_btn = gr.Button("Export trace and figures")
                     export_msg = gr.Markdown()
                     export_files = gr.File(label="Downloads", file_count="multiple")
-                    upload = gr.File(label="Replay a trace file (no model needed)", file_types=[".json"],
-                                     type="filepath")
+                    upload = gr.File(label="Replay a trace file (no model needed; restores the prompt and controls)",
+                                     file_types=[".json"], type="filepath", elem_id="upload")
 
         controls = [c[n] for n in CONTROL_NAMES]
-        views = [canvas, heat, stages, conv, cache_plot, speed, status]
+        views = [canvas, heat, stages, conv, cache_plot, speed, status, explain]
         hidden = dict(api_visibility="undocumented")  # the page's own wiring, not an API
         # the API: /run, /stop, /compare, /replay, /chat with the settings' own parameter names
         run_event = run_btn.click(named(on_run, "model", "prompt", "state", *CONTROL_NAMES),
-                                  [model, prompt, *controls], [message, text, *views, scrubber],
+                                  [model, prompt, *controls], [message, text, *views, scrubber, run_btn],
                                   api_name="run", concurrency_id="device", concurrency_limit=1)
         chat_events = [
             trigger(named(on_chat, "model", "message", "history", "state", *CONTROL_NAMES),
-                    [model, chat_msg, chatbot, *controls], [message, text, *views, scrubber, chatbot, chat_msg],
+                    [model, chat_msg, chatbot, *controls], [message, text, *views, scrubber, run_btn, chatbot, chat_msg],
                     concurrency_id="device", **(dict(api_name="chat") if i == 0 else hidden))
             for i, trigger in enumerate((chat_send.click, chat_msg.submit))]
         compare_event = compare_btn.click(named(on_compare, "model", "prompt", "configs", "state", *CONTROL_NAMES),
@@ -538,20 +702,28 @@ def build_app(default_model: str = "embedded") -> gr.Blocks:
                                           api_name="compare", concurrency_id="device")
         # Stop ends this browser's running decode after its current forward and cancels
         # its queued ones (Gradio closes their generators, which stops their runs too)
-        stop_btn.click(named(on_stop, "state"), None, [message], api_name="stop", queue=False,
-                       cancels=[run_event, compare_event, *chat_events])
+        stop_btn.click(named(on_stop, "state"), None, [message, *views, scrubber, run_btn], api_name="stop",
+                       queue=False, cancels=[run_event, compare_event, *chat_events])
         chat_clear.click(lambda: [], None, [chatbot], queue=False, **hidden)
-        scrubber.release(named(on_scrub, "step", "state"), [scrubber], views, **hidden)
+        scrub = named(on_scrub, "step", "state")
+        scrubber.release(scrub, [scrubber], views, **hidden)
+        scrubber.input(scrub, [scrubber], views, trigger_mode="always_last", **hidden)  # keys and drags
+        prev_btn.click(named(lambda st, step: on_step_by(-1, step, st), "state", "step"), [scrubber],
+                       [*views, scrubber], **hidden)
+        next_btn.click(named(lambda st, step: on_step_by(1, step, st), "state", "step"), [scrubber],
+                       [*views, scrubber], **hidden)
+        play_event = play_btn.click(named(on_play, "step", "state"), [scrubber], [*views, scrubber], **hidden)
+        for b in (prev_btn, next_btn, run_btn):
+            b.click(None, None, None, cancels=[play_event], **hidden)
         export_btn.click(named(on_export, "state"), None, [export_msg, export_files], **hidden)
-        upload.upload(named(on_replay, "trace_file", "state"), [upload], [message, text, *views, scrubber],
-                      api_name="replay")
+        upload.upload(named(on_replay, "trace_file", "state"), [upload],
+                      [message, text, *views, scrubber, prompt, model, *controls], api_name="replay")
         for tab, name in zip(plot_tabs, PLOTS):  # a live run redraws only the visible plot
             tab.select(named(lambda st, name=name: st.update(tab=name), "state"), None, None, queue=False, **hidden)
         preset.change(on_preset, [preset], [*controls, prompt, explanation], **hidden)
         example.change(lambda k: examples.get(k, gr.update()), [example], [prompt], **hidden)
-        c["variant"].input(on_variant, [c["variant"]],
-                           [c[n] for n in ("exploration_steps", "horizon_threshold", "stability_window",
-                                           "std_threshold", "high_confidence_threshold")], **hidden)
+        c["variant"].input(on_variant, [c["variant"]], [c[n] for n in VARIANT_CONTROLS], **hidden)
+        model.change(on_model_change, [model], [c["chat"], chat_box], queue=False, **hidden)
         gr.on([x.change for x in controls] + [prompt.change, model.change], on_check,
               [model, prompt, *controls], [check], queue=False, **hidden)
         demo.unload(on_unload)
@@ -562,7 +734,7 @@ def build_app(default_model: str = "embedded") -> gr.Blocks:
 def launch(demo: gr.Blocks, **kwargs):
     """Serve ``demo`` with the limits a public host needs (see the README's SECURITY)."""
     demo.queue(default_concurrency_limit=1, max_size=QUEUE_SIZE)
-    return demo.launch(max_file_size=MAX_UPLOAD, **kwargs)
+    return demo.launch(max_file_size=MAX_UPLOAD, css=CSS, **kwargs)
 
 
 if __name__ == "__main__":

@@ -95,24 +95,43 @@ class Controls:
     std_threshold: float = 1.0
     high_confidence_threshold: float = 0.9
     stop_when_full: bool = False
+    max_cycles: int = 0  # 0 = the variant's default (256; dream 4096)
+    slow_confidence_threshold: float = 0.0  # 0 = the high-confidence threshold (dream: 0.8)
     threshold: float = 0.9
     factor: float = 0.0  # 0 = fixed threshold rule
+    alg: str = "entropy"  # dream: how a position's confidence is scored
+    alg_temp: float = 0.0  # dream: 0 = top-k positions by score; > 0 sample them
+    eps: float = 1e-3  # dream: the timestep schedule's end
+    top_p: float = 1.0  # dream: nucleus filtering (1 = off)
+    top_k: int = 0  # dream: top-k filtering (0 = off)
     cache: bool = False
     kp: int = 100
     kr: int = 5
     rho: float = 0.25
     refresh_first_layer: bool = True
+    max_forwards_per_block: int = 0  # 0 = the engine's default cap (2 * block_length + 16)
 
     def settings(self) -> GenerationSettings:
         """The run these controls describe (raises ValueError naming a bad parameter)."""
         as_int = lambda v: int(v) if isinstance(v, float) and float(v).is_integer() else v  # noqa: E731
+
+        def number(name: str) -> float:
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, (int, float)):
+                raise ValueError(f"{name}: {v!r} is not allowed; it must be a number")
+            return float(v)
+
         if self.sampler == "baseline":
             params: dict[str, Any] = {"remasking": self.remasking}
         elif self.sampler == "slowfast":
             params = dict(variant=self.variant, exploration_steps=as_int(self.exploration_steps),
                           horizon_threshold=self.horizon_threshold, stability_window=as_int(self.stability_window),
                           std_threshold=self.std_threshold, high_confidence_threshold=self.high_confidence_threshold,
-                          stop_when_full=bool(self.stop_when_full))
+                          max_cycles=as_int(self.max_cycles) or None, stop_when_full=bool(self.stop_when_full),
+                          slow_confidence_threshold=self.slow_confidence_threshold or None)
+        elif self.sampler == "dream":
+            params = dict(alg=self.alg, alg_temp=self.alg_temp or None, eps=self.eps,
+                          top_p=None if self.top_p in (None, 1, 1.0) else self.top_p, top_k=as_int(self.top_k) or None)
         else:
             params = {"threshold": self.threshold, "factor": self.factor or None}
         cache = None
@@ -121,8 +140,9 @@ class Controls:
                      "refresh_first_layer": bool(self.refresh_first_layer)}
         settings = GenerationSettings(
             sampler=self.sampler, gen_length=as_int(self.gen_length), block_length=as_int(self.block_length),
-            steps=as_int(self.steps), temperature=float(self.temperature), seed=as_int(self.seed),
-            cfg_scale=float(self.cfg_scale), chat=bool(self.chat), params=params, cache=cache,
+            steps=as_int(self.steps), temperature=number("temperature"), seed=as_int(self.seed),
+            cfg_scale=number("cfg_scale"), chat=bool(self.chat), params=params, cache=cache,
+            max_forwards_per_block=as_int(self.max_forwards_per_block) or None,
         )
         settings.policy()
         return settings
@@ -153,6 +173,10 @@ def preset_controls(preset: dict[str, Any]) -> dict[str, Any]:
             values.update(cache=True, **cache)
     if values.get("factor") is None and "factor" in values:
         values["factor"] = 0.0
+    for name, off in (("max_forwards_per_block", 0), ("max_cycles", 0), ("slow_confidence_threshold", 0.0),
+                      ("alg_temp", 0.0), ("top_p", 1.0), ("top_k", 0)):
+        if name in values and values[name] is None:
+            values[name] = off  # "unset" is the control's off value
     unknown = set(values) - set(Controls.__dataclass_fields__)
     if unknown:
         raise ValueError(f"preset {preset.get('name')!r}: unknown settings {sorted(unknown)}")
@@ -234,6 +258,32 @@ class BackgroundRun:
 
     def trace(self) -> Trace:
         return self.run.trace
+
+
+def stream_steps(job: BackgroundRun, render: Callable[[Trace, int], Any], min_interval: float = 0.08,
+                 max_lag: int = 200, poll: float = 0.005) -> Iterator[tuple[Trace, Optional[int], Any, bool]]:
+    """Yield ``(trace, step, render(trace, step), False)`` for every step of a live run, in
+    order, at most one every ``min_interval`` seconds, so each forward is seen; the first as
+    soon as it exists (a fast decoder's run plays back at that pace after it ended). Only when
+    the display falls more than ``max_lag`` steps behind the
+    decoder does it jump to the newest step (Play and the scrubber show every step after the
+    run). The last yield is ``(trace, None, None, True)``: the caller draws the finished run."""
+    shown = -1
+    while True:
+        newest = job.steps_done - 1
+        if newest > shown:
+            step = shown + 1 if newest - shown <= max_lag else newest
+            t0 = time.perf_counter()
+            trace = job.trace()
+            out = render(trace, step)
+            yield trace, step, out, False
+            shown = step
+            rest = min_interval - (time.perf_counter() - t0)
+            if rest > 0:
+                time.sleep(rest)
+        elif job.wait(poll) and job.steps_done - 1 <= shown:
+            break
+    yield job.trace(), None, None, True
 
 
 def stream_renders(job: BackgroundRun, render: Callable[[Trace], Any], interval: float = 0.3,
@@ -325,4 +375,4 @@ def load_presets(folder) -> dict[str, dict[str, Any]]:
 
 __all__ = ["BackgroundRun", "Controls", "DECODES", "DEFAULT_PROMPT", "MODEL_CHOICES", "ModelLoadError", "ModelPool", "PRESETS_DIR",
            "SessionStore", "check_controls",
-           "example_prompts", "load_presets", "preset_controls", "run_to_end", "stream_renders"]
+           "example_prompts", "load_presets", "preset_controls", "run_to_end", "stream_renders", "stream_steps"]

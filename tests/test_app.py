@@ -35,19 +35,42 @@ def test_app_builds_with_every_control(demo):
 def test_run_streams_to_completion(tiny_dir):
     state = {}
     outputs = drain(app.on_run(str(tiny_dir), "What is 2+2?", state, *values(sampler="slowfast", cache=True)))
-    message, text, canvas, *figs, status, scrubber = outputs
+    message, text, canvas, *figs, status, explain, scrubber, run_button = outputs
     trace = state["trace"]
     assert trace.summary["finished"] and "finished" in status and f"NFE {trace.summary['nfe']}" in status
     assert text == trace.text and "<" in canvas and all(f is not None for f in figs)
-    assert scrubber.maximum == len(trace.records) - 1
-    assert trace.records[1].cache is not None
+    assert scrubber.maximum == len(trace.records) - 1 and run_button.interactive
+    assert trace.records[1].cache is not None and f"step {len(trace.records) - 1} of" in explain
+
+
+def test_a_live_run_shows_every_step_in_order(tiny_dir):
+    state = {}
+    frames = list(app.on_run(str(tiny_dir), "Hi", state, *values(sampler="slowfast", gen_length=32,
+                                                                 block_length=32)))
+    n = len(state["trace"].records)
+    live = [f[-2].value for f in frames[:-1]]  # the scrubber follows the step shown
+    assert live == list(range(n)) and all(f[-1].interactive is False for f in frames[:-1])
 
 
 def test_scrubber_replays_an_earlier_step(tiny_dir):
     state = {}
     drain(app.on_run(str(tiny_dir), "Hi", state, *values(sampler="baseline")))
-    canvas, *figs, status = app.on_scrub(3, state)
-    assert "replaying step 3" in status and "NFE 4" in status
+    canvas, *figs, status, explain = app.on_scrub(3, state)
+    assert "replaying step 3" in status and "NFE 4" in status and "step 3 of" in explain
+
+
+def test_step_buttons_and_play_move_the_views_and_the_slider(tiny_dir):
+    state = {}
+    drain(app.on_run(str(tiny_dir), "Hi", state, *values(sampler="baseline", gen_length=16, block_length=16,
+                                                          steps=16)))
+    *views, slider = app.on_step_by(-1, 5, state)
+    assert slider.value == 4 and "replaying step 4" in views[-2]
+    *views, slider = app.on_step_by(1, 15, state)
+    assert slider.value == 15  # clamped at the last step
+    app.PLAY_SECONDS = 0.0
+    frames = list(app.on_play(13, state))
+    assert [f[-1].value for f in frames] == [13, 14, 15]
+    assert [f[-1].value for f in app.on_play(15, state)][:2] == [0, 1]  # from the start when at the end
 
 
 def test_stop_ends_a_run_within_one_step(tiny_model):
@@ -61,7 +84,18 @@ def test_stop_ends_a_run_within_one_step(tiny_model):
 
 
 def test_on_stop_with_nothing_running():
-    assert app.on_stop({}) == "Nothing is running."
+    assert app.on_stop({})[0] == "Nothing is running."
+
+
+def test_stop_shows_the_run_as_far_as_it_got(tiny_dir):
+    state = {}
+    gen = app.on_run(str(tiny_dir), "Hi", state, *values(sampler="baseline", gen_length=480, block_length=16,
+                                                          steps=480))
+    next(gen)
+    message, canvas, *figs, status, explain, scrubber, run_button = app.on_stop(state)
+    assert message.startswith("Stopped") and "stopped" in status and run_button.interactive
+    assert scrubber.maximum == len(state["trace"].records) - 1 < 479
+    gen.close()
 
 
 def test_a_model_that_cannot_load_is_reported_and_nothing_breaks(tmp_path, tiny_dir):
@@ -86,7 +120,9 @@ def test_compare_runs_configurations_side_by_side(tiny_dir):
     message, table, fig = drain(app.on_compare(str(tiny_dir), "Hi", ["baseline", "slowfast", "slowfast + cache"],
                                                state, *values()))
     assert [row[0] for row in table] == ["baseline", "slowfast", "slowfast + cache"]
-    assert table[0][1] == 64 and table[0][5] == "1.00x"
+    assert table[0][1] == 64 and table[0][2] == table[0][4] == table[0][6] == "1.00x"
+    nfe = [row[1] for row in table]
+    assert table[1][2] == f"{nfe[0] / nfe[1]:.2f}x"  # speedup by NFE: exact, not timed
     assert len(state["compare"]) == 3 and state["compare"][2].settings["cache"] is not None
     assert fig is not None
 
@@ -97,9 +133,60 @@ def test_export_then_replay_without_a_model(tiny_dir, tmp_path):
     message, files = app.on_export(state)
     assert len(files) == 2 and files[0].endswith("trace.json") and "plotly" in open(files[1]).read().lower()
     fresh = {}
-    message, text, canvas, *figs, status, scrubber = app.on_replay(files[0], fresh)
+    out = app.on_replay(files[0], fresh)
+    message, text, scrubber, prompt, model = out[0], out[1], out[10], out[11], out[12]
     assert "Replaying" in message and fresh["trace"].to_dict() == Trace.load(files[0]).to_dict()
     assert text == state["trace"].text and scrubber.maximum == len(fresh["trace"].records) - 1
+    assert prompt["value"] == "Hi" and model["value"] == str(tiny_dir)
+    html = open(files[1]).read()
+    assert "Hi" in html and "Certainty" in html and html.count("plotly.js v") <= 1
+
+
+def test_replay_restores_every_control_and_reproduces_the_run(tiny_dir, tmp_path):
+    state = {}
+    drain(app.on_run(str(tiny_dir), "Tell me", state, *values(sampler="slowfast", exploration_steps=3,
+                                                               horizon_threshold=0.2, cache=True, kr=3,
+                                                               max_cycles=40, max_forwards_per_block=90, seed=7)))
+    original = state["trace"]
+    path = original.save(tmp_path / "t.json")
+    out = app.on_replay(str(path), {})
+    prompt, model, controls = out[11], out[12], out[13:]
+    d = app.Controls()  # controls the trace does not mention (another sampler's) keep their values
+    restored = [c.get("value", getattr(d, n)) for c, n in zip(controls, app.CONTROL_NAMES)]
+    assert sum("value" in c for c in controls) >= 18
+    assert dict(zip(app.CONTROL_NAMES, restored))["exploration_steps"] == 3
+    again = {}
+    drain(app.on_run(model["value"], prompt["value"], again, *restored))
+    assert again["trace"].tokens == original.tokens and again["trace"].settings == original.settings
+
+
+def test_the_space_branch_returns_json_and_shows_the_finished_run(tiny_dir, monkeypatch):
+    spaces = pytest.importorskip("spaces")
+    crossed = []
+
+    def worker(model_name, prompt, settings):
+        out = app.decode_for_space(model_name, prompt, settings)
+        crossed.append(out)
+        return out
+
+    monkeypatch.setattr(app, "_decode_on_gpu", spaces.GPU(duration=app.gpu_seconds)(worker))
+    state = {}
+    message, text, canvas, *figs, status, explain, scrubber, run_button = drain(
+        app.on_run(str(tiny_dir), "Hi", state, *values(sampler="slowfast")))
+    assert "finished" in status and text == state["trace"].text
+    import json
+    assert json.loads(json.dumps(crossed[-1])) == crossed[-1]  # only JSON crosses back
+    msg, table, fig = drain(app.on_compare(str(tiny_dir), "Hi", ["baseline", "threshold"], {}, *values()))
+    assert [row[0] for row in table] == ["baseline", "threshold"] and len(crossed) == 3
+    first = drain(app.on_chat(str(tiny_dir), "Hello", [], state, *values(sampler="threshold")))
+    assert first[-2][-1]["role"] == "assistant" and len(crossed) == 4
+
+
+def test_chat_follows_the_model(tiny_dir):
+    checkbox, box = app.on_model_change("embedded")  # no chat template
+    assert checkbox.interactive is False and box.visible is False
+    checkbox, box = app.on_model_change(str(tiny_dir))  # the tiny checkpoint has one
+    assert checkbox.interactive is True and box.visible is True
 
 
 def test_replay_rejects_a_bad_file(tmp_path):
@@ -119,7 +206,8 @@ def test_every_preset_fills_valid_controls():
 
 
 def test_variant_fills_its_defaults():
-    assert app.on_variant("paper") == [8, 0.1, 2, 1.0, 0.85]
+    assert app.on_variant("paper") == [8, 0.1, 2, 1.0, 0.85, 0, 0]
+    assert app.on_variant("dream")[5:] == [0.8, 4096]
 
 
 def test_chat_turns_carry_the_conversation(tiny_dir, tiny_model):

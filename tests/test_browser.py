@@ -31,10 +31,22 @@ def server(tiny_dir):
     model = os.environ.get("SLOWFAST_TEST_MODEL", str(tiny_dir))
     demo = app.build_app(model)
     port = free_port()
-    demo.queue(default_concurrency_limit=1).launch(server_name="127.0.0.1", server_port=port,
-                                                   prevent_thread_lock=True, quiet=True)
+    app.launch(demo, server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True)
     yield f"http://127.0.0.1:{port}/"
     demo.close()
+
+
+STATUS_HAS = "(w) => document.querySelector('#status') && document.querySelector('#status').innerText.includes(w)"
+
+
+def run_visible_and_tokens_whole(page) -> None:
+    """The Run button is on screen without scrolling, and no canvas cell cuts its text."""
+    box = page.locator("#run").bounding_box()
+    assert box is not None and box["y"] + box["height"] <= page.viewport_size["height"], box
+    clipped = page.evaluate(
+        "() => [...document.querySelectorAll('#canvas .sf-cell')].filter(c => c.scrollWidth > c.clientWidth + 1)"
+        ".map(c => c.textContent)")
+    assert clipped == [], clipped
 
 
 def test_run_slowfast_in_the_browser(server, tmp_path):
@@ -42,23 +54,67 @@ def test_run_slowfast_in_the_browser(server, tmp_path):
     shots.mkdir(parents=True, exist_ok=True)
     with playwright.sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, args=FLAGS)
-        page = browser.new_page(viewport={"width": 1400, "height": 1000})
+        page = browser.new_page(viewport={"width": 1400, "height": 900})
         page.goto(server, wait_until="domcontentloaded")
         page.locator("#run").wait_for(timeout=60_000)
         page.locator("#prompt textarea").fill(os.environ.get("SLOWFAST_TEST_PROMPT", "Story: Mia has three gold pens ."))
         page.locator("#sampler").get_by_label("slowfast").check()
+        seen = page.evaluate_handle("() => { const s = new Set(); const o = new MutationObserver(() => {"
+                                    " const m = (document.querySelector('#explain') || {}).innerText || '';"
+                                    " const k = m.match(/step (\\d+) of/); if (k) s.add(+k[1]); });"
+                                    " o.observe(document.body, {subtree: true, childList: true, characterData: true});"
+                                    " return s; }")
         page.locator("#run").click()
-        page.wait_for_function(
-            "() => document.querySelector('#status') && document.querySelector('#status').innerText.includes('finished')",
-            timeout=120_000)
+        page.wait_for_function(STATUS_HAS, arg="finished", timeout=120_000)
+        steps = page.evaluate("(s) => [...s].sort((a, b) => a - b)", seen)
+        last = int(page.locator("#scrubber input[type=number]").input_value())
+        assert steps == list(range(last + 1)), steps  # every step was on screen, in the live view
         text = page.locator("#text textarea").input_value()
         assert text.strip() or page.locator("#canvas").inner_text().strip()
         page.locator("#heatmap .js-plotly-plot").wait_for(timeout=30_000)
         assert page.locator("#heatmap .js-plotly-plot .heatmaplayer, #heatmap .js-plotly-plot .hm").count() >= 1
+        run_visible_and_tokens_whole(page)
         page.screenshot(path=str(shots / "explorer-run.png"), full_page=True)
         page.get_by_role("tab", name="Stages").click()
         page.locator("#stages .js-plotly-plot").wait_for(timeout=30_000)
         assert page.locator("#stages .js-plotly-plot .main-svg").count() >= 1
         page.locator("#stages").screenshot(path=str(shots / "explorer-stages.png"))
+
+        # Step back, then Play to the end
+        page.locator("#prev").click()
+        page.wait_for_function(STATUS_HAS, arg=f"replaying step {last - 1}", timeout=30_000)
+        page.locator("#play").click()
+        page.wait_for_function(STATUS_HAS, arg="finished", timeout=60_000)
+
+        # Compare: speedups by NFE, exact
+        page.get_by_role("tab", name="Compare").click()
+        page.locator("#compare").click()
+        page.wait_for_function("() => document.querySelector('#compare-table') && "
+                               "document.querySelector('#compare-table').innerText.includes('slowfast + cache')",
+                               timeout=120_000)
+        table = page.locator("#compare-table").inner_text()
+        assert "speedup by NFE" in table and "1.00x" in table
+        page.locator("#compare-table").screenshot(path=str(shots / "explorer-compare.png"))
+
+        # Export, then replay in a fresh page: prompt and controls come back
+        trace_path = tmp_path / "trace.json"
+        import app as app_module
+        session_trace = next(st["trace"] for st, _ in app_module.SESSIONS._states.values() if "trace" in st)
+        session_trace.save(trace_path)
+        fresh = browser.new_page(viewport={"width": 1024, "height": 768})
+        fresh.goto(server, wait_until="domcontentloaded")
+        fresh.locator("#run").wait_for(timeout=60_000)
+        run_visible_and_tokens_whole(fresh)
+        fresh.locator("#prompt textarea").fill("something else")
+        fresh.get_by_role("tab", name="Export / replay").click()
+        fresh.locator("#upload input[type=file]").set_input_files(str(trace_path))
+        fresh.wait_for_function("() => document.querySelector('#message').innerText.includes('Replaying')",
+                                timeout=60_000)
+        assert fresh.locator("#prompt textarea").input_value() == session_trace.prompt
+        assert fresh.locator("#sampler input[value=slowfast]").is_checked()
+        fresh.locator("#heatmap .js-plotly-plot").wait_for(timeout=30_000)
+        fresh.evaluate("() => window.scrollTo(0, 0)")
+        run_visible_and_tokens_whole(fresh)
+        fresh.screenshot(path=str(shots / "explorer-1024.png"))
         browser.close()
     assert (shots / "explorer-run.png").stat().st_size > 10_000

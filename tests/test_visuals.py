@@ -222,7 +222,7 @@ def test_token_canvas_colours_texts_and_outlines(sf):
     assert z.shape == (2, 4)
     np.testing.assert_array_equal(z.ravel(), [0, 2, 1, 2, -1, -1, -1, -1])  # decode step; -1 = masked
     text = np.asarray(heat.text).ravel()
-    assert list(text[:4]) == ["a", "b", "␣c", "&lt;|eo…"]  # visible spaces, cut, escaped for Plotly
+    assert list(text[:4]) == ["a", "b", "␣c", "∎"]  # visible spaces; end of text as one glyph
     assert list(text[4:]) == [MASK_GLYPH] * 4
     hover = np.asarray(heat.hovertext).ravel()
     assert "decoded at step 1 (slow)" in hover[2] and f"{float(conf_at(1)[2]):.3f}" in hover[2]
@@ -241,7 +241,7 @@ def test_canvas_html_escapes_and_marks_cells(sf):
     out = visuals.canvas_html(sf, step=2)
     assert out.count('class="sf-cell"') == G
     assert out.count(f">{MASK_GLYPH}</span>") == 4
-    assert "&lt;|eo…" in out and "<|eot" not in out  # escaped, never raw
+    assert ">∎</span>" in out and "<|eot" not in out  # end of text as a glyph, its name escaped in the tip
     assert 'title="position 3: &lt;|eot_id|&gt;' in out
     assert out.count("outline:2px solid") == 2 + 1  # two decoded this step, plus the legend key
     assert "step 2/6 · fast · span [0, 4) · 4/8 decoded" in out
@@ -352,7 +352,8 @@ def test_compare_table_speedups_and_same_text(sf):
     assert rows[1]["nfe"] == 3 and rows[1]["forwards"] == 6 and rows[1]["tokens_fed"] == 54
     assert rows[2]["tokens_per_second"] == G / 1.0 and rows[2]["nfe"] == 7  # filled from the records
     assert set(rows[0]) == {"label", "sampler", "nfe", "forwards", "tokens_fed", "seconds", "tokens_per_second",
-                            "speedup", "same_text", "text"}
+                            "speedup_nfe", "speedup_tokens", "speedup", "same_text", "text"}
+    assert [r["speedup_nfe"] for r in rows] == [1.0, 7 / 3, 1.0] and rows[1]["speedup_tokens"] == 126 / 54
     with pytest.raises(ValueError, match="labels"):
         visuals.compare_table([slow], ["a", "b"])
 
@@ -444,3 +445,31 @@ def test_every_figure_builds_for_a_real_tiny_run(tiny_model, sampler, cache):
     assert list(cs.tokens) == trace.tokens
     if cache is not None:
         assert "cache off" not in visuals.cache_hits(trace).layout.title.text
+
+
+def test_explain_step_says_what_the_decoder_did(sf):
+    first = visuals.explain_step(sf, 0)
+    assert "Slow stage" in first and "exploration forward 1" in first and "Horizon estimate" in first
+    text = visuals.explain_step(sf)
+    assert "What you are seeing" in text and "arxiv.org/abs/2506.10848" in text
+    assert "No steps yet" in visuals.explain_step(make_trace([]))
+    assert "Run something" in visuals.explain_step(None)
+
+
+def test_explain_step_on_every_stage_of_a_real_run(tiny_model):
+    from slowfast.engine import GenerationSettings, generate
+
+    for sampler, word in (("baseline", "Baseline"), ("threshold", "Threshold"), ("slowfast", "stage")):
+        trace = generate(tiny_model, "Hi", GenerationSettings(sampler=sampler, gen_length=32, block_length=32,
+                                                              steps=32))
+        for step in range(len(trace.records)):
+            text = visuals.explain_step(trace, step)
+            assert word in text and f"step {step} of" in text
+            if trace.records[step].stage == "fast":
+                assert "frozen span" in text
+
+
+def test_special_tokens_show_as_glyphs():
+    from visuals.canvas import _short
+
+    assert _short("<|endoftext|>") == "∎" and _short("<|mdm_mask|>") == "◆" and _short("word") == "word"

@@ -6,7 +6,8 @@ and traces without records give a figure with a note rather than an error.
 """
 from .canvas import canvas_html, token_canvas
 from .common import esc
-from .compare import compare_heatmaps, compare_table, figures_html
+from .explain import explain_step
+from .compare import FIGURE_TITLES, compare_heatmaps, compare_table, figures_html, run_header
 from .figures import argmax_stability, cache_hits, certainty_heatmap, convergence, speed, stage_timeline
 from .view import MASK_GLYPH, TraceView
 
@@ -20,7 +21,7 @@ ALL_FIGURES = {
 }
 
 __all__ = [
-    "ALL_FIGURES", "MASK_GLYPH", "TraceView", "argmax_stability", "cache_hits", "canvas_html", "certainty_heatmap",
-    "compare_heatmaps", "compare_table", "convergence", "esc", "figures_html", "speed", "stage_timeline",
+    "ALL_FIGURES", "FIGURE_TITLES", "MASK_GLYPH", "run_header", "TraceView", "argmax_stability", "cache_hits", "canvas_html", "certainty_heatmap",
+    "compare_heatmaps", "compare_table", "convergence", "esc", "explain_step", "figures_html", "speed", "stage_timeline",
     "token_canvas",
 ]

@@ -17,7 +17,14 @@ STEP_LO, STEP_HI = "#fff3b0", "#5fb3c8"  # early decodes light yellow -> late on
 NOW_COLOR, SPAN_COLOR = "#d62728", "#111111"
 
 
+END_GLYPH, SPECIAL_GLYPH = "∎", "◆"
+END_NAMES = ("endoftext", "eot_id", "im_end", "end_of_text", "eos")
+
+
 def _short(text: str) -> str:
+    """What a cell shows: special tokens as one glyph (end of text ∎, others ◆), long text cut."""
+    if text.startswith("<|") and text.endswith("|>") or text in ("</s>", "<eos>", "[SEP]"):
+        return END_GLYPH if any(n in text for n in END_NAMES) or text in ("</s>", "<eos>", "[SEP]") else SPECIAL_GLYPH
     return text if len(text) <= CELL_CHARS else text[: CELL_CHARS - 1] + "…"
 
 
@@ -176,19 +183,14 @@ def canvas_html(trace: Any, step: Optional[int] = None, color_by: str = "step", 
     start, end = cs.span if cs.span is not None else (0, 0)
     cells = []
     for p in range(G):
-        b = "2px solid transparent"
-        edge = f"2px solid {SPAN_COLOR}"
-        in_span = start <= p < end
-        borders = (f"border-top:{edge if in_span and p - width < start else b};"
-                   f"border-bottom:{edge if in_span and p + width >= end else b};"
-                   f"border-left:{edge if in_span and (p == start or p % width == 0) else b};"
-                   f"border-right:{edge if in_span and (p == end - 1 or p % width == width - 1) else b};")
+        # the span is a bar under its cells, so it reads the same however many cells fit a row
+        bar = f"box-shadow:inset 0 -3px 0 {SPAN_COLOR};" if start <= p < end else ""
         now = (f"outline:2px solid {NOW_COLOR};outline-offset:-3px;font-weight:bold;" if cs.now[p] else "")
         tip = "\n".join(cs.tip[p])
         cells.append(
             f'<span class="sf-cell" data-pos="{p}" title="{esc(tip)}" '
-            f'style="background:{bg[p]};{borders}{now}overflow:hidden;white-space:nowrap;'
-            f'text-align:center;padding:1px 0;min-width:0">{esc(cs.cell[p])}</span>'
+            f'style="background:{bg[p]};{bar}{now}overflow:hidden;white-space:nowrap;'
+            f'text-align:center;padding:1px 0 3px 0;min-width:0">{esc(cs.cell[p])}</span>'
         )
     masked_key = f'<span style="background:{MASK_BG};padding:0 4px">{MASK_GLYPH} masked</span>'
     if color_by == "stage":
@@ -200,11 +202,14 @@ def canvas_html(trace: Any, step: Optional[int] = None, color_by: str = "step", 
                    'decoded early → late</span>')
     legend = (f'{masked_key} {colours} '
               f'<span style="outline:2px solid {NOW_COLOR};outline-offset:-2px;padding:0 4px">this step</span> '
-              f'<span style="border:2px solid {SPAN_COLOR};padding:0 4px">span</span>')
+              f'<span style="box-shadow:inset 0 -3px 0 {SPAN_COLOR};padding:0 4px">span</span> '
+              f'{END_GLYPH} end of text')
     return (
         '<div class="sf-canvas" style="font-family:ui-monospace,Menlo,Consolas,monospace;font-size:12px;'
         'line-height:1.35;color:#111">'
         f'<div style="font-family:sans-serif;margin:0 0 4px 0">{v.step_label(esc)} &nbsp; {legend}</div>'
-        f'<div style="display:grid;grid-template-columns:repeat({width},minmax(0,1fr));gap:1px">'
+        # as many cells per row as fit with room for a short token each (at most ``width``)
+        f'<div style="display:grid;grid-template-columns:repeat(auto-fill,minmax(max(3.4em,calc(100% / {width} - 1px)),1fr));'
+        'gap:1px">'
         + "".join(cells) + "</div></div>"
     )

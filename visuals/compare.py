@@ -23,7 +23,9 @@ def _seconds(trace: Any) -> float:
 
 def compare_table(traces: Sequence[Any], labels: Sequence[str]) -> list[dict]:
     """One row per trace: label, sampler, nfe, forwards, tokens_fed, seconds, tokens_per_second,
-    speedup (first trace's seconds / this one's; NaN without time), same_text (as the first), text."""
+    speedups against the first trace (the reference, e.g. the baseline): ``speedup_nfe`` and
+    ``speedup_tokens`` (deterministic: forwards and tokens fed), ``speedup`` (wall time measured
+    on this machine; NaN without time), ``same_text`` (the same text as the first), text."""
     if len(traces) != len(labels):
         raise ValueError(f"labels: {len(labels)} labels for {len(traces)} traces; allowed: one label per trace")
     rows = []
@@ -44,9 +46,11 @@ def compare_table(traces: Sequence[Any], labels: Sequence[str]) -> list[dict]:
         first = rows[0]
         for row in rows:
             row["speedup"] = first["seconds"] / row["seconds"] if row["seconds"] > 0 else math.nan
+            row["speedup_nfe"] = first["nfe"] / row["nfe"] if row["nfe"] > 0 else math.nan
+            row["speedup_tokens"] = first["tokens_fed"] / row["tokens_fed"] if row["tokens_fed"] > 0 else math.nan
             row["same_text"] = row["text"] == first["text"]
-    order = ("label", "sampler", "nfe", "forwards", "tokens_fed", "seconds", "tokens_per_second", "speedup",
-             "same_text", "text")
+    order = ("label", "sampler", "nfe", "forwards", "tokens_fed", "seconds", "tokens_per_second", "speedup_nfe",
+             "speedup_tokens", "speedup", "same_text", "text")
     return [{k: row[k] for k in order} for row in rows]
 
 
@@ -59,7 +63,9 @@ def compare_heatmaps(traces: Sequence[Any], labels: Sequence[str]) -> go.Figure:
                                        xaxis=dict(visible=False), yaxis=dict(visible=False)))
     views = [TraceView(t) for t in traces]
     n = len(views)
-    fig = make_subplots(rows=1, cols=n, shared_yaxes=True, horizontal_spacing=0.03 if n > 1 else 0.0)
+    # each run gets its own step axis over the full height, so a 9-step run is as readable as a
+    # 96-step one next to it (the titles give the step counts)
+    fig = make_subplots(rows=1, cols=n, shared_yaxes=False, horizontal_spacing=0.05 if n > 1 else 0.0)
     breaks = next((v.thresholds() for v in views if v.thresholds()), [])
     scale, bar = confidence_colorscale(breaks)
     for i, v in enumerate(views, start=1):
@@ -69,14 +75,16 @@ def compare_heatmaps(traces: Sequence[Any], labels: Sequence[str]) -> go.Figure:
             fig.add_annotation(note("no steps", xref=f"x{suffix} domain", yref=f"y{suffix} domain"))
             continue
         fig.add_traces(certainty_traces(v, coloraxis="coloraxis", showlegend=i == 1), rows=1, cols=i)
-    max_steps = max(max(v.n for v in views), 1)
     max_gen = max(v.gen_length for v in views)
-    fig.update_layout(layout("compare", views[0], "Certainty side by side (same colour scale)", 360,
+    fig.update_layout(layout("compare", views[0], "Certainty side by side (same colour scale; each run's own steps top to bottom)", 360,
                              coloraxis=dict(colorscale=scale, cmin=0.0, cmax=1.0, colorbar=bar)))
     fig.update_xaxes(range=[-3, max_gen - 0.5], matches="x", showgrid=False, zeroline=False)
     for i, (label, v) in enumerate(zip(labels, views), start=1):
         fig.update_xaxes(title=dict(text=f"{esc(label)} · {v.n} steps"), row=1, col=i)
-    fig.update_yaxes(range=[max_steps - 0.5, -0.5], showgrid=False, zeroline=False)
+    for i, v in enumerate(views, start=1):
+        steps = max(v.n, 1)
+        fig.update_yaxes(range=[steps - 0.5, -0.5], showgrid=False, zeroline=False, tick0=0,
+                         dtick=max(1, math.ceil(steps / 8)), tickformat="d", row=1, col=i)
     fig.update_yaxes(title=dict(text="step"), row=1, col=1)
     return fig
 
@@ -90,19 +98,47 @@ def _slug(name: str, used: set) -> str:
     return slug
 
 
-def figures_html(figs: dict[str, go.Figure], title: str = "SlowFast Explorer figures") -> str:
-    """One standalone HTML document with every figure; plotly.js is inlined once (works offline)."""
+FIGURE_TITLES = {
+    "token_canvas": "Token canvas: what was decoded when",
+    "certainty_heatmap": "Certainty per step and position, with the span",
+    "convergence": "Convergence: horizon estimates and their spread",
+    "stage_timeline": "Stages: slow and fast forwards",
+    "cache_hits": "dLLM-Cache: rows reused per step and layer",
+    "speed": "Speed: tokens per forward, NFE, tokens fed",
+}
+
+
+def run_header(trace: Any) -> str:
+    """HTML: the prompt, model, settings and summary of a run, for the top of an export."""
+    s, st = trace.summary or {}, dict(trace.settings or {})
+    params = st.pop("params", {}) or {}
+    rows = [("model", trace.model), ("prompt", trace.prompt), ("text", trace.text),
+            ("sampler", st.pop("sampler", "?")),
+            ("settings", ", ".join(f"{k}={v}" for k, v in st.items())),
+            ("sampler parameters", ", ".join(f"{k}={v}" for k, v in params.items())),
+            ("summary", ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
+                                  for k, v in s.items() if v is not None))]
+    cells = "".join(f"<tr><th>{html.escape(k)}</th><td>{html.escape(str(v))}</td></tr>" for k, v in rows)
+    return f'<table class="run">{cells}</table>'
+
+
+def figures_html(figs: dict[str, go.Figure], title: str = "SlowFast Explorer figures", header: str = "") -> str:
+    """One standalone HTML document with every figure under a human title (``FIGURE_TITLES``),
+    ``header`` (e.g. ``run_header``) on top; plotly.js is inlined once (works offline)."""
     used: set = set()
     parts = []
     for i, (name, fig) in enumerate(figs.items()):
         slug = _slug(name, used)
         div = fig.to_html(full_html=False, include_plotlyjs=(i == 0), div_id=f"fig-{slug}",
                           config={"responsive": True})
-        parts.append(f'<section id="{slug}"><h2>{html.escape(name)}</h2>\n{div}\n</section>')
+        parts.append(f'<section id="{slug}"><h2>{html.escape(FIGURE_TITLES.get(name, name))}</h2>\n{div}\n</section>')
     body = "\n".join(parts) if parts else "<p>No figures.</p>"
     return (
         "<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n"
         f"<title>{html.escape(title)}</title>\n"
-        "<style>body{font-family:sans-serif;margin:16px}h2{font-size:15px;margin:18px 0 4px}</style>\n"
-        f"</head>\n<body>\n<h1 style=\"font-size:18px\">{html.escape(title)}</h1>\n{body}\n</body>\n</html>\n"
+        "<style>body{font-family:sans-serif;margin:16px}h2{font-size:15px;margin:18px 0 4px}"
+        "table.run{border-collapse:collapse;font-size:13px;max-width:1100px}"
+        "table.run th{text-align:left;vertical-align:top;padding:2px 10px 2px 0;white-space:nowrap}"
+        "table.run td{padding:2px 0;white-space:pre-wrap;word-break:break-word}</style>\n"
+        f"</head>\n<body>\n<h1 style=\"font-size:18px\">{html.escape(title)}</h1>\n{header}\n{body}\n</body>\n</html>\n"
     )

@@ -36,6 +36,11 @@ def _axis_steps(v: TraceView) -> list[float]:
     return [-0.5, max(v.n_total, 1) - 0.5]
 
 
+def step_ticks(n: int) -> dict:
+    """Whole-number ticks on a step axis (a one-step run gets "0", not 0.2, 0.4, ...)."""
+    return dict(tick0=0, dtick=max(1, int(np.ceil(max(n, 1) / 10))), tickformat="d")
+
+
 # --- certainty heatmap -----------------------------------------------------------------------------
 def certainty_traces(v: TraceView, coloraxis: Optional[str] = None, showlegend: bool = True) -> list:
     """Heatmap of confidence at still-masked positions, decode markers, span staircases, stage strip."""
@@ -84,7 +89,7 @@ def certainty_heatmap(trace: Any, step: Optional[int] = None) -> go.Figure:
         "certainty", v, title, 340,
         xaxis=dict(title=dict(text="position (left strip: stage)"), range=[-3, v.gen_length - 0.5],
                    zeroline=False, showgrid=False),
-        yaxis=dict(title=dict(text="step"), range=[hi, lo], zeroline=False, showgrid=False),
+        yaxis=dict(title=dict(text="step"), range=[hi, lo], zeroline=False, showgrid=False, **step_ticks(v.n_total)),
         shapes=block_lines([e - 0.5 for e in v.block_edges()], "x"),
     ))
 
@@ -125,7 +130,7 @@ def stage_timeline(trace: Any, step: Optional[int] = None) -> go.Figure:
     shapes = block_lines(v.block_edges(), "y") + block_lines([c - 0.5 for c in changes], "x")
     return go.Figure(data, layout(
         "timeline", v, title, 300, barmode="overlay", bargap=0, shapes=shapes,
-        xaxis=dict(title=dict(text="step"), range=_axis_steps(v), zeroline=False),
+        xaxis=dict(title=dict(text="step"), range=_axis_steps(v), zeroline=False, **step_ticks(v.n_total)),
         yaxis=dict(title=dict(text="position"), range=[0, G], zeroline=False),
     ))
 
@@ -147,7 +152,7 @@ def convergence(trace: Any, step: Optional[int] = None) -> go.Figure:
     if v.empty:
         return empty_figure("convergence", v, title, NO_STEPS, height=360)
     G = v.gen_length
-    spread_name = "variance" if v.params.get("variant") == "paper" else "std"
+    spread_name = {"paper": "variance", "dream": "unbiased variance"}.get(v.params.get("variant"), "std")
     axes, (a, b) = grid([0.55, 0.45], secondary=[True, False], gap=0.17, shared_x=False)
     annotations: list = []
     data: list = []
@@ -257,7 +262,7 @@ def cache_hits(trace: Any, step: Optional[int] = None) -> go.Figure:
         fig = go.Figure([flops_bar], layout(
             "cache", v, f"dLLM-Cache: cache off · FLOPs per step · {v.step_label(esc)}", 260,
             annotations=[note("cache off", x=0.99, y=0.97)],
-            xaxis=dict(title=dict(text="step"), range=_axis_steps(v)),
+            xaxis=dict(title=dict(text="step"), range=_axis_steps(v), **step_ticks(v.n_total)),
             yaxis=dict(title=dict(text="FLOPs"), rangemode="tozero"),
         ))
         fig.layout.annotations[0].update(xanchor="right", yanchor="top")
@@ -286,7 +291,7 @@ def cache_hits(trace: Any, step: Optional[int] = None) -> go.Figure:
     ]
     for ref in (a, b, c):
         axes[axis_key(ref["x"])].update(range=_axis_steps(v))
-    axes[axis_key(c["x"])].update(title=dict(text="step"))
+    axes[axis_key(c["x"])].update(title=dict(text="step"), **step_ticks(v.n_total))
     axes[axis_key(a["y"])].update(title=dict(text="hit rate"), range=[0, 1.05])
     axes[axis_key(b["y"])].update(title=dict(text="layer"), **({"dtick": 1} if per_layer.shape[0] <= 12 else {}))
     axes[axis_key(c["y"])].update(title=dict(text="FLOPs"), rangemode="tozero")
@@ -332,7 +337,7 @@ def speed(trace: Any, step: Optional[int] = None) -> go.Figure:
              f" · {ms.sum() / 1000:.3f} s of steps · {v.step_label(esc)}")
     for ref in (a, b):
         axes[axis_key(ref["x"])].update(range=_axis_steps(v))
-    axes[axis_key(b["x"])].update(title=dict(text="step"))
+    axes[axis_key(b["x"])].update(title=dict(text="step"), **step_ticks(v.n_total))
     for key, text in ((a["y"], "decoded"), (a["y2"], "NFE"), (b["y"], "fed"), (b["y2"], "ms")):
         axes[axis_key(key)].update(title=dict(text=text), rangemode="tozero")
     return go.Figure(data, layout("speed", v, title, 340, bargap=0.15, **axes))
