@@ -219,8 +219,22 @@ def allowed_models() -> Optional[list[str]]:
     return only or None
 
 
-def load(model_name: str):
-    """The model, or None and a message (the app keeps working with what it has)."""
+WEB_WORDS = (  # the loader speaks to the command line; the page names its own controls
+    ("--trust-remote-code (load_model(..., trust_remote_code=True))", "the \"Allow the model's own code\" box"),
+    ("(--model /path/to/folder)", "(type its path as the model)"), ("(--model embedded)", "(embedded)"),
+    ("Pass a local checkpoint folder with --model.", "Type a local checkpoint folder as the model."),
+)
+
+
+def for_the_page(message: str) -> str:
+    for cli, page in WEB_WORDS:
+        message = message.replace(cli, page)
+    return message
+
+
+def load(model_name: str, trust_remote_code: bool = False):
+    """The model, or None and a message (the app keeps working with what it has).
+    ``trust_remote_code`` (the page's opt-in box) lets a folder's own Python build it."""
     only = allowed_models()
     if only is not None and (model_name or "").strip() not in only:
         return None, f"This host serves only: {', '.join(only)}."
@@ -233,9 +247,9 @@ def load(model_name: str):
         if need is not None and need.fits is False:
             return None, f"Not loaded: {visuals.esc(need.message)}."
     try:
-        return POOL.get(model_name), POOL.note
+        return POOL.get(model_name, trust_remote_code=bool(trust_remote_code) and only is None), POOL.note
     except (ModelLoadError, ValueError) as exc:
-        return None, f"Could not load **{visuals.esc(str(model_name))}**: {visuals.esc(str(exc))}"
+        return None, f"Could not load **{visuals.esc(str(model_name))}**: {visuals.esc(for_the_page(str(exc)))}"
 
 
 def on_run(model_name: str, prompt, state: dict, *values):
@@ -248,7 +262,7 @@ def on_run(model_name: str, prompt, state: dict, *values):
     except ValueError as exc:
         yield [f"⚠️ {exc}", "", *outputs_idle, gr.Slider(), gr.Button(interactive=True)]
         return
-    model, note = load(model_name)
+    model, note = load(model_name, state.get("trust_remote_code", False))
     if model is None:
         yield [f"⚠️ {note}", "", *outputs_idle, gr.Slider(), gr.Button(interactive=True)]
         return
@@ -353,7 +367,7 @@ def on_play(step: int, state: dict):
 def on_compare(model_name: str, prompt: str, configs: list[str], state: dict, *values):
     """Run each configuration in turn (one decoding at a time), saying which one runs; a
     cancelled or abandoned compare stops its current run at once."""
-    model, note = load(model_name)
+    model, note = load(model_name, state.get("trust_remote_code", False))
     if model is None:
         yield f"⚠️ {note}", None, None
         return
@@ -545,6 +559,10 @@ def build_app(default_model: str = "embedded") -> gr.Blocks:
                 model = gr.Dropdown(model_choices(default_model), value=default_model, allow_custom_value=True,
                                     label="Model", info="hub ids download once (a model too big for this machine is "
                                                         "refused with what it needs); or type a local folder")
+                trust = gr.Checkbox(False, label="Allow the model's own code (trust_remote_code)",
+                                    visible=allowed_models() is None,
+                                    info="⚠️ only for a folder or hub id you trust: its Python runs on this "
+                                         "machine. Off: such models are refused with a message.")
                 prompt = gr.Textbox(DEFAULT_PROMPT, label="Prompt", lines=2, elem_id="prompt")
                 with gr.Row():
                     run_btn = gr.Button("Run", variant="primary", elem_id="run")
@@ -724,6 +742,8 @@ def build_app(default_model: str = "embedded") -> gr.Blocks:
         example.change(lambda k: examples.get(k, gr.update()), [example], [prompt], **hidden)
         c["variant"].input(on_variant, [c["variant"]], [c[n] for n in VARIANT_CONTROLS], **hidden)
         model.change(on_model_change, [model], [c["chat"], chat_box], queue=False, **hidden)
+        trust.change(named(lambda st, on: st.update(trust_remote_code=bool(on)), "state", "trust_remote_code"),
+                     [trust], None, queue=False, **hidden)
         gr.on([x.change for x in controls] + [prompt.change, model.change], on_check,
               [model, prompt, *controls], [check], queue=False, **hidden)
         demo.unload(on_unload)

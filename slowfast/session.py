@@ -35,14 +35,14 @@ class ModelPool:
         self.lock = threading.Lock()
         self.note = ""
 
-    def get(self, name: str, device: Optional[str] = None) -> DLLM:
+    def get(self, name: str, device: Optional[str] = None, trust_remote_code: bool = False) -> DLLM:
         """The model ``name`` (loading it if needed); raises ModelLoadError/ValueError."""
         name = (name or "").strip()
         with self.lock:
             if name in self.models:
                 self.note = f"using loaded model '{name}'"
                 return self.models[name]
-            model = load_model(name, device=device)
+            model = load_model(name, device=device, trust_remote_code=trust_remote_code)
             limit = 1 if model.device.type == "cuda" else self.max_cpu
             evicted = []
             while len(self.models) >= limit:

@@ -235,3 +235,27 @@ def test_trust_remote_code_reaches_transformers(folder, monkeypatch):
             "--device", "cpu"]
     assert main(base) == 0 and main(base + ["--trust-remote-code"]) == 0
     assert seen == [False, True, False, True]
+
+
+def test_the_app_refuses_code_and_names_its_own_opt_in(folder, tmp_path, monkeypatch):
+    """In the page the refusal names the page's box, and only the box lets the code run."""
+    import app
+    from slowfast.session import Controls
+
+    marker = tmp_path / "marker"
+    plant_code(folder, marker, tokenizer_class=None)
+    c = Controls(gen_length=16, block_length=16, steps=16, sampler="baseline")
+    values = [getattr(c, n) for n in app.CONTROL_NAMES]
+    outputs = list(app.on_run(str(folder), "Hi", {}, *values))
+    import html
+
+    assert "Allow the model's own code" in html.unescape(outputs[-1][0]) and "--trust" not in outputs[-1][0]
+    assert not marker.exists()
+    monkeypatch.setenv("SLOWFAST_ONLY_MODELS", str(folder))  # a pinned public host ignores the box
+    outputs = list(app.on_run(str(folder), "Hi", {"trust_remote_code": True}, *values))
+    assert "Could not load" in outputs[-1][0] and not marker.exists()
+    monkeypatch.delenv("SLOWFAST_ONLY_MODELS")
+    state = {"trust_remote_code": True}
+    list(app.on_run(str(folder), "Hi", state, *values))
+    assert marker.exists() and state["trace"].summary["finished"]  # it ran, because the user allowed it
+    app.POOL.models.pop(str(folder), None)
