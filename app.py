@@ -747,7 +747,7 @@ def build_app(default_model: str = "embedded") -> gr.Blocks:
         gr.on([x.change for x in controls] + [prompt.change, model.change], on_check,
               [model, prompt, *controls], [check], queue=False, **hidden)
         demo.unload(on_unload)
-        demo.run_event = run_event  # for tests
+        demo.run_event, demo.controls = run_event, c  # for tests
     return demo
 
 

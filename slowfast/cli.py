@@ -9,6 +9,7 @@ from typing import Any, Optional
 
 from .bench import add_parser as add_bench_parser
 from .cache import CACHE_PRESETS
+from .params import DEFAULTS
 from .samplers import SAMPLERS
 
 # Sampler parameter flags: (flags, dest, type, help). Reference-code names are aliases.
@@ -68,10 +69,11 @@ def build_parser() -> argparse.ArgumentParser:
                         "(dllm-hub/ModernBERT-base-chat-v0.1)")
     g.add_argument("--prompt", required=True)
     g.add_argument("--sampler", default="slowfast", help=f"one of: {', '.join(SAMPLERS)}")
-    g.add_argument("--gen-length", type=int, default=128)
-    g.add_argument("--block-length", type=int, default=32)
-    g.add_argument("--steps", type=int, default=128,
-                   help="baseline and dream: total forwards (the others stop when the canvas is full)")
+    g.add_argument("--gen-length", type=int, default=DEFAULTS["gen_length"])
+    g.add_argument("--block-length", type=int, default=None,
+                   help="semi-autoregressive block (default: the generation length, one block)")
+    g.add_argument("--steps", type=int, default=None,
+                   help="baseline and dream: forwards in all (default: the generation length, one token per forward)")
     g.add_argument("--temperature", type=float, default=0.0)
     g.add_argument("--seed", type=int, default=0)
     g.add_argument("--cfg-scale", type=float, default=0.0, help="classifier-free guidance scale (0: off)")
@@ -157,7 +159,8 @@ def cmd_generate(args: argparse.Namespace) -> int:
     from .samplers import DecodingStalled
 
     settings = GenerationSettings(
-        sampler=args.sampler, gen_length=args.gen_length, block_length=args.block_length, steps=args.steps,
+        sampler=args.sampler, gen_length=args.gen_length, block_length=args.block_length or args.gen_length,
+        steps=args.steps or args.gen_length,
         temperature=args.temperature, seed=args.seed, cfg_scale=args.cfg_scale, chat=not args.no_chat,
         params=sampler_params(args), max_forwards_per_block=args.max_forwards_per_block,
         cache=cache_params(args),

@@ -8,7 +8,7 @@ result, also after a stop or an error.
 from __future__ import annotations
 
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from typing import Any, Iterator, Optional, Sequence, Union
 
 import numpy as np
@@ -16,6 +16,7 @@ import torch
 
 from .cache import CacheSettings, FeatureCache
 from .models.loading import DLLM
+from .params import DEFAULTS
 from .samplers import DecodingStalled, Layout, Observation, Policy, make_policy
 from .samplers.scoring import score_logits
 from .trace import StepRecord, Trace, summarize
@@ -30,9 +31,9 @@ class GenerationSettings:
     """Everything that determines a run (with the model and the prompt)."""
 
     sampler: str = "slowfast"
-    gen_length: int = 128
-    block_length: int = 32
-    steps: int = 128  # used by the baseline only; the others stop when the canvas is full
+    gen_length: int = DEFAULTS["gen_length"]
+    block_length: int = DEFAULTS["block_length"]
+    steps: int = DEFAULTS["steps"]  # used by the baseline and dream only; the others stop when the canvas is full
     temperature: float = 0.0
     seed: int = 0
     cfg_scale: float = 0.0
@@ -40,6 +41,26 @@ class GenerationSettings:
     params: dict[str, Any] = field(default_factory=dict)  # sampler parameters
     max_forwards_per_block: Optional[int] = None  # hard cap; None: 2 * block_length + 16
     cache: Optional[dict[str, Any]] = None  # dLLM-Cache parameters ({} = defaults); None = off
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "GenerationSettings":
+        """The settings of any trace (``trace.settings``) or preset (its ``settings``; ``cache``
+        may name a preset such as ``"paper-llada"``). Unknown keys raise ValueError."""
+        if not isinstance(d, dict):
+            raise ValueError(f"settings: {type(d).__name__} is not allowed; it must be an object")
+        names = {f.name for f in fields(cls)}
+        unknown = sorted(set(d) - names)
+        if unknown:
+            raise ValueError(f"settings: unknown keys {unknown}; allowed: {sorted(names)}")
+        d = dict(d)
+        if isinstance(d.get("cache"), str):
+            from .cache import CACHE_PRESETS
+
+            if d["cache"] not in CACHE_PRESETS:
+                raise ValueError(f"cache: {d['cache']!r} is not a cache preset; allowed: {sorted(CACHE_PRESETS)}")
+            d["cache"] = dict(CACHE_PRESETS[d["cache"]])
+        d["params"] = dict(d.get("params") or {})
+        return cls(**d)
 
     def policy(self) -> Policy:
         """The validated policy for these settings (raises ValueError on bad input)."""

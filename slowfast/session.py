@@ -17,6 +17,7 @@ import torch
 
 from .cache import CACHE_PRESETS
 from .engine import GenerationSettings, Run
+from .params import DEFAULTS
 from .models.loading import DLLM, KNOWN_MODELS, ModelLoadError, load_model
 from .samplers import DecodingStalled
 from .trace import Trace
@@ -80,9 +81,9 @@ class Controls:
     """Every control of the app, named as GenerationSettings and the samplers name them."""
 
     sampler: str = "slowfast"
-    gen_length: int = 96
-    block_length: int = 96
-    steps: int = 96
+    gen_length: int = DEFAULTS["gen_length"]
+    block_length: int = DEFAULTS["block_length"]
+    steps: int = DEFAULTS["steps"]
     temperature: float = 0.0
     seed: int = 0
     cfg_scale: float = 0.0

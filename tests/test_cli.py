@@ -36,7 +36,7 @@ def test_generate_other_samplers(tiny_dir, capsys, sampler, extra):
 
 
 @pytest.mark.parametrize("args, message", [
-    (["--gen-length", "60"], "gen_length: 60 is not divisible by block_length 32"),
+    (["--gen-length", "60", "--block-length", "32"], "gen_length: 60 is not divisible by block_length 32"),
     (["--sampler", "nope"], "sampler: 'nope'"),
     (["--param", "tau_high_conf=1.5"], "high_confidence_threshold: 1.5"),
     (["--stability-window", "0"], "stability_window: 0"),

@@ -255,7 +255,13 @@ def test_the_app_refuses_code_and_names_its_own_opt_in(folder, tmp_path, monkeyp
     outputs = list(app.on_run(str(folder), "Hi", {"trust_remote_code": True}, *values))
     assert "Could not load" in outputs[-1][0] and not marker.exists()
     monkeypatch.delenv("SLOWFAST_ONLY_MODELS")
-    state = {"trust_remote_code": True}
-    list(app.on_run(str(folder), "Hi", state, *values))
-    assert marker.exists() and state["trace"].summary["finished"]  # it ran, because the user allowed it
-    app.POOL.models.pop(str(folder), None)
+    # allowed: the folder's code runs (in a child process: imported code stays in a process)
+    code = ("import app\nfrom slowfast.session import Controls\n"
+            "c = Controls(gen_length=16, block_length=16, steps=16, sampler='baseline')\n"
+            "state = {'trust_remote_code': True}\n"
+            f"list(app.on_run({str(folder)!r}, 'Hi', state, *[getattr(c, n) for n in app.CONTROL_NAMES]))\n"
+            "assert state['trace'].summary['finished']\n")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300,
+                          cwd=Path(app.__file__).parent, stdin=subprocess.DEVNULL)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert marker.exists()  # it ran, because the user allowed it
