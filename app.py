@@ -754,6 +754,7 @@ def build_app(default_model: str = "embedded") -> gr.Blocks:
 def launch(demo: gr.Blocks, **kwargs):
     """Serve ``demo`` with the limits a public host needs (see the README's SECURITY)."""
     demo.queue(default_concurrency_limit=1, max_size=QUEUE_SIZE)
+    kwargs.setdefault("show_error", True)  # Gradio's own input checks say what is wrong, not a bare "Error"
     return demo.launch(max_file_size=MAX_UPLOAD, css=CSS, **kwargs)
 
 

@@ -154,9 +154,8 @@ def check_output_path(path: str, flag: str) -> None:
 
 
 def cmd_generate(args: argparse.Namespace) -> int:
-    from .engine import GenerationSettings, Run
+    from .engine import GenerationSettings, Run, drain
     from .models.loading import load_model, parse_device, parse_dtype
-    from .samplers import DecodingStalled
 
     settings = GenerationSettings(
         sampler=args.sampler, gen_length=args.gen_length, block_length=args.block_length or args.gen_length,
@@ -173,15 +172,11 @@ def cmd_generate(args: argparse.Namespace) -> int:
     parse_dtype(args.dtype, parse_device(args.device))
     model = load_model(args.model, device=args.device, dtype=args.dtype,
                        trust_remote_code=args.trust_remote_code)
-    run = Run(model, args.prompt, settings)
+    trace = drain(Run(model, args.prompt, settings))
     status = 0
-    try:
-        for _ in run:
-            pass
-    except DecodingStalled as exc:
-        print(f"error: {exc}", file=sys.stderr)
+    if trace.summary.get("error"):  # the engine ended it (a cap): the partial trace is still written
+        print(f"error: {trace.summary['error']}", file=sys.stderr)
         status = 1
-    trace = run.trace
     print(trace.text)
     print(summary_line(trace.summary))
     if args.trace:

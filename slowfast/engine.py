@@ -327,9 +327,18 @@ class Run:
         )
 
 
-def generate(model: DLLM, prompt: Union[str, Sequence[int], Sequence[dict]], settings: GenerationSettings) -> Trace:
-    """Decode ``prompt`` to the end and return its Trace."""
-    run = Run(model, prompt, settings)
-    for _ in run:
+def drain(run: Run) -> Trace:
+    """Run ``run`` to its end and return its trace: the one way every caller (``generate``,
+    the app, the CLI) finishes a run. A run the engine had to end (``DecodingStalled``: the
+    forward or cycle cap) keeps its partial trace, with the reason in ``summary["error"]``."""
+    try:
+        for _ in run:
+            pass
+    except DecodingStalled:
         pass
     return run.trace
+
+
+def generate(model: DLLM, prompt: Union[str, Sequence[int], Sequence[dict]], settings: GenerationSettings) -> Trace:
+    """Decode ``prompt`` to the end and return its Trace (see ``drain`` for a stalled run)."""
+    return drain(Run(model, prompt, settings))

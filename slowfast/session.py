@@ -16,10 +16,9 @@ from typing import Any, Callable, Iterator, Optional
 import torch
 
 from .cache import CACHE_PRESETS
-from .engine import GenerationSettings, Run
+from .engine import GenerationSettings, Run, drain
 from .params import DEFAULTS
 from .models.loading import DLLM, KNOWN_MODELS, ModelLoadError, load_model
-from .samplers import DecodingStalled
 from .trace import Trace
 
 MODEL_CHOICES = ["embedded", *KNOWN_MODELS]
@@ -233,10 +232,7 @@ class BackgroundRun:
     def _work(self) -> None:
         try:
             with DECODES.decoding(self.label):
-                for _ in self.run:
-                    pass
-        except DecodingStalled as exc:
-            self.error = str(exc)
+                self.error = drain(self.run).summary.get("error")  # a cap that ended the run
         except Exception as exc:  # the UI shows it; the records so far stay in the trace
             self.error = f"{type(exc).__name__}: {exc}"
         finally:
@@ -306,14 +302,8 @@ def stream_renders(job: BackgroundRun, render: Callable[[Trace], Any], interval:
 
 def run_to_end(model: DLLM, prompt: str, settings: GenerationSettings) -> Trace:
     """Decode synchronously (tests, the Space's GPU worker); errors end the run and stay in its trace."""
-    run = Run(model, prompt, settings)
-    try:
-        with DECODES.decoding(settings.sampler):
-            for _ in run:
-                pass
-    except DecodingStalled:
-        pass
-    return run.trace
+    with DECODES.decoding(settings.sampler):
+        return drain(Run(model, prompt, settings))
 
 
 
