@@ -42,7 +42,7 @@ from slowfast.session import (
     run_to_end,
     stream_steps,
 )
-from slowfast.trace import Trace
+from slowfast.trace import Trace, tokens_per_second
 
 PRESETS = load_presets(PRESETS_DIR)
 SESSION_SECONDS = 3600  # a browser's runs and traces are dropped this long after its last event
@@ -203,7 +203,7 @@ def status_line(trace: Trace, step: Optional[int] = None) -> str:
     cache = f" | cache {s['cache_bytes'] / 2**20:.1f} MiB" if s.get("cache_bytes") else ""
     return (f"**{state}** | step {last.step} ({last.stage}) | NFE {last.nfe} | decoded {decoded}/{trace.gen_length} "
             f"| tokens fed {sum(r.tokens_fed for r in records)} | {seconds:.2f} s | "
-            f"{decoded / seconds if seconds else 0:.1f} tokens/s{cache}")
+            f"{tokens_per_second(decoded, seconds):.1f} tokens/s{cache}")
 
 
 def scrubber_for(trace: Optional[Trace], step: Optional[int] = None, live: bool = False):

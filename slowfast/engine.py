@@ -234,7 +234,7 @@ class Run:
         argmax = np.full(G, model.mask_id, dtype=np.int64)
         extent, nfe, forwards = G, 0, 0
         per_block: dict[int, int] = {}
-        t_run = time.perf_counter()
+        t_run, paused = time.perf_counter(), 0.0  # the consumer's time between records is not the run's
         while not self.policy.done(mask):
             if self._stop_requested:
                 self.stopped = True
@@ -294,9 +294,11 @@ class Run:
             extent = G if decision.next_extent is None else int(decision.next_extent)
             if not 1 <= extent <= G:
                 raise RuntimeError(f"{s.sampler}: policy asked for a forward over {extent} positions")
-            self._seconds = time.perf_counter() - t_run
+            self._seconds = time.perf_counter() - t_run - paused
+            t_yield = time.perf_counter()
             yield self.records[-1]
-        self._seconds = time.perf_counter() - t_run
+            paused += time.perf_counter() - t_yield
+        self._seconds = time.perf_counter() - t_run - paused
         self.finished = not mask.any()
 
     def _check(self, decode: np.ndarray, mask: np.ndarray, extent: int) -> None:

@@ -215,6 +215,12 @@ class Trace:
         return out
 
 
+def tokens_per_second(tokens: int, seconds: float) -> float:
+    """The one definition of speed everywhere (summary, status line, figures, compare):
+    tokens decoded per second of decoding (0 without time)."""
+    return tokens / seconds if seconds > 0 else 0.0
+
+
 def summarize(records: list[StepRecord], gen_length: int, answer_tokens: int, seconds: float) -> dict[str, Any]:
     """NFE, forwards, tokens fed, seconds and tokens/s (all gen_length positions / seconds)."""
     last = records[-1] if records else None
@@ -223,7 +229,7 @@ def summarize(records: list[StepRecord], gen_length: int, answer_tokens: int, se
         "forwards": last.forwards if last else 0,
         "tokens_fed": int(sum(r.tokens_fed for r in records)),
         "seconds": seconds,
-        "tokens_per_second": gen_length / seconds if seconds > 0 else 0.0,
+        "tokens_per_second": tokens_per_second(gen_length, seconds),
         "answer_tokens": answer_tokens,
         "decoded": int(sum(len(r.decoded) for r in records)),
         "flops": float(sum(r.flops for r in records)),

@@ -9,6 +9,8 @@ from typing import Any, Sequence
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
+from slowfast.trace import tokens_per_second
+
 from .common import confidence_colorscale, esc, layout, note
 from .figures import certainty_traces
 from .view import TraceView
@@ -34,7 +36,7 @@ def compare_table(traces: Sequence[Any], labels: Sequence[str]) -> list[dict]:
         seconds = _seconds(trace)
         tps = s.get("tokens_per_second")
         if tps is None:
-            tps = trace.gen_length / seconds if seconds > 0 else 0.0
+            tps = tokens_per_second(trace.gen_length, seconds)
         rows.append(dict(
             label=label, sampler=trace.settings.get("sampler"),
             nfe=int(s.get("nfe", last.nfe if last else 0)),

@@ -12,6 +12,8 @@ from typing import Any, Optional
 import numpy as np
 import plotly.graph_objects as go
 
+from slowfast.trace import tokens_per_second as tokens_per_second_of
+
 from .common import (
     axis_key,
     grid,
@@ -308,7 +310,7 @@ def tokens_per_second(v: TraceView) -> tuple[float, str]:
         return float(s["tokens_per_second"]), "run"
     seconds = float(v.per_step("ms").sum()) / 1000.0
     decoded = int((v.decoded_at >= 0).sum())
-    return (decoded / seconds if seconds > 0 else 0.0), "so far"
+    return tokens_per_second_of(decoded, seconds), "so far"
 
 
 def speed(trace: Any, step: Optional[int] = None) -> go.Figure:
