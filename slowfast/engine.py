@@ -161,7 +161,7 @@ class Run:
             self.prompt_text = str(prompt[-1]["content"])
             self.prompt_ids = model.encode_chat(prompt)
         else:
-            vocab = model.net.cfg.vocab_size
+            vocab = model.vocab_size
             ids = list(prompt)
             bad = [t for t in ids if isinstance(t, bool) or not isinstance(t, (int, np.integer)) or not 0 <= t < vocab]
             if bad:
@@ -206,7 +206,7 @@ class Run:
         cache = None
         if cache_settings is not None:
             cache = FeatureCache(cache_settings, len(self.prompt_ids), self.settings.gen_length,
-                                 self.model.net.cfg.n_layers)
+                                 self.model.n_layers)
         self.cache = cache
         try:
             yield from self._loop(cache)
@@ -253,7 +253,7 @@ class Run:
             else:
                 logits = model.forward(fed, cache=cache, start=P)
                 forwards += 1
-            flops = model.net.forward_flops(2 if s.cfg_scale > 0 else 1, P + extent, cache, logits_from=P)
+            flops = model.forward_flops(2 if s.cfg_scale > 0 else 1, P + extent, cache, logits_from=P)
             nfe += 1
             if scoring is None:
                 c, t = confidences(logits[0], s.temperature, torch_gen)

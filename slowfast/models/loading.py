@@ -592,6 +592,20 @@ class DLLM:
         return isinstance(self.net, Transformer)
 
     @property
+    def n_layers(self) -> int:
+        """Layers with a dLLM-Cache feature store each."""
+        return self.net.cfg.n_layers
+
+    @property
+    def vocab_size(self) -> int:
+        """Valid token ids are 0 .. vocab_size - 1."""
+        return self.net.cfg.vocab_size
+
+    def forward_flops(self, batch: int, length: int, cache=None, logits_from: int = 0) -> float:
+        """Estimated matmul FLOPs of one forward (what the trace reports per step)."""
+        return self.net.forward_flops(batch, length, cache, logits_from=logits_from)
+
+    @property
     def max_length(self) -> int:
         return self.net.cfg.max_sequence_length
 
