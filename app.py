@@ -30,6 +30,7 @@ from slowfast.session import (
     MODEL_CHOICES,
     DEFAULT_PROMPT,
     PRESETS_DIR,
+    DECODES,
     BackgroundRun,
     Controls,
     ModelLoadError,
@@ -45,6 +46,12 @@ from slowfast.session import (
 from slowfast.trace import Trace, tokens_per_second
 
 PRESETS = load_presets(PRESETS_DIR)
+try:
+    from slowfast.tasks import TASKS as _TASKS
+
+    TASK_NAMES = list(_TASKS)
+except ImportError:  # a checkout without the task sets
+    TASK_NAMES = []
 SESSION_SECONDS = 3600  # a browser's runs and traces are dropped this long after its last event
 MAX_SESSIONS = 64  # browsers whose last run is kept for scrubbing, export and compare
 QUEUE_SIZE = 64  # events waiting for the device; more are refused with "queue full"
@@ -413,6 +420,49 @@ def on_compare(model_name: str, prompt: str, configs: list[str], state: dict, *v
            visuals.compare_heatmaps(traces, labels))
 
 
+def on_tune(model_name: str, task: str, count: int, points: int, seed: int, state: dict):
+    """A small random search, live: each scored point redraws the scatter and the front."""
+    from slowfast.sweep import iter_sweep, pareto_front, random_points
+
+    model, note = load(model_name, state.get("trust_remote_code", False))
+    if model is None:
+        yield f"⚠️ {note}", None, None
+        return
+    try:
+        todo = random_points(int(points), seed=int(seed or 0))
+    except ValueError as exc:
+        yield f"⚠️ {visuals.esc(str(exc))}", None, None
+        return
+    scored: list[dict] = []
+    yield f"Scoring {len(todo)} settings on {int(count)} held-out **{task}** prompts…", gr.update(), gr.update()
+    with DECODES.decoding("sweep"):  # one decoding at a time, as runs and compares
+        for point in iter_sweep(model, task, todo, int(count), seed=int(seed or 0)):
+            scored.append(point)
+            front = pareto_front(scored)
+            state["tune"] = front
+            on_front = {id(p) for p in front}
+            table = [[p["label"], round(p["accuracy"], 3), round(p["nfe"], 1), round(p["tokens_fed"]),
+                      "yes" if id(p) in on_front else ""] for p in front]
+            yield (f"{len(scored)} of {len(todo)} settings scored on {int(count)} **{task}** prompts; the front "
+                   "below is accuracy against NFE. Click a row to load its settings into the explorer.",
+                   visuals.pareto_figure(scored, front), table)
+
+
+def on_tune_select(evt: gr.SelectData, request: gr.Request):
+    """A clicked row of the front: its settings into every control."""
+    state = SESSIONS.get(getattr(request, "session_hash", None))
+    front = state.get("tune") or []
+    row = evt.index[0] if isinstance(evt.index, (list, tuple)) else evt.index
+    if not isinstance(row, int) or not 0 <= row < len(front):
+        return ["", *[gr.update()] * len(CONTROL_NAMES)]
+    settings = front[row]["settings"]
+    values = preset_controls({"settings": settings})
+    values["sampler"] = settings["sampler"]
+    values["cache"] = settings.get("cache") is not None
+    return [f"Loaded **{visuals.esc(front[row]['label'])}** into the controls: press Run to watch it.",
+            *[gr.update(value=values[n]) if n in values else gr.update() for n in CONTROL_NAMES]]
+
+
 def on_export(state: dict):
     trace = state.get("trace")
     if trace is None:
@@ -695,6 +745,22 @@ def build_app(default_model: str = "embedded") -> gr.Blocks:
                                 "machine (shared, so they vary between runs). With the cache, SlowFast's truncated "
                                 "fast forwards also recompute cached rows, so it can need more forwards to converge.")
                     compare_plot = gr.Plot(show_label=False)
+                with gr.Tab("Tune"):
+                    gr.Markdown("A random search over SlowFast's and the threshold sampler's parameters (and "
+                                "the cache's, on models that have one), each point scored on held-out task "
+                                "prompts for accuracy and NFE; the baseline at one token per forward is the "
+                                "reference. `python -m slowfast sweep` runs larger ones.")
+                    with gr.Row():
+                        tune_task = gr.Dropdown(TASK_NAMES, value=TASK_NAMES[0] if TASK_NAMES else None,
+                                                label="Task")
+                        tune_count = gr.Slider(2, 20, 4, step=1, label="Prompts per setting")
+                        tune_points = gr.Slider(2, 24, 6, step=1, label="Random settings")
+                        tune_seed = gr.Number(0, precision=0, label="Seed")
+                    tune_btn = gr.Button("Sweep", elem_id="tune")
+                    tune_msg = gr.Markdown()
+                    tune_plot = gr.Plot(show_label=False, elem_id="tune-plot")
+                    tune_table = gr.Dataframe(headers=["setting", "accuracy", "NFE", "tokens fed", "on the front"],
+                                              interactive=False, elem_id="tune-table")
                 with gr.Tab("Export / replay"):
                     export_btn = gr.Button("Export trace and figures")
                     export_msg = gr.Markdown()
@@ -734,6 +800,10 @@ def build_app(default_model: str = "embedded") -> gr.Blocks:
         for b in (prev_btn, next_btn, run_btn):
             b.click(None, None, None, cancels=[play_event], **hidden)
         export_btn.click(named(on_export, "state"), None, [export_msg, export_files], **hidden)
+        tune_btn.click(named(on_tune, "model", "task", "count", "points", "seed", "state"),
+                       [model, tune_task, tune_count, tune_points, tune_seed], [tune_msg, tune_plot, tune_table],
+                       api_name="tune", concurrency_id="device")
+        tune_table.select(on_tune_select, None, [tune_msg, *controls], **hidden)
         upload.upload(named(on_replay, "trace_file", "state"), [upload],
                       [message, text, *views, scrubber, prompt, model, *controls], api_name="replay")
         for tab, name in zip(plot_tabs, PLOTS):  # a live run redraws only the visible plot

@@ -1,4 +1,4 @@
-"""``python -m slowfast generate|bench|train|eval``: the engine headless."""
+"""``python -m slowfast generate|bench|sweep|train|eval``: the engine headless."""
 from __future__ import annotations
 
 import argparse
@@ -11,6 +11,7 @@ from .bench import add_parser as add_bench_parser
 from .cache import CACHE_PRESETS
 from .params import DEFAULTS
 from .samplers import SAMPLERS
+from .sweep import add_parser as add_sweep_parser
 
 # Sampler parameter flags: (flags, dest, type, help). Reference-code names are aliases.
 SAMPLER_FLAGS: list[tuple[tuple[str, ...], str, Any, str]] = [
@@ -106,6 +107,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="cache: do not always refresh layer 0 fully (the paper's text)")
 
     add_bench_parser(sub)
+    add_sweep_parser(sub)
     sub.add_parser("train", help="train the embedded model (see slowfast/train.py --help)", add_help=False)
     sub.add_parser("eval", help="how a model decodes its task sets: accuracy, stages, speed, sliders",
                    add_help=False)
@@ -199,7 +201,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     from .models.loading import ModelLoadError
 
     try:
-        return args.func(args) if args.command == "bench" else cmd_generate(args)
+        return args.func(args) if args.command in ("bench", "sweep") else cmd_generate(args)
     except (ValueError, ModelLoadError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -303,3 +303,22 @@ def test_a_public_host_can_pin_its_models(tiny_dir, monkeypatch):
 def test_model_load_messages_show_names_as_text(tmp_path):
     message, *_ = drain(app.on_run("<img src=x onerror=alert(1)>", "Hi", {}, *values()))
     assert "Could not load" in message and "<img" not in message
+
+
+def test_tune_scores_settings_live_and_a_clicked_row_loads_them(tiny_dir):
+    from types import SimpleNamespace
+
+    state = {}
+    frames = list(app.on_tune(str(tiny_dir), "copy", 2, 2, 0, state))
+    message, fig, table = frames[-1]
+    assert "3 of 3 settings scored" in message and fig is not None and table
+    assert len(frames) == 1 + 3  # the start, then one frame per scored setting
+    front = state["tune"]
+    assert [row[0] for row in table] == [p["label"] for p in front]
+    session = app.SESSIONS.get("tune-test")
+    session["tune"] = front
+    evt = app.gr.SelectData(None, {"index": [len(front) - 1, 0], "value": table[-1][0]})
+    message, *updates = app.on_tune_select(evt, SimpleNamespace(session_hash="tune-test"))
+    values = dict(zip(app.CONTROL_NAMES, updates))
+    assert "Loaded" in message and values["sampler"]["value"] == front[-1]["settings"]["sampler"]
+    app.SESSIONS.drop("tune-test")

@@ -9,6 +9,7 @@ from .common import esc
 from .explain import explain_step
 from .compare import FIGURE_TITLES, compare_heatmaps, compare_table, figures_html, run_header
 from .figures import argmax_stability, cache_hits, certainty_heatmap, convergence, speed, stage_timeline
+from .pareto import pareto_figure
 from .view import MASK_GLYPH, TraceView
 
 ALL_FIGURES = {
@@ -22,6 +23,6 @@ ALL_FIGURES = {
 
 __all__ = [
     "ALL_FIGURES", "FIGURE_TITLES", "MASK_GLYPH", "run_header", "TraceView", "argmax_stability", "cache_hits", "canvas_html", "certainty_heatmap",
-    "compare_heatmaps", "compare_table", "convergence", "esc", "explain_step", "figures_html", "speed", "stage_timeline",
+    "compare_heatmaps", "compare_table", "convergence", "esc", "explain_step", "figures_html", "pareto_figure", "speed", "stage_timeline",
     "token_canvas",
 ]
