@@ -239,6 +239,20 @@ def for_the_page(message: str) -> str:
     return message
 
 
+def loading_note(model_name: str) -> str:
+    """'' or, for a model of a billion parameters or more that is not loaded yet, what it needs."""
+    name = (model_name or "").strip()
+    if name in POOL.models:
+        return ""
+    try:
+        need = check_memory(name)
+    except (ModelLoadError, ValueError):
+        return ""
+    if need.fits is False or (need.parameters or 0) < 1e9:
+        return ""
+    return f"Loading **{visuals.esc(name)}** (this takes a while): {visuals.esc(need.message)}."
+
+
 def load(model_name: str, trust_remote_code: bool = False):
     """The model, or None and a message (the app keeps working with what it has).
     ``trust_remote_code`` (the page's opt-in box) lets a folder's own Python build it."""
@@ -246,6 +260,7 @@ def load(model_name: str, trust_remote_code: bool = False):
     if only is not None and (model_name or "").strip() not in only:
         return None, f"This host serves only: {', '.join(only)}."
     name = (model_name or "").strip()
+    need = None
     if name not in POOL.models:  # say what a big model needs before a long download and load
         try:
             need = check_memory(name)
@@ -269,6 +284,9 @@ def on_run(model_name: str, prompt, state: dict, *values):
     except ValueError as exc:
         yield [f"⚠️ {exc}", "", *outputs_idle, gr.Slider(), gr.Button(interactive=True)]
         return
+    pending = loading_note(model_name)
+    if pending:  # a big model: say what it needs before the long download and load
+        yield [pending, "", *outputs_idle, gr.Slider(), gr.Button(interactive=False)]
     model, note = load(model_name, state.get("trust_remote_code", False))
     if model is None:
         yield [f"⚠️ {note}", "", *outputs_idle, gr.Slider(), gr.Button(interactive=True)]

@@ -322,3 +322,16 @@ def test_tune_scores_settings_live_and_a_clicked_row_loads_them(tiny_dir):
     values = dict(zip(app.CONTROL_NAMES, updates))
     assert "Loaded" in message and values["sampler"]["value"] == front[-1]["settings"]["sampler"]
     app.SESSIONS.drop("tune-test")
+
+
+def test_a_big_model_says_what_it_needs_before_loading(monkeypatch):
+    from slowfast.models.loading import check_memory
+
+    note = app.loading_note("GSAI-ML/LLaDA-8B-Instruct")
+    need = check_memory("GSAI-ML/LLaDA-8B-Instruct")
+    if need.fits is False:  # this machine cannot hold it: refused before any download
+        message, *_ = drain(app.on_run("GSAI-ML/LLaDA-8B-Instruct", "Hi", {}, *values()))
+        assert message.startswith("⚠️ Not loaded") and "GB" in message and note == ""
+    else:
+        assert "GB" in note and "8.02B" in note
+    assert app.loading_note("embedded") == ""
