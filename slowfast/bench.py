@@ -168,10 +168,11 @@ def cmd_render(args: argparse.Namespace) -> int:
 
     from .engine import GenerationSettings, generate
     from .models.loading import load_model
-    from .session import BackgroundRun, stream_renders
+    from .session import BackgroundRun, stream_steps
 
-    def draw(trace):  # what the app draws on each refresh of a live run: canvas and visible plot
-        return [visuals.canvas_html(trace), visuals.certainty_heatmap(trace)]
+    def draw(trace, step):  # what the app draws for each step of a live run: canvas, visible plot, explanation
+        return [visuals.canvas_html(trace, step), visuals.certainty_heatmap(trace, step),
+                visuals.explain_step(trace, step)]
 
     model = load_model(args.model, device=args.device)
     settings = GenerationSettings(sampler=args.sampler, gen_length=args.gen_length, block_length=args.block_length,
@@ -181,7 +182,7 @@ def cmd_render(args: argparse.Namespace) -> int:
     for _ in range(args.repeats):  # interleaved, so that load on the machine hits both alike
         alone.append(generate(model, args.prompt, settings).summary["seconds"])
         job = BackgroundRun(model, args.prompt, settings).start()
-        for trace, _, _ in stream_renders(job, draw, args.interval):
+        for trace, _, _, _ in stream_steps(job, draw, args.interval):
             renders += 1
         rendered.append(trace.summary["seconds"])
     a, r = statistics.median(alone), statistics.median(rendered)
@@ -223,11 +224,11 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     s.set_defaults(func=cmd_samplers)
     r = bs.add_parser("render", help="decoder time alone vs while the app's figures re-render")
     r.add_argument("--model", default="embedded")
-    r.add_argument("--prompt", default="Story: Mia has three gold pens .")
+    r.add_argument("--prompt", default="Story: Ivy has three blue keys .")
     r.add_argument("--sampler", default="slowfast")
     r.add_argument("--gen-length", type=int, default=128)
     r.add_argument("--block-length", type=int, default=128)
-    r.add_argument("--interval", type=float, default=0.3, help="seconds between re-renders (the app uses 0.3)")
+    r.add_argument("--interval", type=float, default=0.08, help="seconds each step is shown at least (the app uses 0.08)")
     r.add_argument("--repeats", type=int, default=5)
     r.add_argument("--no-chat", action="store_true")
     r.add_argument("--device", default=None)
@@ -686,7 +687,7 @@ def add_task_parsers(bs: argparse._SubParsersAction) -> None:
     t.set_defaults(func=cmd_tasks, parser=t)
     o = bs.add_parser("overhead", help="the engine against a bare loop doing the same forwards")
     o.add_argument("--model", default="embedded")
-    o.add_argument("--prompt", default="Story: Mia has three gold pens .")
+    o.add_argument("--prompt", default="Story: Ivy has three blue keys .")
     o.add_argument("--sampler", default="slowfast")
     o.add_argument("--param", action="append", default=[], metavar="NAME=VALUE")
     o.add_argument("--cache-preset", default=None, choices=sorted(CACHE_PRESETS))

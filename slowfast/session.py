@@ -59,7 +59,7 @@ class ModelPool:
 
 # The prompt the app opens with: a held-out story the embedded model tells consistently under
 # the default controls (tests/test_presets.py checks it).
-DEFAULT_PROMPT = "Story: Mia has three gold pens ."
+DEFAULT_PROMPT = "Story: Ivy has three blue keys ."
 
 
 def example_prompts(per_task: int = 2) -> dict[str, str]:

@@ -57,7 +57,7 @@ def test_run_slowfast_in_the_browser(server, tmp_path):
         page = browser.new_page(viewport={"width": 1400, "height": 900})
         page.goto(server, wait_until="domcontentloaded")
         page.locator("#run").wait_for(timeout=60_000)
-        page.locator("#prompt textarea").fill(os.environ.get("SLOWFAST_TEST_PROMPT", "Story: Mia has three gold pens ."))
+        page.locator("#prompt textarea").fill(os.environ.get("SLOWFAST_TEST_PROMPT", "Story: Ivy has three blue keys ."))
         page.locator("#sampler").get_by_label("slowfast").check()
         seen = page.evaluate_handle("() => { const s = new Set(); const o = new MutationObserver(() => {"
                                     " const m = (document.querySelector('#explain') || {}).innerText || '';"
