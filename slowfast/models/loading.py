@@ -162,7 +162,7 @@ def model_info(name: str) -> Optional[ModelInfo]:
         return None
     try:
         raw, path = read_raw_config(folder)
-        family = checkpoint_family(raw, path, trust_remote_code=True)
+        family = checkpoint_family(raw, path)  # a folder that needs its own code: size unknown here
     except ModelLoadError:
         return None
     params = count_checkpoint_parameters(folder)
