@@ -1,4 +1,5 @@
-"""The step loop: forward -> confidences -> policy -> canvas -> StepRecord.
+"""The step loop: ``_forward`` (the model, with CFG) -> ``_observe`` (confidences, the
+policy's decision) -> ``_commit`` (tokens into the ``Canvas``) -> ``_record`` (a StepRecord).
 
 The engine owns the loop, the random generators (seeded: the same settings and seed give
 the same trace), timing and NFE accounting. ``Run`` is an iterator of ``StepRecord`` so a
@@ -18,8 +19,9 @@ from .cache import CacheSettings, FeatureCache
 from .models.loading import DLLM
 from .params import DEFAULTS
 from .samplers import DecodingStalled, Layout, Observation, Policy, make_policy
+from .samplers.base import Decision, Scoring
 from .samplers.scoring import score_logits
-from .trace import StepRecord, Trace, summarize
+from .trace import StepRecord, Summary, Trace
 
 
 MAX_SEED = 2**63 - 1  # torch.Generator.manual_seed's range
@@ -135,6 +137,25 @@ def first_end(ids: Sequence[int], end_ids: frozenset[int]) -> int:
     return len(ids)
 
 
+@dataclass
+class Canvas:
+    """A run's decoding state between forwards: the token ids (prompt, then the generation),
+    which generated positions are still masked, and what the last forward(s) saw."""
+
+    ids: torch.Tensor  # [1, P + G] token ids
+    prompt_length: int
+    mask: np.ndarray  # bool [G], True = still masked
+    confidence: np.ndarray  # float32 [G], from the last forward that saw each position
+    argmax: np.ndarray  # int64 [G]
+    score: Optional[np.ndarray]  # float32 [G] when the policy asked for a Scoring
+    scoring: Optional[Scoring]
+    extent: int  # generated positions the next forward is fed
+    generator: torch.Generator  # the run's seeded sampler of tokens
+    nfe: int = 0
+    forwards: int = 0
+    per_block: dict[int, int] = field(default_factory=dict)  # forwards spent in each block
+
+
 class Run:
     """One generation: iterate it for StepRecords; ``trace`` holds the result so far."""
 
@@ -219,87 +240,127 @@ class Run:
                 cache.clear()  # no state leaks into the next run; memory is freed
 
     def _loop(self, cache: Optional[FeatureCache]) -> Iterator[StepRecord]:
-        s, model = self.settings, self.model
-        P, G = len(self.prompt_ids), s.gen_length
-        device = model.device
-        canvas = torch.full((1, P + G), model.mask_id, dtype=torch.long, device=device)
-        canvas[0, :P] = torch.tensor(self.prompt_ids, dtype=torch.long, device=device)
-        self._canvas = canvas
-        torch_gen = torch.Generator(device=device).manual_seed(s.seed)
-        self.policy.reset(s.layout, np.random.default_rng(s.seed))
-        mask = np.ones(G, dtype=bool)
-        conf = np.zeros(G, dtype=np.float32)
-        scoring = self.policy.scoring()  # None: LLaDA's rule; else Dream's, with a second statistic
-        score = np.zeros(G, dtype=np.float32) if scoring is not None else None
-        argmax = np.full(G, model.mask_id, dtype=np.int64)
-        extent, nfe, forwards = G, 0, 0
-        per_block: dict[int, int] = {}
+        """forward -> observe -> commit -> record, until the policy is done (or a stop)."""
+        canvas = self._start()
         t_run, paused = time.perf_counter(), 0.0  # the consumer's time between records is not the run's
-        while not self.policy.done(mask):
+        while not self.policy.done(canvas.mask):
             if self._stop_requested:
                 self.stopped = True
                 break
             t0 = time.perf_counter()
-            fed = canvas[:, : P + extent]
-            if cache is not None:
-                cache.begin_forward()
-            if s.cfg_scale > 0:  # the unconditional pass is batch row 1: its own cache rows
-                uncond = fed.clone()
-                uncond[:, :P] = model.mask_id
-                both = model.forward(torch.cat([fed, uncond]), cache=cache, start=P)
-                cond, un = both[:1], both[1:]
-                logits = un + (s.cfg_scale + 1.0) * (cond - un)
-                forwards += 2
-            else:
-                logits = model.forward(fed, cache=cache, start=P)
-                forwards += 1
-            flops = model.forward_flops(2 if s.cfg_scale > 0 else 1, P + extent, cache, logits_from=P)
-            nfe += 1
-            if scoring is None:
-                c, t = confidences(logits[0], s.temperature, torch_gen)
-            else:
-                c, t, sc = score_logits(logits[0], s.temperature, torch_gen, scoring)
-                score[:extent] = sc.float().cpu().numpy()
-            conf[:extent] = c.float().cpu().numpy()
-            argmax[:extent] = t.cpu().numpy()
-            decision = self.policy.decide(
-                Observation(step=len(self.records), mask=mask.copy(), confidence=conf.copy(),
-                            score=None if score is None else score.copy(),
-                            argmax=argmax.copy(), fed_end=extent)
-            )
-            decode = np.asarray(decision.decode, dtype=np.int64)
-            self._check(decode, mask, extent)
-            if decode.size:
-                canvas[0, P + torch.from_numpy(decode).to(device)] = torch.from_numpy(argmax[decode]).to(device)
-                mask[decode] = False
-            ms = (time.perf_counter() - t0) * 1000.0
-            self.records.append(StepRecord(
-                step=len(self.records), stage=decision.stage, block=decision.block,
-                span=tuple(int(v) for v in decision.span) if decision.span is not None else None,
-                horizons=[int(h) for h in decision.horizons] if decision.horizons is not None else None,
-                horizon_spread=None if decision.horizon_spread is None else float(decision.horizon_spread),
-                confidence=conf.astype(np.float16), argmax=argmax.astype(np.int32),
-                decoded=[int(i) for i in decode], fed_end=extent,
-                tokens_fed=(P + extent) * (2 if s.cfg_scale > 0 else 1), ms=ms, nfe=nfe, forwards=forwards,
-                info=dict(decision.info), flops=flops,
-                cache=cache.summary() if cache is not None else None,
-            ))
-            per_block[decision.block] = per_block.get(decision.block, 0) + 1
-            block_start, block_end = s.layout.block_bounds(decision.block)
-            if per_block[decision.block] >= s.forward_cap and mask[block_start:block_end].any():
-                raise DecodingStalled(  # the cap'th forward was the last one this block may use
-                    f"{s.sampler}: block {decision.block} used {s.forward_cap} forwards "
-                    "(max_forwards_per_block) and still has masks; the run was ended"
-                )
-            extent = G if decision.next_extent is None else int(decision.next_extent)
-            if not 1 <= extent <= G:
-                raise RuntimeError(f"{s.sampler}: policy asked for a forward over {extent} positions")
+            logits, flops = self._forward(canvas, cache)
+            decision = self._observe(canvas, logits)
+            decode = self._commit(canvas, decision)
+            record = self._record(canvas, decision, decode, flops, cache, (time.perf_counter() - t0) * 1000.0)
+            self._check_cap(canvas, decision)
+            canvas.extent = self._next_extent(decision)
             self._seconds = time.perf_counter() - t_run - paused
             t_yield = time.perf_counter()
-            yield self.records[-1]
+            yield record
             paused += time.perf_counter() - t_yield
         self._seconds = time.perf_counter() - t_run - paused
-        self.finished = not mask.any()
+        self.finished = not canvas.mask.any()
+
+    def _start(self) -> "Canvas":
+        """The canvas of a new run (prompt, then all masks), the seeded generators, the policy reset."""
+        s, model = self.settings, self.model
+        P, G = len(self.prompt_ids), s.gen_length
+        ids = torch.full((1, P + G), model.mask_id, dtype=torch.long, device=model.device)
+        ids[0, :P] = torch.tensor(self.prompt_ids, dtype=torch.long, device=model.device)
+        self._canvas = ids
+        self.policy.reset(s.layout, np.random.default_rng(s.seed))
+        scoring = self.policy.scoring()  # None: LLaDA's rule; else Dream's, with a second statistic
+        return Canvas(
+            ids=ids, prompt_length=P, mask=np.ones(G, dtype=bool), confidence=np.zeros(G, dtype=np.float32),
+            argmax=np.full(G, model.mask_id, dtype=np.int64), scoring=scoring,
+            score=np.zeros(G, dtype=np.float32) if scoring is not None else None, extent=G,
+            generator=torch.Generator(device=model.device).manual_seed(s.seed),
+        )
+
+    def _forward(self, canvas: "Canvas", cache: Optional[FeatureCache]) -> tuple[torch.Tensor, float]:
+        """One forward (a pair with classifier-free guidance) over the prompt and the first
+        ``extent`` generated positions: the guided logits of those positions and its FLOPs."""
+        s, model, P = self.settings, self.model, canvas.prompt_length
+        fed = canvas.ids[:, : P + canvas.extent]
+        if cache is not None:
+            cache.begin_forward()
+        if s.cfg_scale > 0:  # the unconditional pass is batch row 1: its own cache rows
+            uncond = fed.clone()
+            uncond[:, :P] = model.mask_id
+            both = model.forward(torch.cat([fed, uncond]), cache=cache, start=P)
+            cond, un = both[:1], both[1:]
+            logits = un + (s.cfg_scale + 1.0) * (cond - un)
+            canvas.forwards += 2
+        else:
+            logits = model.forward(fed, cache=cache, start=P)
+            canvas.forwards += 1
+        canvas.nfe += 1
+        return logits, model.forward_flops(self.batch, P + canvas.extent, cache, logits_from=P)
+
+    def _observe(self, canvas: "Canvas", logits: torch.Tensor) -> Decision:
+        """Tokens and confidences (and the policy's score) from the logits, then the
+        policy's decision on what it was shown."""
+        s, extent = self.settings, canvas.extent
+        if canvas.scoring is None:
+            c, t = confidences(logits[0], s.temperature, canvas.generator)
+        else:
+            c, t, sc = score_logits(logits[0], s.temperature, canvas.generator, canvas.scoring)
+            canvas.score[:extent] = sc.float().cpu().numpy()
+        canvas.confidence[:extent] = c.float().cpu().numpy()
+        canvas.argmax[:extent] = t.cpu().numpy()
+        return self.policy.decide(Observation(
+            mask=canvas.mask.copy(), confidence=canvas.confidence.copy(),
+            score=None if canvas.score is None else canvas.score.copy()))
+
+    def _commit(self, canvas: "Canvas", decision: Decision) -> np.ndarray:
+        """Write the decided positions' tokens into the canvas (after checking them)."""
+        decode = np.asarray(decision.decode, dtype=np.int64)
+        self._check(decode, canvas.mask, canvas.extent)
+        if decode.size:
+            device = canvas.ids.device
+            canvas.ids[0, canvas.prompt_length + torch.from_numpy(decode).to(device)] = \
+                torch.from_numpy(canvas.argmax[decode]).to(device)
+            canvas.mask[decode] = False
+        return decode
+
+    def _record(self, canvas: "Canvas", decision: Decision, decode: np.ndarray, flops: float,
+                cache: Optional[FeatureCache], ms: float) -> StepRecord:
+        record = StepRecord(
+            step=len(self.records), stage=decision.stage, block=decision.block,
+            span=tuple(int(v) for v in decision.span) if decision.span is not None else None,
+            horizons=[int(h) for h in decision.horizons] if decision.horizons is not None else None,
+            horizon_spread=None if decision.horizon_spread is None else float(decision.horizon_spread),
+            confidence=canvas.confidence.astype(np.float16), argmax=canvas.argmax.astype(np.int32),
+            decoded=[int(i) for i in decode], fed_end=canvas.extent,
+            tokens_fed=(canvas.prompt_length + canvas.extent) * self.batch, ms=ms, nfe=canvas.nfe,
+            forwards=canvas.forwards, info=dict(decision.info), flops=flops,
+            cache=cache.summary() if cache is not None else None,
+        )
+        self.records.append(record)
+        return record
+
+    def _check_cap(self, canvas: "Canvas", decision: Decision) -> None:
+        """End the run when a block used its last allowed forward and still has masks."""
+        s = self.settings
+        canvas.per_block[decision.block] = canvas.per_block.get(decision.block, 0) + 1
+        block_start, block_end = s.layout.block_bounds(decision.block)
+        if canvas.per_block[decision.block] >= s.forward_cap and canvas.mask[block_start:block_end].any():
+            raise DecodingStalled(  # the cap'th forward was the last one this block may use
+                f"{s.sampler}: block {decision.block} used {s.forward_cap} forwards "
+                "(max_forwards_per_block) and still has masks; the run was ended"
+            )
+
+    def _next_extent(self, decision: Decision) -> int:
+        G = self.settings.gen_length
+        extent = G if decision.next_extent is None else int(decision.next_extent)
+        if not 1 <= extent <= G:
+            raise RuntimeError(f"{self.settings.sampler}: policy asked for a forward over {extent} positions")
+        return extent
+
+    @property
+    def batch(self) -> int:
+        """Rows per forward: 2 with classifier-free guidance (conditional and unconditional)."""
+        return 2 if self.settings.cfg_scale > 0 else 1
 
     def _check(self, decode: np.ndarray, mask: np.ndarray, extent: int) -> None:
         """A policy may only unmask distinct, still-masked positions this forward saw."""
@@ -315,9 +376,9 @@ class Run:
         tokens = self._canvas[0, P:].tolist() if self._canvas is not None else [m.mask_id] * s.gen_length
         cut = tokens[: first_end(tokens, m.eos_ids)]
         text = m.decode([t for t in cut if t != m.mask_id])
-        summary = summarize(self.records, s.gen_length, len(cut), self._seconds)
-        summary.update(finished=self.finished, stopped=self.stopped, error=self.error,
-                       cache_bytes=self.cache_bytes if s.cache is not None else None)
+        summary = Summary.of_run(self.records, s.gen_length, len(cut), self._seconds, finished=self.finished,
+                                 stopped=self.stopped, error=self.error,
+                                 cache_bytes=self.cache_bytes if s.cache is not None else None).to_dict()
         predicted = np.unique(np.concatenate([r.argmax for r in self.records])) if self.records else []
         seen = sorted({int(t) for t in predicted} | set(tokens) | {m.mask_id})
         strings = m.token_strings(seen)

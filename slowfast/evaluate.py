@@ -29,6 +29,8 @@ from typing import Any, Optional
 import numpy as np
 
 from .engine import GenerationSettings, first_end, generate
+from .samplers import Stage
+from .samplers.slowfast import SlowFastInfo
 from .trace import Trace
 
 SLIDERS: dict[str, list[Any]] = {  # values inside the app's slider ranges, ends included
@@ -66,11 +68,12 @@ def spearman(x: np.ndarray, y: np.ndarray) -> Optional[float]:
 
 
 def cycles(trace: Trace) -> int:
-    return len({(r.block, r.info.get("cycle")) for r in trace.records if r.stage in ("slow", "fast")})
+    infos = ((r.block, SlowFastInfo.of(r)) for r in trace.records if r.stage in (Stage.SLOW, Stage.FAST))
+    return len({(block, info.cycle if info else None) for block, info in infos})
 
 
 def has_parallel_fast_step(trace: Trace) -> bool:
-    return any(r.stage == "fast" and len(r.decoded) >= 2 for r in trace.records)
+    return any(r.stage == Stage.FAST and len(r.decoded) >= 2 for r in trace.records)
 
 
 @dataclass
@@ -121,7 +124,7 @@ def evaluate_task(model, task, n: int, sliders: bool, slider_n: int, progress=No
         }
         for k, t in runs.items():
             acc[k].append(float(task.score(ex, t.text)[task.primary_metric]))
-            nfe[k].append(t.summary["nfe"])
+            nfe[k].append(t.stats.nfe)
         base, sf, th = runs["baseline"], runs["slowfast"], runs["threshold"]
         end = first_end(base.tokens, model.eos_ids)  # the answer's non-EOS positions
         c = base.records[0].confidence[:end].astype(np.float64)
@@ -135,7 +138,7 @@ def evaluate_task(model, task, n: int, sliders: bool, slider_n: int, progress=No
         text.append(sf.text != th.text)
         if i < 3:
             rep.samples.append({"prompt": ex.prompt, "baseline": base.text, "slowfast": sf.text,
-                                "slowfast_nfe": sf.summary["nfe"], "cycles": cycles(sf)})
+                                "slowfast_nfe": sf.stats.nfe, "cycles": cycles(sf)})
         if progress:
             progress(f"{task.name} {i + 1}/{n}")
     mean = lambda v: float(np.mean(v)) if v else 0.0  # noqa: E731
@@ -152,7 +155,7 @@ def evaluate_task(model, task, n: int, sliders: bool, slider_n: int, progress=No
             for v in values:
                 runs = [generate(model, ex.prompt, settings_for("slowfast", G, B, **{name: v}))
                         for ex in examples[:slider_n]]
-                rep.sliders[name][str(v)] = mean([t.summary["nfe"] for t in runs])
+                rep.sliders[name][str(v)] = mean([t.stats.nfe for t in runs])
                 if progress:
                     progress(f"{task.name} slider {name}={v}")
     return rep

@@ -102,7 +102,7 @@ def run_problem(model, problems: ProblemSet, problem: Problem, settings) -> dict
     from .engine import Run, drain
 
     trace = drain(Run(model, problem.prompt, settings))
-    s = trace.summary
-    return {"index": problem.index, "nfe": int(s["nfe"]), "forwards": int(s["forwards"]),
-            "tokens_fed": int(s["tokens_fed"]), "seconds": float(s["seconds"]), "text": trace.text,
-            "score": problems.score(problem, trace.text), "stalled": s.get("error") is not None}
+    s = trace.stats
+    return {"index": problem.index, "nfe": int(s.nfe), "forwards": int(s.forwards),
+            "tokens_fed": int(s.tokens_fed), "seconds": float(s.seconds), "text": trace.text,
+            "score": problems.score(problem, trace.text), "stalled": s.error is not None}

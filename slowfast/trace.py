@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import dataclasses
 import json
 import math
 import re
@@ -22,13 +23,13 @@ from typing import Any, Optional
 
 import numpy as np
 
-from .samplers import Layout, make_policy
+from .samplers import Layout, Stage, make_policy
 
 FORMAT = "slowfast-trace"
 VERSION = 1
 ARRAY_FIELDS = {"confidence": np.float16, "argmax": np.int32}
 ARRAY_DTYPES = {"confidence": "<f2", "argmax": "<i4"}  # as written by encode_array (little-endian)
-STAGES = ("baseline", "slow", "fast", "threshold")
+STAGES = (Stage.BASELINE, Stage.SLOW, Stage.FAST, Stage.THRESHOLD)  # the stages a record may name
 
 # Limits on what a trace may hold (README, "Trace file format"). They bound the time and
 # memory a load and a replay take, so an uploaded file cannot hold the app.
@@ -207,6 +208,11 @@ class Trace:
     def gen_length(self) -> int:
         return int(self.settings["gen_length"])
 
+    @property
+    def stats(self) -> "Summary":
+        """The run's totals, typed (``summary`` is their dict, as in the file)."""
+        return Summary.of_trace(self)
+
     def decoded_at(self) -> np.ndarray:
         """For each generated position, the step that unmasked it (-1: never)."""
         out = np.full(self.gen_length, -1, dtype=np.int64)
@@ -221,19 +227,62 @@ def tokens_per_second(tokens: int, seconds: float) -> float:
     return tokens / seconds if seconds > 0 else 0.0
 
 
-def summarize(records: list[StepRecord], gen_length: int, answer_tokens: int, seconds: float) -> dict[str, Any]:
-    """NFE, forwards, tokens fed, seconds and tokens/s (all gen_length positions / seconds)."""
-    last = records[-1] if records else None
-    return {
-        "nfe": last.nfe if last else 0,
-        "forwards": last.forwards if last else 0,
-        "tokens_fed": int(sum(r.tokens_fed for r in records)),
-        "seconds": seconds,
-        "tokens_per_second": tokens_per_second(gen_length, seconds),
-        "answer_tokens": answer_tokens,
-        "decoded": int(sum(len(r.decoded) for r in records)),
-        "flops": float(sum(r.flops for r in records)),
-    }
+@dataclass
+class Summary:
+    """A run's totals: what every reader of a run's outcome uses (``Trace.stats``).
+    ``Trace.summary`` holds the same as a dict, as the trace file does."""
+
+    nfe: int = 0  # forwards as the papers count them (a CFG pair is one)
+    forwards: int = 0  # forward passes (a CFG pair is two)
+    tokens_fed: int = 0  # tokens fed to the model over the run
+    seconds: float = 0.0  # decoding time (not the time a consumer spent between steps)
+    tokens_per_second: float = 0.0  # gen_length / seconds
+    answer_tokens: int = 0  # generated tokens before the first end-of-text
+    decoded: int = 0  # positions unmasked
+    flops: float = 0.0  # estimated matmul FLOPs
+    finished: bool = False  # every position decoded
+    stopped: bool = False  # stopped on request
+    error: Optional[str] = None  # why the engine ended it (a cap), if it did
+    cache_bytes: Optional[int] = None  # dLLM-Cache memory at the end (None: no cache)
+
+    @classmethod
+    def of_run(cls, records: list[StepRecord], gen_length: int, answer_tokens: int, seconds: float,
+               **end: Any) -> "Summary":
+        """The totals of ``records`` (``end``: finished, stopped, error, cache_bytes)."""
+        last = records[-1] if records else None
+        return cls(nfe=last.nfe if last else 0, forwards=last.forwards if last else 0,
+                   tokens_fed=int(sum(r.tokens_fed for r in records)), seconds=seconds,
+                   tokens_per_second=tokens_per_second(gen_length, seconds), answer_tokens=answer_tokens,
+                   decoded=int(sum(len(r.decoded) for r in records)),
+                   flops=float(sum(r.flops for r in records)), **end)
+
+    @classmethod
+    def of_trace(cls, trace: "Trace") -> "Summary":
+        """``trace.summary`` as a Summary; totals it lacks (a trace built by hand, or one
+        still running) are taken from its records."""
+        derived = cls.of_run(trace.records, trace.gen_length, 0, sum(r.ms for r in trace.records) / 1000.0)
+        given = {k: v for k, v in (trace.summary or {}).items() if k in SUMMARY_KEYS}
+        out = dataclasses.replace(derived, **given)
+        if "tokens_per_second" not in given:
+            out.tokens_per_second = tokens_per_second(trace.gen_length, out.seconds)
+        return out
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def speedups(self, reference: "Summary") -> dict[str, float]:
+        """How many times faster than ``reference`` this run was: by NFE and by tokens fed
+        (exact, repeatable) and by time (measured; NaN without time). The one definition the
+        app's compare and the benchmarks share."""
+        return {"nfe": ratio(reference.nfe, self.nfe), "tokens_fed": ratio(reference.tokens_fed, self.tokens_fed),
+                "time": ratio(reference.seconds, self.seconds)}
+
+
+def ratio(a: float, b: float) -> float:
+    return a / b if b > 0 else math.nan
+
+
+SUMMARY_KEYS = tuple(f.name for f in fields(Summary))
 
 
 # --- checking a trace against the documented format ------------------------------------------------
@@ -244,8 +293,6 @@ TOP_KEYS = ("format", "version", "settings", "model", "prompt", "prompt_ids", "m
 SETTINGS_KEYS = ("sampler", "gen_length", "block_length", "steps", "temperature", "seed", "cfg_scale", "chat",
                  "params", "max_forwards_per_block", "cache")
 CACHE_SETTINGS_KEYS = ("kp", "kr", "rho", "refresh_first_layer")
-SUMMARY_KEYS = ("nfe", "forwards", "tokens_fed", "seconds", "tokens_per_second", "answer_tokens", "decoded",
-                "flops", "finished", "stopped", "error", "cache_bytes")
 RECORD_KEYS = tuple(f.name for f in fields(StepRecord))
 CACHE_COUNT_KEYS = ("prompt_recomputed", "prompt_reused", "response_recomputed", "response_reused")
 INFO_TYPES = {"cycle": "count", "k": "count", "estimate": "number", "frozen": "bool"}  # known policy extras

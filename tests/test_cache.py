@@ -1,12 +1,15 @@
-"""dLLM-Cache inside the transformer: exactness, the V-verify reference, counters, hygiene."""
+"""dLLM-Cache (slowfast/cache.py, run per layer by the transformer): exactness, the V-verify
+reference, counters and FLOPs per case, hygiene."""
 import gc
 import weakref
 
 import pytest
 import torch
+import torch.nn.functional as F
 
 from slowfast.cache import CACHE_PRESETS, CacheSettings, FeatureCache
 from slowfast.engine import GenerationSettings, Run, generate
+from slowfast.models.transformer import layer_flops
 
 PROMPT = "What is 2+2?"
 
@@ -96,7 +99,87 @@ def test_scripted_schedule_counts_rows_per_layer(tiny_model):
         p, r = expected[forward]
         assert (s1.prompt_recomputed, s1.response_recomputed) == (p, r), forward
         assert (s1.prompt_reused, s1.response_reused) == (P - p, G - r), forward
-        assert (s1.similarity_threshold is not None) == (r == 8)
+        # the tokens never change and layer 0 always refreshes, so layer 1's input and its
+        # response V are those cached: every row's similarity is 1
+        if r == 8:
+            assert s1.similarity_threshold == pytest.approx(1.0, abs=1e-5), forward
+        else:
+            assert s1.similarity_threshold is None, forward
+
+
+@torch.no_grad()
+def test_each_case_counts_rows_over_the_batch_and_its_flops(tiny_model):
+    """kp=2, kr=3 in layer 1: forward 1 refreshes both, 2 neither, 3 the prompt only, 4 the
+    response only; layer 0 always refreshes. Two batch rows; forwards 2-4 are truncated to
+    R=16 of the G=24 response rows, so V-verify picks int(16 * 0.25) = 4 rows per batch row."""
+    net, P, G, R, B = tiny_model.net, 5, 24, 16, 2
+    cfg = net.cfg
+    cache = cache_for(tiny_model, P, G, kp=2, kr=3, rho=0.25)
+    tokens = torch.randint(10, 90, (B, P + G))
+    T = P + R
+    verify_v = layer_flops(cfg, 0, 32, 0, 0, 0)  # new V for the 2 x 16 response rows
+    # forward: length, layer 1's (prompt recomputed, prompt reused, response recomputed,
+    # response reused, FLOPs)
+    expected = {
+        1: (P + G, (10, 0, 48, 0, layer_flops(cfg, 58, 0, 58, 29, 58))),
+        2: (T, (0, 10, 8, 24, verify_v + layer_flops(cfg, 8, 0, 8, 21, 8))),
+        3: (T, (10, 0, 8, 24, verify_v + layer_flops(cfg, 18, 0, 18, 21, 18))),
+        4: (T, (0, 10, 32, 0, layer_flops(cfg, 32, 0, 32, 21, 32))),
+    }
+    for forward, (length, layer1) in expected.items():
+        cache.begin_forward()
+        net(tokens[:, :length], cache=cache, logits_from=P)
+        s0, s1 = cache.last_stats
+        assert (s0.prompt_recomputed, s0.prompt_reused, s0.response_recomputed, s0.response_reused) == \
+            (10, 0, B * (length - P), 0), forward
+        assert s0.flops == layer_flops(cfg, B * length, 0, B * length, length, B * length)
+        assert (s1.prompt_recomputed, s1.prompt_reused, s1.response_recomputed, s1.response_reused,
+                s1.flops) == layer1, forward
+        assert (s1.similarity_threshold is not None) == (forward in (2, 3)), forward
+        head = 2.0 * B * (length - P) * cfg.d_model * cfg.vocab_size
+        assert net.forward_flops(B, length, cache, logits_from=P) == s0.flops + s1.flops + head
+    assert cache.summary() == {"prompt_recomputed": [10, 0], "prompt_reused": [0, 10],
+                               "response_recomputed": [32, 32], "response_reused": [0, 0],
+                               "similarity_threshold": [None, None]}
+
+
+@torch.no_grad()
+def test_v_verify_recomputes_the_least_similar_rows(tiny_model):
+    """Without refreshes (layer 0 included), layer 0's V of a row depends on its token alone:
+    change 6 of the 24 response tokens and rho = 0.25 picks exactly those 6 rows (int(24 *
+    0.25)). Their K is rewritten, every other row's K is kept, the whole response V is
+    replaced, and the threshold is the highest similarity among the changed rows."""
+    net, P, G = tiny_model.net, 6, 24
+    block = net.transformer["blocks"][0]
+    torch.manual_seed(3)
+    first = torch.randint(10, 90, (1, P + G))
+    second = first.clone()
+    changed = torch.tensor([1, 4, 9, 10, 17, 23])
+    second[0, P + changed] = (first[0, P + changed] - 10 + 37) % 80 + 10  # different tokens
+    cache = cache_for(tiny_model, P, G, kp=100, kr=100, rho=0.25, refresh_first_layer=False)
+    cache.begin_forward()
+    net(first, cache=cache)
+    k_before = cache.layers[0].k_r.clone()
+    cache.begin_forward()
+    net(second, cache=cache)
+
+    def response_v(tokens):  # [G, kv_heads * head_dim], longhand
+        n = block.attn_norm(net.transformer["wte"](tokens))
+        return F.linear(n, block.v_proj.weight, block.v_proj.bias)[0, P:]
+
+    v_new = response_v(second)
+    sim = F.cosine_similarity(v_new.float(), response_v(first).float(), dim=-1)
+    unchanged = torch.ones(G, dtype=torch.bool)
+    unchanged[changed] = False
+    assert sim[changed].max() < sim[unchanged].min()  # the premise: the changed rows are the least similar
+    s0, s1 = cache.last_stats
+    for s in (s0, s1):
+        assert (s.prompt_recomputed, s.prompt_reused, s.response_recomputed, s.response_reused) == (0, P, 6, 18)
+    assert s0.similarity_threshold == pytest.approx(float(sim[changed].max()), abs=1e-6)
+    store = cache.layers[0]
+    moved = (store.k_r[0] != k_before[0]).any(-1).any(0)  # [G]: rows whose K was rewritten
+    assert moved.nonzero().flatten().tolist() == changed.tolist()
+    assert torch.allclose(store.v_r[0].transpose(0, 1).reshape(G, -1), v_new, atol=1e-6, rtol=0)
 
 
 def test_engine_records_cache_statistics_and_flops(tiny_model):
@@ -146,10 +229,20 @@ def test_bad_cache_parameters(tiny_model, params, message):
         Run(tiny_model, PROMPT, GenerationSettings(cache=params))
 
 
-def test_paper_presets_are_valid():
-    assert CacheSettings(**CACHE_PRESETS["slowfast-headline"]).refresh(6) == (False, True)
-    for preset in CACHE_PRESETS.values():
-        CacheSettings(**preset)
+def test_paper_presets_have_the_published_settings_and_schedules():
+    presets = {name: CacheSettings(**preset) for name, preset in CACHE_PRESETS.items()}
+    assert {name: (c.kp, c.kr, c.rho, c.refresh_first_layer) for name, c in presets.items()} == {
+        "slowfast-gsm8k": (15, 1, 0.0, True), "slowfast-headline": (100, 5, 0.25, True),
+        "slowfast-headline-long": (500, 30, 0.25, True), "llada-gsm8k": (50, 7, 0.25, True),
+        "llada-demo": (100, 7, 0.25, True), "dream-demo": (100, 7, 0.25, True)}
+    headline = presets["slowfast-headline"]
+    assert [headline.refresh(f) for f in (1, 2, 6, 100, 101, 106)] == [
+        (True, True), (False, False), (False, True), (False, False), (True, True), (False, True)]
+    # (prompt refreshes, response refreshes) over 1000 forwards: ceil(1000 / kp), ceil(1000 / kr)
+    counts = {name: tuple(map(sum, zip(*(c.refresh(f) for f in range(1, 1001))))) for name, c in presets.items()}
+    assert counts == {"slowfast-gsm8k": (67, 1000), "slowfast-headline": (10, 200),
+                      "slowfast-headline-long": (2, 34), "llada-gsm8k": (20, 143), "llada-demo": (10, 143),
+                      "dream-demo": (10, 143)}
 
 
 @torch.no_grad()

@@ -257,8 +257,7 @@ def test_dream_schedule_unmasks_on_the_timestep_schedule():
     mask, counts = np.ones(10, bool), []
     while not p.done(mask):
         conf = np.linspace(0.1, 0.9, 10).astype(np.float32)
-        d = p.decide(Observation(step=0, mask=mask.copy(), confidence=conf, argmax=np.zeros(10, np.int64),
-                                 fed_end=10, score=conf))
+        d = p.decide(Observation(mask=mask.copy(), confidence=conf, score=conf))
         i = len(counts)
         expected = int(mask.sum()) if i == 3 else int(torch.tensor(float(mask.sum())) * (1 - t[i + 1] / t[i]))
         assert len(d.decode) == expected and mask[d.decode].all()
@@ -275,7 +274,7 @@ def test_dream_ranks_by_the_score_the_engine_computed():
     for alg, first in (("maskgit_plus", 0), ("entropy", 7), ("topk_margin", 7)):
         p = make_policy("dream", {"alg": alg})
         p.reset(layout, np.random.default_rng(0))
-        obs = Observation(step=0, mask=np.ones(8, bool), confidence=conf, argmax=np.zeros(8, np.int64), fed_end=8,
+        obs = Observation(mask=np.ones(8, bool), confidence=conf,
                           score=conf if alg == "maskgit_plus" else score)
         p.step = 4  # int(8 * (1 - t5 / t4)) = 1 position at this step of the schedule
         d = p.decide(obs)
@@ -292,8 +291,7 @@ def test_alg_temp_samples_positions_reproducibly():
         p = make_policy("dream", {"alg": "maskgit_plus", "alg_temp": 0.5})
         p.reset(layout, np.random.default_rng(seed))
         conf = np.linspace(0.1, 0.9, 16).astype(np.float32)
-        return p.decide(Observation(step=0, mask=np.ones(16, bool), confidence=conf, argmax=np.zeros(16, np.int64),
-                                    fed_end=16, score=conf)).decode.tolist()
+        return p.decide(Observation(mask=np.ones(16, bool), confidence=conf, score=conf)).decode.tolist()
 
     assert picks(1) == picks(1) and len(picks(1)) == 3  # int(16 * (1 - 0.75025 / 1))
     assert any(picks(s) != picks(1) for s in range(2, 12))
@@ -473,7 +471,7 @@ def started_dream_variant(G=16, **params):
 def dream_obs(conf, mask=None):
     conf = np.asarray(conf, np.float32)
     mask = np.ones(conf.size, bool) if mask is None else mask
-    return Observation(step=0, mask=mask, confidence=conf, argmax=np.zeros(conf.size, np.int64), fed_end=conf.size)
+    return Observation(mask=mask, confidence=conf)
 
 
 def test_dream_variant_defaults_and_aliases():

@@ -9,11 +9,10 @@ from slowfast.samplers.threshold import factor_count
 LAYOUT = Layout(gen_length=16, block_length=8, steps=16)
 
 
-def obs(conf, mask=None, step=0, fed_end=None):
+def obs(conf, mask=None):
     conf = np.asarray(conf, dtype=np.float32)
     mask = np.ones(conf.size, bool) if mask is None else np.asarray(mask, bool)
-    return Observation(step=step, mask=mask, confidence=conf, argmax=np.zeros(conf.size, np.int64),
-                       fed_end=conf.size if fed_end is None else fed_end)
+    return Observation(mask=mask, confidence=conf)
 
 
 def started(name, layout=LAYOUT, seed=0, **params):
@@ -126,7 +125,7 @@ def test_fast_stage_decodes_only_the_span_and_truncates_after_its_first_forward(
     mask = apply(mask, d)
     span_conf = low()
     span_conf[[1, 2, 3]] = 0.97
-    d = p.decide(obs(span_conf, mask, fed_end=5))
+    d = p.decide(obs(span_conf, mask))
     assert sorted(d.decode.tolist()) == [i for i in (1, 2, 3) if mask[i]]
 
 
@@ -211,12 +210,30 @@ def test_baseline_unmasks_the_most_confident_in_the_block_on_schedule():
 
 
 def test_baseline_random_remasking_is_seeded_and_stays_in_the_block():
-    def picks(seed):
-        p = started("baseline", Layout(16, 8, 4), seed=seed, remasking="random")
-        return p.decide(obs(low())).decode.tolist()
+    # distinct scripted confidences, most confident on the left: low-confidence remasking decodes
+    # left to right, two a step (8 masks, 4 steps per block); random remasking ignores them
+    falling = np.linspace(0.95, 0.2, 16).astype(np.float32)
+    low_confidence_order = [[0, 1], [2, 3], [4, 5], [6, 7], [8, 9], [10, 11], [12, 13], [14, 15]]
 
-    assert picks(3) == picks(3)
-    assert all(0 <= i < 8 for i in picks(3)) and len(picks(3)) == 4
+    def order(seed, remasking="random", conf=falling):
+        p = started("baseline", Layout(16, 8, 8), seed=seed, remasking=remasking)
+        mask, steps = np.ones(16, bool), []
+        for _ in range(8):
+            d = p.decide(obs(conf, mask))
+            steps.append(sorted(d.decode.tolist()))
+            mask = apply(mask, d)
+        assert not mask.any()
+        return steps
+
+    assert order(0, "low_confidence") == low_confidence_order  # the scripted order is the oracle
+    orders = {seed: order(seed) for seed in range(6)}
+    for steps in orders.values():
+        assert [len(s) for s in steps] == [2] * 8  # the linear schedule, whatever the order
+        assert all(0 <= i < 8 for s in steps[:4] for i in s) and all(8 <= i < 16 for s in steps[4:] for i in s)
+    assert order(3) == orders[3]  # the same seed: the same order
+    assert order(3, conf=falling[::-1].copy()) == orders[3]  # random: the confidences play no part
+    assert len({str(steps) for steps in orders.values()}) > 1  # other seeds: other orders
+    assert any(steps != low_confidence_order for steps in orders.values())
 
 
 # --- threshold --------------------------------------------------------------------------------
@@ -264,7 +281,7 @@ def test_every_policy_fills_the_canvas_making_progress_each_step(name, params, s
     extent, forwards, idle, last_block = 32, 0, 0, 0
     while not p.done(mask):
         conf[:extent] = rng.beta(0.5, 0.5, extent)  # beyond the extent: values of the last full forward
-        d = p.decide(obs(conf, mask, fed_end=extent))
+        d = p.decide(obs(conf, mask))
         if len(d.decode) == 0:
             assert d.stage == "slow" and not mask[d.block * 16:d.block * 16 + 16].any()
             assert name == "slowfast" and not params.get("stop_when_full")

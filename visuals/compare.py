@@ -9,50 +9,41 @@ from typing import Any, Sequence
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
-from slowfast.trace import tokens_per_second
+from slowfast.tasks import example_for
 
 from .common import confidence_colorscale, esc, layout, note
 from .figures import certainty_traces
 from .view import TraceView
 
 
-def _seconds(trace: Any) -> float:
-    s = (trace.summary or {}).get("seconds")
-    if s is None:  # a partial trace without a summary: the steps' wall time
-        s = sum(r.ms for r in trace.records) / 1000.0
-    return float(s)
-
-
 def compare_table(traces: Sequence[Any], labels: Sequence[str]) -> list[dict]:
     """One row per trace: label, sampler, nfe, forwards, tokens_fed, seconds, tokens_per_second,
     speedups against the first trace (the reference, e.g. the baseline): ``speedup_nfe`` and
     ``speedup_tokens`` (deterministic: forwards and tokens fed), ``speedup`` (wall time measured
-    on this machine; NaN without time), ``same_text`` (the same text as the first), text."""
+    on this machine; NaN without time), ``same_text`` (the same text as the first), text,
+    and where a trace's prompt belongs to a task set (see ``slowfast.tasks.example_for``)
+    ``task`` (its name) and ``correct`` (its scorer's verdict on the text), else None."""
     if len(traces) != len(labels):
         raise ValueError(f"labels: {len(labels)} labels for {len(traces)} traces; allowed: one label per trace")
     rows = []
     for trace, label in zip(traces, labels):
-        s, last = trace.summary or {}, (trace.records[-1] if trace.records else None)
-        seconds = _seconds(trace)
-        tps = s.get("tokens_per_second")
-        if tps is None:
-            tps = tokens_per_second(trace.gen_length, seconds)
+        found = example_for(getattr(trace, "prompt", "") or "")
+        s = trace.stats  # totals a hand-built or partial trace lacks come from its records
         rows.append(dict(
-            label=label, sampler=trace.settings.get("sampler"),
-            nfe=int(s.get("nfe", last.nfe if last else 0)),
-            forwards=int(s.get("forwards", last.forwards if last else 0)),
-            tokens_fed=int(s.get("tokens_fed", sum(r.tokens_fed for r in trace.records))),
-            seconds=seconds, tokens_per_second=float(tps), text=trace.text,
+            label=label, sampler=trace.settings.get("sampler"), nfe=int(s.nfe), forwards=int(s.forwards),
+            tokens_fed=int(s.tokens_fed), seconds=float(s.seconds), tokens_per_second=float(s.tokens_per_second),
+            text=trace.text,
+            task=found[0].name if found else None,
+            correct=found[0].correct(found[1], trace.text) if found else None,
         ))
     if rows:
-        first = rows[0]
-        for row in rows:
-            row["speedup"] = first["seconds"] / row["seconds"] if row["seconds"] > 0 else math.nan
-            row["speedup_nfe"] = first["nfe"] / row["nfe"] if row["nfe"] > 0 else math.nan
-            row["speedup_tokens"] = first["tokens_fed"] / row["tokens_fed"] if row["tokens_fed"] > 0 else math.nan
-            row["same_text"] = row["text"] == first["text"]
+        first = traces[0].stats
+        for row, trace in zip(rows, traces):
+            x = trace.stats.speedups(first)
+            row.update(speedup=x["time"], speedup_nfe=x["nfe"], speedup_tokens=x["tokens_fed"],
+                       same_text=row["text"] == rows[0]["text"])
     order = ("label", "sampler", "nfe", "forwards", "tokens_fed", "seconds", "tokens_per_second", "speedup_nfe",
-             "speedup_tokens", "speedup", "same_text", "text")
+             "speedup_tokens", "speedup", "same_text", "task", "correct", "text")
     return [{k: row[k] for k in order} for row in rows]
 
 
@@ -112,7 +103,7 @@ FIGURE_TITLES = {
 
 def run_header(trace: Any) -> str:
     """HTML: the prompt, model, settings and summary of a run, for the top of an export."""
-    s, st = trace.summary or {}, dict(trace.settings or {})
+    s, st = trace.stats.to_dict(), dict(trace.settings or {})
     params = st.pop("params", {}) or {}
     rows = [("model", trace.model), ("prompt", trace.prompt), ("text", trace.text),
             ("sampler", st.pop("sampler", "?")),

@@ -10,6 +10,9 @@ from typing import Any, Optional
 
 import numpy as np
 
+from slowfast.samplers import Stage
+from slowfast.samplers.slowfast import SlowFastInfo
+
 from .common import esc
 from .view import TraceView
 
@@ -41,16 +44,26 @@ def _positions(view: TraceView, positions: list[int]) -> str:
 def _slow_index(view: TraceView) -> tuple[int, int]:
     """(this forward's number within its slow stage, 1-based; the cycle)."""
     recs = view.records
-    cycle = recs[-1].info.get("cycle")
+    cycle = _cycle(recs[-1])
     k = 0
     for r in reversed(recs):
-        if r.stage != "slow" or r.info.get("cycle") != cycle or r.block != recs[-1].block:
+        if r.stage != Stage.SLOW or _cycle(r) != cycle or r.block != recs[-1].block:
             break
         k += 1
     return k, cycle
 
 
-def _decoded_rule(view: TraceView, threshold: float, scope: str) -> str:
+def _cycle(record) -> Optional[int]:
+    info = SlowFastInfo.of(record)
+    return None if info is None else info.cycle
+
+
+def _g(value) -> str:
+    """A threshold as written in the text ("?" when the trace's settings do not say)."""
+    return "?" if value is None else f"{value:g}"
+
+
+def _decoded_rule(view: TraceView, threshold: Optional[float], scope: str) -> str:
     r = view.record
     decoded = list(r.decoded)
     conf = r.confidence.astype(np.float32)
@@ -61,55 +74,50 @@ def _decoded_rule(view: TraceView, threshold: float, scope: str) -> str:
     if len(decoded) >= 2:
         return (f"Decoded **{len(decoded)} positions in parallel** ({_positions(view, decoded)}): every "
                 f"masked position {scope} whose certainty reached the high-confidence threshold "
-                f"{threshold:g}.")
+                f"{_g(threshold)}.")
     p = decoded[0]
     return (f"Decoded **one position** ({_positions(view, decoded)}, certainty {conf[p]:.2f}): fewer than two "
-            f"masked positions {scope} reached {threshold:g}, so the rule falls back to the single most "
+            f"masked positions {scope} reached {_g(threshold)}, so the rule falls back to the single most "
             "certain one.")
 
 
 def _slowfast(view: TraceView) -> list[str]:
-    r, params = view.record, view.params
-    tau_h = float(params.get("horizon_threshold", 0.3))
-    tau_high = float(params.get("high_confidence_threshold", 0.9))
-    window = int(params.get("stability_window", 2))
-    std_t = float(params.get("std_threshold", 1.0))
-    K = int(params.get("exploration_steps", 6))
-    measure = {"paper": "variance", "dream": "unbiased variance"}.get(params.get("variant"), "standard deviation")
+    r, lim = view.record, view.limits
+    info = SlowFastInfo.of(r) or SlowFastInfo(cycle=0)
+    window = lim.stability_window if lim.stability_window is not None else "?"
+    below, above = ("<=", ">") if lim.spread_inclusive else ("<", ">=")
     start, end = r.span if r.span is not None else (0, view.gen_length)
     lines = []
-    if r.stage == "slow":
+    if r.stage == Stage.SLOW:
         k, cycle = _slow_index(view)
-        lines.append(f"**Slow stage**, exploration forward {k} of {K} (cycle {cycle}, block {r.block}).")
-        estimate = r.info.get("estimate")
-        if estimate is not None:
-            lines.append(f"**Horizon estimate: position {estimate}.** It is the farthest still-masked position "
-                         f"after the span start ({start}) whose certainty reaches the horizon threshold {tau_h:g} "
-                         "(position and certainty: the model is sure that far ahead).")
+        lines.append(f"**Slow stage**, exploration forward {k} of {_g(lim.exploration_steps)} (cycle {cycle}, "
+                     f"block {r.block}).")
+        if info.estimate is not None:
+            lines.append(f"**Horizon estimate: position {info.estimate}.** It is the farthest still-masked "
+                         f"position after the span start ({start}) whose certainty reaches the horizon threshold "
+                         f"{_g(lim.horizon)} (position and certainty: the model is sure that far ahead).")
         horizons = r.horizons or []
-        if r.info.get("frozen"):
-            lines.append(f"**Converged:** the last {window} estimates {horizons} have a {measure} of "
-                         f"{(r.horizon_spread or 0):.2f} < {std_t:g} (or the slow stage used all its forwards), "
-                         f"so the span is frozen at [{start}, {end}); the fast stage will decode it.")
-        elif len(horizons) < window:
+        if info.frozen:
+            lines.append(f"**Converged:** the last {window} estimates {horizons} have a {lim.spread_measure} of "
+                         f"{(r.horizon_spread or 0):.2f} {below} {_g(lim.spread)} (or the slow stage used all its "
+                         f"forwards), so the span is frozen at [{start}, {end}); the fast stage will decode it.")
+        elif isinstance(window, int) and len(horizons) < window:
             lines.append(f"**Not converged yet:** {len(horizons)} of the {window} estimates the stability test "
                          f"compares; the span [{start}, {end}) is provisional.")
         else:
-            lines.append(f"**Not converged:** the last {window} estimates {horizons} have a {measure} of "
-                         f"{(r.horizon_spread or 0):.2f} >= {std_t:g}, so the span keeps moving "
+            lines.append(f"**Not converged:** the last {window} estimates {horizons} have a {lim.spread_measure} "
+                         f"of {(r.horizon_spread or 0):.2f} {above} {_g(lim.spread)}, so the span keeps moving "
                          f"(shown at [{start}, {end})).")
-        tau_slow = float(params.get("slow_confidence_threshold") or tau_high)
-        lines.append(_decoded_rule(view, tau_slow, "anywhere from the span start to the block end"))
+        lines.append(_decoded_rule(view, lim.slow_confidence, "anywhere from the span start to the block end"))
         outside = [p for p in r.decoded if p >= end]
         if outside:
             lines.append(f"{len(outside)} of them lie beyond the current span end ({end}): the slow stage may "
                          "decode anywhere in the rest of the block, as the reference code does; the span only "
                          "bounds the fast stage.")
-    elif r.stage == "fast":
-        lines.append(f"**Fast stage** on the frozen span [{start}, {end}) (cycle {r.info.get('cycle')}, "
-                     f"block {r.block}).")
+    elif r.stage == Stage.FAST:
+        lines.append(f"**Fast stage** on the frozen span [{start}, {end}) (cycle {info.cycle}, block {r.block}).")
         prev = view.records[-2] if view.n > 1 else None
-        first_fast = prev is None or prev.stage != "fast" or prev.info.get("cycle") != r.info.get("cycle")
+        first_fast = prev is None or prev.stage != Stage.FAST or _cycle(prev) != info.cycle
         if r.fed_end < view.gen_length:
             lines.append(f"This forward fed only the canvas up to position {r.fed_end} ({r.tokens_fed} tokens): "
                          "the positions after the span reuse the last predictions, which is where the fast "
@@ -119,7 +127,7 @@ def _slowfast(view: TraceView) -> list[str]:
         elif first_fast:
             lines.append("The first fast forward sees the whole canvas; the next ones feed only up to the span "
                          "end.")
-        lines.append(_decoded_rule(view, tau_high, "inside the span"))
+        lines.append(_decoded_rule(view, lim.high_confidence, "inside the span"))
     return lines
 
 
@@ -133,19 +141,19 @@ def explain_step(trace: Any, step: Optional[int] = None) -> str:
     r = view.record
     head = (f"### What you are seeing: step {view.last} of {view.n_total - 1}\n\n"
             f"NFE {r.nfe} so far, {r.tokens_fed} tokens fed to this forward.")
-    if r.stage in ("slow", "fast"):
+    if r.stage in (Stage.SLOW, Stage.FAST):
         body = _slowfast(view)
-    elif r.stage == "baseline":
-        rule = "at random" if view.params.get("remasking") == "random" else "the most certain"
+    elif r.stage == Stage.BASELINE:
+        rule = "at random" if view.limits.remasking == "random" else "the most certain"
         k = r.info.get("k", len(r.decoded))
         body = [f"**Baseline** (LLaDA's sampler), block {r.block}: each forward commits a fixed number of "
                 f"tokens, here {k}, chosen {rule} among the block's masked positions "
                 f"({_positions(view, list(r.decoded)) or 'none'}), whatever their certainty. "
                 "One token per forward is the slow reference SlowFast is measured against."]
-    elif r.stage == "threshold":
-        t = view.params.get("threshold", 0.9)
-        rule = (f"Fast-dLLM's factor rule (factor {view.params['factor']:g})" if view.params.get("factor")
-                else f"every masked position of the block with certainty >= {t:g} (at least one)")
+    elif r.stage == Stage.THRESHOLD:
+        lim = view.limits
+        rule = (f"Fast-dLLM's factor rule (factor {lim.factor:g})" if lim.factor
+                else f"every masked position of the block with certainty >= {_g(lim.threshold)} (at least one)")
         body = [f"**Threshold** sampler (Fast-dLLM), block {r.block}: commits {rule}. This forward decoded "
                 f"{len(r.decoded)}: {_positions(view, list(r.decoded)) or 'none'}. Unlike SlowFast it has no "
                 "slow stage and no span: it never looks at how far ahead the model is sure."]

@@ -12,6 +12,7 @@ from typing import Any, Optional
 import numpy as np
 import plotly.graph_objects as go
 
+from slowfast.samplers.slowfast import SlowFastInfo
 from slowfast.trace import tokens_per_second as tokens_per_second_of
 
 from .common import (
@@ -119,7 +120,8 @@ def stage_timeline(trace: Any, step: Optional[int] = None) -> go.Figure:
         level, along = staircase(fed, v.steps)
         data.append(go.Scatter(x=along, y=level, mode="lines", name="fed up to", hoverinfo="skip",
                                line=dict(color="#7f7f7f", width=1, dash="dash")))
-    estimate = np.array([(r.info or {}).get("estimate", np.nan) for r in v.records], dtype=float)
+    infos = [SlowFastInfo.of(r) for r in v.records]
+    estimate = np.array([np.nan if i is None or i.estimate is None else i.estimate for i in infos], dtype=float)
     if np.isfinite(estimate).any():
         data.append(go.Scatter(x=v.steps, y=estimate, mode="markers", name="horizon estimate",
                                marker=dict(symbol="diamond-open", size=6, color="#9467bd"),
@@ -154,7 +156,7 @@ def convergence(trace: Any, step: Optional[int] = None) -> go.Figure:
     if v.empty:
         return empty_figure("convergence", v, title, NO_STEPS, height=360)
     G = v.gen_length
-    spread_name = {"paper": "variance", "dream": "unbiased variance"}.get(v.params.get("variant"), "std")
+    spread_name = v.limits.spread_label
     axes, (a, b) = grid([0.55, 0.45], secondary=[True, False], gap=0.17, shared_x=False)
     annotations: list = []
     data: list = []
@@ -174,7 +176,7 @@ def convergence(trace: Any, step: Optional[int] = None) -> go.Figure:
                        xaxis=a["x"], yaxis=a["y2"], line=dict(color="#17becf"), marker=dict(size=4),
                        hovertemplate=f"step %{{x}}: {spread_name} %{{y:.3f}}<extra></extra>"),
         ]
-        thr = v.params.get("std_threshold")
+        thr = v.limits.spread
         if thr is not None:
             data.append(go.Scatter(x=_axis_steps(v), y=[thr, thr], mode="lines",
                                    name=f"{spread_name} threshold {thr:g}",
@@ -305,9 +307,9 @@ def cache_hits(trace: Any, step: Optional[int] = None) -> go.Figure:
 # --- speed ------------------------------------------------------------------------------------------------
 def tokens_per_second(v: TraceView) -> tuple[float, str]:
     """The run's tokens/s from the summary when it finished, else from the records so far."""
-    s = v.trace.summary or {}
-    if v.is_last and s.get("finished") and s.get("tokens_per_second"):
-        return float(s["tokens_per_second"]), "run"
+    s = v.trace.stats
+    if v.is_last and s.finished and s.tokens_per_second:
+        return float(s.tokens_per_second), "run"
     seconds = float(v.per_step("ms").sum()) / 1000.0
     decoded = int((v.decoded_at >= 0).sum())
     return tokens_per_second_of(decoded, seconds), "so far"

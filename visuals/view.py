@@ -12,10 +12,13 @@ from typing import Any, Callable, Optional
 
 import numpy as np
 
+from slowfast.samplers import Stage, Thresholds, thresholds_of
+from slowfast.samplers.slowfast import SlowFastInfo
+
 MASK_GLYPH = "▒"
-STAGES = ("slow", "fast", "baseline", "threshold")
-STAGE_COLORS = {"slow": "#1f77b4", "fast": "#ff7f0e", "baseline": "#7f7f7f", "threshold": "#2ca02c"}
-STAGE_LIGHT = {"slow": "#aec7e8", "fast": "#ffbb78", "baseline": "#d0d0d0", "threshold": "#98df8a"}
+STAGES = Stage.ALL
+STAGE_COLORS = {Stage.SLOW: "#1f77b4", Stage.FAST: "#ff7f0e", Stage.BASELINE: "#7f7f7f", Stage.THRESHOLD: "#2ca02c"}
+STAGE_LIGHT = {Stage.SLOW: "#aec7e8", Stage.FAST: "#ffbb78", Stage.BASELINE: "#d0d0d0", Stage.THRESHOLD: "#98df8a"}
 OTHER_COLOR, OTHER_LIGHT = "#9467bd", "#c5b0d5"
 VISIBLE_WHITESPACE = str.maketrans({" ": "␣", "\n": "↵", "\t": "⇥", "\r": "␍"})
 
@@ -44,7 +47,7 @@ class TraceView:
         self.n = len(self.records)
         self.gen_length = int(trace.gen_length)
         self.settings = trace.settings or {}
-        self.params = self.settings.get("params") or {}
+        self.limits: Thresholds = thresholds_of(self.settings)  # the sampler's own, by its policy
         self.sampler = str(self.settings.get("sampler", "?"))
         self.block_length = int(self.settings.get("block_length") or self.gen_length)
         self.steps = np.arange(self.n)
@@ -143,38 +146,21 @@ class TraceView:
         info['frozen'] True; converged = the window's spread was below the threshold (else the
         exploration cap forced it)."""
         seen, out = set(), []
-        thr = self.params.get("std_threshold")
         for i, r in enumerate(self.records):
-            info = r.info or {}
-            if not info.get("frozen"):
+            info = SlowFastInfo.of(r)
+            if info is None or not info.frozen:
                 continue
-            key = (r.block, info.get("cycle"))
+            key = (r.block, info.cycle)
             if key in seen:
                 continue
             seen.add(key)
-            converged = thr is not None and r.horizon_spread is not None and r.horizon_spread < thr
-            out.append((i, bool(converged)))
+            out.append((i, self.limits.stable(r.horizon_spread)))
         return out
 
     # --- settings --------------------------------------------------------------------------------
     def thresholds(self) -> list[tuple[float, str]]:
         """The sampler's confidence thresholds, ascending, with a label each."""
-        p, out = self.params, []
-        if self.sampler == "slowfast":
-            if p.get("horizon_threshold") is not None:
-                out.append((float(p["horizon_threshold"]), "horizon"))
-            if p.get("high_confidence_threshold") is not None:
-                out.append((float(p["high_confidence_threshold"]), "high"))
-        elif p.get("threshold") is not None and p.get("factor") is None:
-            out.append((float(p["threshold"]), "threshold"))
-        out.sort()
-        dedup: list[tuple[float, str]] = []
-        for value, label in out:
-            if dedup and abs(dedup[-1][0] - value) < 1e-9:
-                dedup[-1] = (value, dedup[-1][1] + "/" + label)
-            else:
-                dedup.append((value, label))
-        return dedup
+        return self.limits.lines()
 
     def block_edges(self) -> list[int]:
         """Inner block boundaries (positions where a new block starts)."""

@@ -14,7 +14,7 @@ from __future__ import annotations
 import json
 import math
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional, Sequence
 
@@ -575,7 +575,6 @@ class DLLM:
     eos_ids: frozenset[int]
     shift_logits: bool = False  # Dream-style models read position i's logits at i-1
     folder: Optional[Path] = None
-    extra: dict = field(default_factory=dict)
     family: str = LLADA  # llada | dream | masked-lm: which loader built it
 
     @property
@@ -735,9 +734,9 @@ def load_model(
     Python build its tokenizer (or its masked LM): off by default, since a model folder (or
     a hub repo) is data and must not run code on this machine.
     Bad arguments raise ValueError; anything wrong with the model raises ModelLoadError."""
-    folder = resolve_model_dir(name, trust_remote_code=trust_remote_code)
-    dev = parse_device(device)
+    dev = parse_device(device)  # bad arguments fail before anything is resolved or downloaded
     dt = parse_dtype(dtype, dev)
+    folder = resolve_model_dir(name, trust_remote_code=trust_remote_code)
     try:
         raw, path = read_raw_config(folder)
         family = checkpoint_family(raw, path, trust_remote_code)

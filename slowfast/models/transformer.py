@@ -5,13 +5,13 @@ It reads LLaDA's official ``config.json`` field names and safetensors tensor nam
 network under config flags (grouped-query attention ``n_kv_heads``, q/k/v biases
 ``include_qkv_bias``, its RoPE theta and norm eps); ``dream.py`` maps its config keys and
 Qwen2 tensor names onto these, and the loaded model reads its logits shifted by one. Each
-block exposes its pieces (``qkv``, ``attend``, ``ffn``) so that a feature cache can run
-attention and the FFN for a subset of rows (the cache hooks are marked ``CACHE HOOK``);
-biases and GQA go through the same pieces, cached or not.
+block exposes its pieces (``attn_norm``, ``q``/``k``/``v``, ``attend``, ``ffn``, ``flops``;
+marked ``CACHE HOOK``) so that dLLM-Cache (``slowfast/cache.py``, ``run_block``) can run
+attention and the FFN for a subset of rows; biases and GQA go through the same pieces,
+cached or not.
 """
 from __future__ import annotations
 
-import math
 from dataclasses import asdict, dataclass, fields
 from typing import TYPE_CHECKING, Any, Optional
 
@@ -19,8 +19,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-if TYPE_CHECKING:  # the cache imports nothing from here; avoid a cycle at run time
-    from ..cache import FeatureCache, LayerStats, LayerStore
+from ..cache import run_block
+
+if TYPE_CHECKING:
+    from ..cache import FeatureCache
 
 
 @dataclass
@@ -146,17 +148,6 @@ def layer_flops(cfg: ModelConfig, qkv_rows: int, v_rows: int, query_rows: int, k
     )
 
 
-def gather_rows(t: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
-    """Rows ``idx`` ([B, k]) of ``t`` ([B, T, ...]) -> [B, k, ...]."""
-    shape = idx.shape + t.shape[2:]
-    return t.gather(1, idx.view(*idx.shape, *([1] * (t.dim() - 2))).expand(shape))
-
-
-def scatter_rows(t: torch.Tensor, idx: torch.Tensor, rows: torch.Tensor) -> None:
-    """In place: ``t[b, idx[b, j]] = rows[b, j]``."""
-    t.scatter_(1, idx.view(*idx.shape, *([1] * (t.dim() - 2))).expand(rows.shape), rows)
-
-
 class Block(nn.Module):
     """One LLaDA block: h = x + attn(attn_norm(x)); out = h + ffn(ff_norm(h))."""
 
@@ -201,117 +192,16 @@ class Block(nn.Module):
         """SwiGLU FFN output (before the residual addition) for the rows of ``h``."""
         m = self.ff_norm(h)
         return self.ff_out(F.silu(self.ff_proj(m)) * self.up_proj(m))
+
+    def flops(self, qkv_rows: int, v_rows: int, query_rows: int, keys: int, ffn_rows: int) -> float:
+        """``layer_flops`` of this block's configuration."""
+        return layer_flops(self.cfg, qkv_rows, v_rows, query_rows, keys, ffn_rows)
     # -------------------------------------------------------------------------------------
 
     def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
         n = self.attn_norm(x)
         h = x + self.attend(self.q(n, cos, sin), self.k(n, cos, sin), self.v(n))
         return h + self.ffn(h)
-
-    # --- CACHE HOOK: dLLM-Cache (slowfast/cache.py describes the four cases) ---------------
-    def forward_cached(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, store: "LayerStore",
-                       refresh_prompt: bool, refresh_response: bool, rho: float, P: int,
-                       gen_length: int) -> tuple[torch.Tensor, "LayerStats"]:
-        """The block on ``x`` = [prompt rows (P) | response rows present (R)], reusing ``store``."""
-        from ..cache import LayerStats
-
-        B, T, _ = x.shape
-        R = T - P
-        xp, xr = x[:, :P], x[:, P:]
-        st = LayerStats()
-        if refresh_prompt and refresh_response:
-            n = self.attn_norm(x)
-            k, v = self.k(n, cos, sin), self.v(n)
-            a = self.attend(self.q(n, cos, sin), k, v)
-            h = x + a
-            f = self.ffn(h)
-            store.k_p, store.v_p = k[:, :, :P].clone(), v[:, :, :P].clone()
-            store.attn_p, store.ffn_p = a[:, :P].clone(), f[:, :P].clone()
-            if store.k_r is None:
-                store.k_r = k.new_zeros(B, k.shape[1], gen_length, k.shape[3])
-                store.v_r = torch.zeros_like(store.k_r)
-                store.attn_r = a.new_zeros(B, gen_length, a.shape[2])
-                store.ffn_r = torch.zeros_like(store.attn_r)
-            store.k_r[:, :, :R], store.v_r[:, :, :R] = k[:, :, P:], v[:, :, P:]
-            store.attn_r[:, :R], store.ffn_r[:, :R] = a[:, P:], f[:, P:]
-            st.prompt_recomputed, st.response_recomputed = B * P, B * R
-            st.flops = layer_flops(self.cfg, B * T, 0, B * T, T, B * T)
-            return h + f, st
-
-        if refresh_response:  # response rows recomputed against the cached prompt K/V
-            out_p = xp + store.attn_p + store.ffn_p
-            st.prompt_reused = B * P
-            n = self.attn_norm(xr)
-            kr, vr = self.k(n, cos[P:], sin[P:]), self.v(n)
-            keys = torch.cat([store.k_p, kr], dim=2)
-            values = torch.cat([store.v_p, vr], dim=2)
-            ar = self.attend(self.q(n, cos[P:], sin[P:]), keys, values)
-            hr = xr + ar
-            fr = self.ffn(hr)
-            store.k_r[:, :, :R], store.v_r[:, :, :R] = kr, vr
-            store.attn_r[:, :R], store.ffn_r[:, :R] = ar, fr
-            st.response_recomputed = B * R
-            st.flops = layer_flops(self.cfg, B * R, 0, B * R, T, B * R)
-            return torch.cat([out_p, hr + fr], dim=1), st
-
-        # The response is not refreshed: V-verify (rho > 0) picks the response rows whose V
-        # moved most; their Q/K, attention and FFN are recomputed, the whole response V is
-        # replaced, and everything else is reused. rho = 0 is pure reuse (V untouched).
-        # When the prompt refreshes in this forward, its rows are recomputed too and attend
-        # to the verified response K/V, in one attention call with the picked rows.
-        picked = int(R * rho) if rho > 0 else 0
-        idx = None
-        q_sel = None
-        if rho > 0:
-            nr = self.attn_norm(xr)
-            vr = self.v(nr)
-            old = store.v_r[:, :, :R]
-            sim = F.cosine_similarity(vr.transpose(1, 2).reshape(B, R, -1).float(),
-                                      old.transpose(1, 2).reshape(B, R, -1).float(), dim=-1)
-            store.v_r[:, :, :R] = vr
-            st.flops += layer_flops(self.cfg, 0, B * R, 0, 0, 0)
-            if picked > 0:
-                low, idx = sim.topk(picked, dim=1, largest=False)
-                st.similarity_threshold = float(low.max())
-                n_sel = gather_rows(nr, idx)
-                cos_sel, sin_sel = cos[P + idx].unsqueeze(1), sin[P + idx].unsqueeze(1)  # [B, 1, k, D]
-                q_sel = self.q(n_sel, cos_sel, sin_sel)
-                k_sel = self.k(n_sel, cos_sel, sin_sel)
-                k_r = store.k_r[:, :, :R].transpose(1, 2)  # [B, R, H, D] view
-                scatter_rows(k_r, idx, k_sel.transpose(1, 2))
-
-        if refresh_prompt:
-            n = self.attn_norm(xp)
-            kp, vp = self.k(n, cos[:P], sin[:P]), self.v(n)
-            keys = torch.cat([kp, store.k_r[:, :, :R]], dim=2)
-            values = torch.cat([vp, store.v_r[:, :, :R]], dim=2)
-            qp = self.q(n, cos[:P], sin[:P])
-            a = self.attend(qp if q_sel is None else torch.cat([qp, q_sel], dim=2), keys, values)
-            ap = a[:, :P]
-            hp = xp + ap
-            h_all = hp if idx is None else torch.cat([hp, gather_rows(xr, idx) + a[:, P:]], dim=1)
-            f = self.ffn(h_all)
-            fp = f[:, :P]
-            if idx is not None:
-                scatter_rows(store.attn_r[:, :R], idx, a[:, P:])
-                scatter_rows(store.ffn_r[:, :R], idx, f[:, P:])
-            store.k_p, store.v_p, store.attn_p, store.ffn_p = kp, vp, ap, fp
-            out_p = hp + fp
-            st.prompt_recomputed = B * P
-            st.flops += layer_flops(self.cfg, B * P + B * picked, 0, B * P + B * picked, T, B * P + B * picked)
-        else:
-            out_p = xp + store.attn_p + store.ffn_p
-            st.prompt_reused = B * P
-            if idx is not None:
-                keys = torch.cat([store.k_p, store.k_r[:, :, :R]], dim=2)
-                values = torch.cat([store.v_p, store.v_r[:, :, :R]], dim=2)
-                a_sel = self.attend(q_sel, keys, values)
-                f_sel = self.ffn(gather_rows(xr, idx) + a_sel)
-                scatter_rows(store.attn_r[:, :R], idx, a_sel)
-                scatter_rows(store.ffn_r[:, :R], idx, f_sel)
-                st.flops += layer_flops(self.cfg, B * picked, 0, B * picked, T, B * picked)
-        st.response_recomputed, st.response_reused = B * picked, B * (R - picked)
-        return torch.cat([out_p, xr + store.attn_r[:, :R] + store.ffn_r[:, :R]], dim=1), st
 
 
 class Transformer(nn.Module):
@@ -366,13 +256,7 @@ class Transformer(nn.Module):
         cos, sin = self.rope(T, tokens.device)
         x = self.transformer["wte"](tokens)
         for i, block in enumerate(self.transformer["blocks"]):
-            if cache is None:
-                x = block(x, cos, sin)
-                continue
-            refresh_prompt, refresh_response = cache.plan(i)
-            x, stats = block.forward_cached(x, cos, sin, cache.layers[i], refresh_prompt, refresh_response,
-                                            cache.settings.rho, cache.prompt_len, cache.gen_length)
-            cache.last_stats.append(stats)
+            x = block(x, cos, sin) if cache is None else run_block(cache, i, block, x, cos, sin)
         return self.head(x[:, logits_from:])
 
     def forward_flops(self, batch: int, rows: int, cache: Optional["FeatureCache"] = None,

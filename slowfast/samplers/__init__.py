@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from typing import Any, Optional
 
-from .base import Decision, DecodingStalled, Layout, Observation, Policy, Scoring
+from .base import Decision, DecodingStalled, Layout, Observation, Policy, Scoring, Stage, Thresholds
 from .baseline import BaselinePolicy
 from .dream import DreamPolicy
 from .slowfast import SlowFastPolicy
@@ -24,4 +24,14 @@ def make_policy(name: str, params: Optional[dict[str, Any]] = None) -> Policy:
     return SAMPLERS[name].from_params(params)
 
 
-__all__ = ["SAMPLERS", "Decision", "DecodingStalled", "Layout", "Observation", "Policy", "Scoring", "make_policy"]
+def thresholds_of(settings: dict[str, Any]) -> Thresholds:
+    """The thresholds of a trace's sampler (``trace.settings``); none for settings that no
+    longer make a policy (e.g. a hand-edited trace)."""
+    try:
+        return make_policy(str(settings.get("sampler")), dict(settings.get("params") or {})).thresholds()
+    except (ValueError, TypeError):
+        return Thresholds()
+
+
+__all__ = ["SAMPLERS", "Decision", "DecodingStalled", "Layout", "Observation", "Policy", "Scoring", "Stage", "Thresholds",
+           "make_policy", "thresholds_of"]

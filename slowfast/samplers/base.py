@@ -31,6 +31,59 @@ class Layout:
 SCORES = ("probability", "margin", "neg_entropy")
 
 
+class Stage:
+    """The stage a Decision (and its StepRecord) is in: the names traces and views share."""
+
+    SLOW = "slow"  # SlowFast: exploring, the span not yet settled
+    FAST = "fast"  # SlowFast: decoding the settled span
+    BASELINE = "baseline"  # LLaDA's (and Dream's) fixed number of tokens per forward
+    THRESHOLD = "threshold"  # Fast-dLLM's rule: every position above a threshold
+    ALL = (SLOW, FAST, BASELINE, THRESHOLD)
+
+
+@dataclass(frozen=True)
+class Thresholds:
+    """The numbers a policy decides by, for views to draw against (None: no such rule).
+    Views ask ``Policy.thresholds()`` instead of reading parameter names."""
+
+    high_confidence: Optional[float] = None  # SlowFast: decode in parallel above this
+    slow_confidence: Optional[float] = None  # SlowFast: the slow stage's decode threshold
+    horizon: Optional[float] = None  # SlowFast: the span ends at the last position above this
+    spread: Optional[float] = None  # SlowFast: the span is stable when the horizons' spread is below
+    spread_measure: str = "standard deviation"  # what ``spread`` bounds
+    spread_inclusive: bool = False  # stable at spread <= ``spread`` (Dream's code) instead of <
+    stability_window: Optional[int] = None  # SlowFast: horizon estimates the spread is taken over
+    exploration_steps: Optional[int] = None  # SlowFast: forwards per slow stage
+    threshold: Optional[float] = None  # threshold sampler: decode above this
+    factor: Optional[float] = None  # threshold sampler: Fast-dLLM's factor rule instead
+    remasking: Optional[str] = None  # baseline: which positions it keeps (low_confidence / random)
+
+    @property
+    def spread_label(self) -> str:
+        """``spread_measure`` short enough for a legend."""
+        return "std" if self.spread_measure == "standard deviation" else self.spread_measure
+
+    def stable(self, spread: Optional[float]) -> bool:
+        """Whether a window with this spread passes the stability test."""
+        if self.spread is None or spread is None:
+            return False
+        return spread <= self.spread if self.spread_inclusive else spread < self.spread
+
+    def lines(self) -> list[tuple[float, str]]:
+        """The confidence levels worth a line on a plot, ascending, equal ones merged."""
+        out = sorted([(v, label) for v, label in ((self.horizon, "horizon"), (self.high_confidence, "high"))
+                      if v is not None]
+                     + ([(self.threshold, "threshold")] if self.threshold is not None and self.factor is None
+                        else []))
+        merged: list[tuple[float, str]] = []
+        for value, label in out:
+            if merged and abs(merged[-1][0] - value) < 1e-9:
+                merged[-1] = (value, merged[-1][1] + "/" + label)
+            else:
+                merged.append((float(value), label))
+        return merged
+
+
 @dataclass(frozen=True)
 class Scoring:
     """How the engine should turn logits into an Observation, for a policy that needs more
@@ -52,18 +105,16 @@ class Scoring:
 
 @dataclass
 class Observation:
-    """What the engine saw after one forward.
+    """What the engine saw after one forward, as much as a policy needs to decide.
 
-    ``confidence``/``argmax`` cover every generated position; positions at or beyond
-    ``fed_end`` were not fed to this (truncated) forward and carry the values of the last
-    forward that saw them. ``score`` is None unless the policy asked for a ``Scoring``.
+    ``confidence`` covers every generated position; positions a truncated forward did not
+    feed carry the values of the last forward that saw them. ``score`` is None unless the
+    policy asked for a ``Scoring``. (The tokens themselves stay with the engine: a policy
+    chooses positions, the engine writes their predicted tokens.)
     """
 
-    step: int
     mask: np.ndarray  # bool, True = still masked
-    confidence: np.ndarray  # float, softmax probability of the argmax token
-    argmax: np.ndarray  # int, predicted token per position
-    fed_end: int
+    confidence: np.ndarray  # float, softmax probability of the predicted token
     score: Optional[np.ndarray] = None  # float, the statistic Policy.scoring() asked for
 
 
@@ -141,6 +192,10 @@ class Policy(ABC):
 
     def check_layout(self, layout: Layout) -> None:
         """Check the parameters against the canvas geometry."""
+
+    def thresholds(self) -> Thresholds:
+        """The numbers this policy decides by, for the views (see ``Thresholds``)."""
+        return Thresholds()
 
     def scoring(self) -> Optional[Scoring]:
         """None: the engine's LLaDA rule (confidence = probability of the argmax or of the

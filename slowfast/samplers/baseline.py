@@ -9,7 +9,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .base import Decision, Layout, Observation, Policy, top_positions
+from .base import Decision, Layout, Observation, Policy, Stage, Thresholds, top_positions
 
 REMASKING = ("low_confidence", "random")
 
@@ -25,6 +25,9 @@ class BaselinePolicy(Policy):
     remasking: str = "low_confidence"
 
     name = "baseline"
+
+    def thresholds(self) -> Thresholds:
+        return Thresholds(remasking=self.remasking)
 
     def validate(self) -> None:
         if self.remasking not in REMASKING:
@@ -65,7 +68,7 @@ class BaselinePolicy(Policy):
         else:
             scores = obs.confidence
         decode = top_positions(scores, candidates, k)
-        decision = Decision(decode=decode, stage="baseline", block=self.block, info={"k": k})
+        decision = Decision(decode=decode, stage=Stage.BASELINE, block=self.block, info={"k": k})
         self.step_in_block += 1
         if self.step_in_block == self.steps_per_block:
             self.block += 1

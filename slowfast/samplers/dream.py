@@ -23,7 +23,7 @@ from typing import Optional
 import numpy as np
 import torch
 
-from .base import Decision, Layout, Observation, Policy, Scoring, top_positions
+from .base import Decision, Layout, Observation, Policy, Scoring, Stage, top_positions
 
 ALGS = ("maskgit_plus", "topk_margin", "entropy", "origin")
 SCORE_OF = {"maskgit_plus": "probability", "topk_margin": "margin", "entropy": "neg_entropy",
@@ -117,5 +117,5 @@ class DreamPolicy(Policy):
                 decode = np.sort(idx[sample_without_replacement(score[idx], float(self.alg_temp), k, self.rng)])
             info["k"] = int(k)
         self.step += 1
-        return Decision(decode=np.asarray(decode, dtype=np.int64), stage="baseline", block=0,
+        return Decision(decode=np.asarray(decode, dtype=np.int64), stage=Stage.BASELINE, block=0,
                         span=(0, self.layout.gen_length), info=info)

@@ -44,6 +44,8 @@ from .base import (
     Layout,
     Observation,
     Policy,
+    Stage,
+    Thresholds,
     check_int_at_least,
     check_unit_interval,
     top_positions,
@@ -62,6 +64,37 @@ VARIANT_DEFAULTS = {
                   max_cycles=4096),
 }
 DEFAULT_MAX_CYCLES = 256
+
+
+@dataclass(frozen=True)
+class SlowFastInfo:
+    """What a SlowFast step says beyond the generic record fields (its ``StepRecord.info``):
+    the cycle (slow stage then fast stage) within the block, and in the slow stage this
+    forward's horizon estimate (span end, a generated position) and whether the span end is
+    frozen for the cycle. Views read records through ``SlowFastInfo.of``."""
+
+    cycle: int
+    estimate: Optional[int] = None  # slow stage only
+    frozen: Optional[bool] = None  # slow stage only
+
+    def to_info(self) -> dict:
+        info: dict = {"cycle": self.cycle}
+        if self.estimate is not None:
+            info["estimate"] = self.estimate
+        if self.frozen is not None:
+            info["frozen"] = self.frozen
+        return info
+
+    @classmethod
+    def of(cls, record) -> Optional["SlowFastInfo"]:
+        """The info of a SlowFast record (None for other samplers' records)."""
+        info = getattr(record, "info", None) or {}
+        if "cycle" not in info:
+            return None
+        estimate = info.get("estimate")
+        frozen = info.get("frozen")
+        return cls(cycle=int(info["cycle"]), estimate=None if estimate is None else int(estimate),
+                   frozen=None if frozen is None else bool(frozen))
 MIN_PARALLEL = 2  # decode in parallel only when at least this many positions are confident
 
 
@@ -150,7 +183,7 @@ class SlowFastPolicy(Policy):
         self.cycle += 1
         # raised by the next decide(), so the forward that ended the last cycle is recorded
         self.stalled = self.cycle > self.max_cycles
-        self.stage = "slow"
+        self.stage = Stage.SLOW
         self.slow_steps = 0
         self.window: deque[int] = deque(maxlen=self.stability_window)
         if self.variant == "dream":  # the reference's history starts each cycle as zeros
@@ -176,6 +209,17 @@ class SlowFastPolicy(Policy):
             return max(1, int(np.round(np.mean(self.window))))
         return int(np.mean(self.window))
 
+    def thresholds(self) -> Thresholds:
+        return Thresholds(
+            high_confidence=self.high_confidence_threshold,
+            slow_confidence=(self.high_confidence_threshold if self.slow_confidence_threshold is None
+                             else self.slow_confidence_threshold),
+            horizon=self.horizon_threshold, spread=self.std_threshold,
+            spread_measure={"paper": "variance", "dream": "unbiased variance"}.get(self.variant, "standard deviation"),
+            spread_inclusive=self.variant == "dream", stability_window=self.stability_window,
+            exploration_steps=self.exploration_steps,
+        )
+
     # --- one forward's decision -------------------------------------------------------------
     def decide(self, obs: Observation) -> Decision:
         if self.stalled:
@@ -188,12 +232,9 @@ class SlowFastPolicy(Policy):
         conf, masked = obs.confidence, obs.mask
         scope = np.zeros_like(masked)
         scope[start:be] = masked[start:be]
-        info: dict = {"cycle": self.cycle}
-
-        if self.stage == "slow":
+        if self.stage == Stage.SLOW:
             increment = horizon_increment(conf[start:be], masked[start:be], self.horizon_threshold)
             estimate = int(np.clip(self.last_len + increment, 1, bl))
-            info["estimate"] = bs + estimate
             self.slow_steps += 1
             if self.span_end is None:
                 self.window.append(estimate)
@@ -203,29 +244,30 @@ class SlowFastPolicy(Policy):
                 elif self.slow_steps >= self.exploration_steps:
                     self.span_end = self._unstable_end() if self.window else bl // 2
             end = self.span_end if self.span_end is not None else self._unstable_end()
-            info["frozen"] = self.span_end is not None
+            info = SlowFastInfo(cycle=self.cycle, estimate=bs + estimate, frozen=self.span_end is not None)
             slow_threshold = (self.high_confidence_threshold if self.slow_confidence_threshold is None
                               else self.slow_confidence_threshold)
             decision = Decision(
                 decode=cautious_decode(conf, scope, slow_threshold),
-                stage="slow", block=self.block, span=(start, max(start, bs + end)),
-                horizons=[bs + e for e in self.window], horizon_spread=self._spread(), info=info,
+                stage=Stage.SLOW, block=self.block, span=(start, max(start, bs + end)),
+                horizons=[bs + e for e in self.window], horizon_spread=self._spread(), info=info.to_info(),
             )
             done = self.slow_steps >= self.exploration_steps or (
                 self.variant == "paper" and self.span_end is not None
             )
             if done:
-                self.stage = "fast"
+                self.stage = Stage.FAST
         else:
             span = np.zeros_like(masked)
             span[start:bs + self.span_end] = masked[start:bs + self.span_end]
             self.fast_forwards += 1
             decision = Decision(
                 decode=cautious_decode(conf, span, self.high_confidence_threshold),
-                stage="fast", block=self.block, span=(start, max(start, bs + self.span_end)), info=info,
+                stage=Stage.FAST, block=self.block, span=(start, max(start, bs + self.span_end)),
+                info=SlowFastInfo(cycle=self.cycle).to_info(),
             )
         self._advance(masked, decision.decode)
-        if self.stage == "fast" and self.fast_forwards > 0:
+        if self.stage == Stage.FAST and self.fast_forwards > 0:
             decision.next_extent = self.layout.block_bounds(self.block)[0] + self.span_end
         return decision
 
@@ -243,7 +285,7 @@ class SlowFastPolicy(Policy):
         after[decoded] = False
         bs, be = self.layout.block_bounds(self.block)
         block_full = not after[bs:be].any()
-        if self.stage == "slow":
+        if self.stage == Stage.SLOW:
             if block_full and (self.stop_when_full or self.variant == "dream"):
                 self._next_block()
             return

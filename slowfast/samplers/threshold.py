@@ -12,7 +12,7 @@ from typing import Optional
 
 import numpy as np
 
-from .base import Decision, Layout, Observation, Policy, check_unit_interval, top_positions
+from .base import Decision, Layout, Observation, Policy, Stage, Thresholds, check_unit_interval, top_positions
 
 
 def factor_count(sorted_conf: np.ndarray, factor: float) -> int:
@@ -29,6 +29,9 @@ class ThresholdPolicy(Policy):
 
     name = "threshold"
     ALIASES = {"confidence_threshold": "threshold"}
+
+    def thresholds(self) -> Thresholds:
+        return Thresholds(threshold=self.threshold, factor=self.factor)
 
     def validate(self) -> None:
         check_unit_interval("threshold", self.threshold)
@@ -53,4 +56,4 @@ class ThresholdPolicy(Policy):
             idx = np.flatnonzero(candidates)
             n = factor_count(np.sort(conf[idx])[::-1], self.factor)
             decode = top_positions(conf, candidates, n)
-        return Decision(decode=decode, stage="threshold", block=block, span=(start, end))
+        return Decision(decode=decode, stage=Stage.THRESHOLD, block=block, span=(start, end))

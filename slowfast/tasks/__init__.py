@@ -7,6 +7,8 @@ what the acceptance bar is measured on. ``gen_length`` is the generation length 
 """
 from __future__ import annotations
 
+from typing import Optional
+
 from .arithmetic import Arithmetic
 from .base import SPLITS, Example, Task, is_heldout
 from .copy_letters import Copy
@@ -26,4 +28,14 @@ def heldout_prompts(task_name: str, n: int, seed: int = 0) -> list[str]:
     return [ex.prompt for ex in get_task(task_name).examples("heldout", n, seed)]
 
 
-__all__ = ["SPLITS", "TASKS", "Example", "Task", "get_task", "heldout_prompts", "is_heldout"]
+def example_for(prompt: str) -> Optional[tuple[Task, Example]]:
+    """The task and example ``prompt`` belongs to (any split, or typed by hand in a task's
+    format), so a run on it can be scored; None for any other prompt."""
+    for task in TASKS.values():
+        example = task.parse(prompt)
+        if example is not None:
+            return task, example
+    return None
+
+
+__all__ = ["SPLITS", "TASKS", "Example", "Task", "example_for", "get_task", "heldout_prompts", "is_heldout"]

@@ -18,6 +18,8 @@ import re
 from .base import Example, Task
 
 ANSWER_RE = re.compile(r"The answer is (-?\d+)")
+PROMPT_RE = re.compile(r"^Q: (\d+)((?:[+-]\d+)+)=\? A:$")
+TERM_RE = re.compile(r"([+-])(\d+)")
 
 
 class Arithmetic(Task):
@@ -46,11 +48,27 @@ class Arithmetic(Task):
             operands.append(b)
             value = new
         expr = str(operands[0]) + "".join(f"{op}{b}" for op, b in zip(ops, operands[1:]))
-        prompt = f"Q: {expr}=? A:"
-        target = " " + ", ".join(steps) + f". The answer is {value}."
-        return Example(prompt=prompt, target=target, meta={"answer": value, "operands": operands, "ops": ops})
+        return worked(f"Q: {expr}=? A:", operands, ops)
+
+    def parse(self, prompt: str) -> Example | None:
+        m = PROMPT_RE.match(prompt.strip())
+        if m is None:
+            return None
+        terms = TERM_RE.findall(m.group(2))
+        return worked(prompt.strip(), [int(m.group(1))] + [int(b) for _, b in terms], [op for op, _ in terms])
 
     def score(self, example: Example, output_text: str) -> dict[str, float | bool]:
         found = ANSWER_RE.findall(output_text)
         answer_correct = bool(found) and int(found[-1]) == int(example.meta["answer"])
         return {"answer_correct": answer_correct, "exact_match": output_text.strip() == example.target.strip()}
+
+
+def worked(prompt: str, operands: list[int], ops: list[str]) -> Example:
+    """The example for a chain: its worked steps left to right and the answer."""
+    value, steps = operands[0], []
+    for op, b in zip(ops, operands[1:]):
+        new = value + b if op == "+" else value - b
+        steps.append(f"{value}{op}{b}={new}")
+        value = new
+    target = " " + ", ".join(steps) + f". The answer is {value}."
+    return Example(prompt=prompt, target=target, meta={"answer": value, "operands": operands, "ops": ops})

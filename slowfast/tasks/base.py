@@ -5,7 +5,7 @@ import random
 from abc import ABC, abstractmethod
 import zlib
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Optional
 
 SPLITS = ("train", "heldout")
 
@@ -75,6 +75,15 @@ class Task(ABC):
     @abstractmethod
     def score(self, example: Example, output_text: str) -> dict[str, float | bool]:
         """Metrics of ``output_text`` against ``example``; includes ``primary_metric``."""
+
+    def parse(self, prompt: str) -> Optional[Example]:
+        """The example whose prompt is ``prompt`` (typed by hand or from either split), so any
+        run on it can be scored; None when ``prompt`` is not one of this task's."""
+        return None
+
+    def correct(self, example: Example, output_text: str) -> bool:
+        """Whether ``output_text`` passes the task's primary metric."""
+        return bool(self.score(example, output_text)[self.primary_metric])
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(name={self.name!r}, gen_length={self.gen_length})"

@@ -10,9 +10,12 @@ model did not learn the alignment in the CPU budget.)
 from __future__ import annotations
 
 import random
+import re
 import string
 
 from .base import Example, Task
+
+PROMPT_RE = re.compile(r"^Copy: ([a-z](?: [a-z])*)\. A:$")
 
 
 class Copy(Task):
@@ -28,6 +31,13 @@ class Copy(Task):
         prompt = "Copy: " + " ".join(letters) + ". A:"
         target = " " + " ".join(letters) + "."
         return Example(prompt=prompt, target=target, meta={"letters": letters})
+
+    def parse(self, prompt: str) -> Example | None:
+        m = PROMPT_RE.match(prompt.strip())
+        if m is None:
+            return None
+        letters = m.group(1).split(" ")
+        return Example(prompt=prompt.strip(), target=" " + " ".join(letters) + ".", meta={"letters": letters})
 
     def score(self, example: Example, output_text: str) -> dict[str, float | bool]:
         return {"exact_match": output_text.strip() == example.target.strip()}

@@ -84,6 +84,18 @@ class Story(Task):
         return Example(prompt=prompt, target=" " + " ".join(words),
                        meta={"hero": hero, "colour": colour, "object": obj, "count": n})
 
+    def parse(self, prompt: str) -> Example | None:
+        m = PROMPT_RE.match(prompt.strip())
+        if not m or m.group(1) not in NAMES or m.group(2) not in NUMBERS or m.group(3) not in COLOURS:
+            return None
+        n = NUMBERS.index(m.group(2))
+        obj = next((o for o in OBJECTS if noun(o, n) == m.group(4)), None)
+        if obj is None:
+            return None
+        # a story has many right continuations: the checker scores it, there is no one target
+        return Example(prompt=prompt.strip(), target="",
+                       meta={"hero": m.group(1), "colour": m.group(3), "object": obj, "count": n})
+
     def score(self, example: Example, output_text: str) -> dict[str, float | bool]:
         ok, sentences, reason = check_story(example.prompt, output_text)
         return {"consistent": ok, "sentences": float(sentences), "error": reason}
