@@ -1,3 +1,5 @@
+import os
+
 import pytest
 import torch
 
@@ -7,6 +9,24 @@ torch.set_num_threads(1)
 
 from slowfast.models import load_model
 from slowfast.models.tiny import write_tiny_checkpoint
+
+FULL_EVAL_ENV = "SLOWFAST_FULL_EVAL"
+
+
+def pytest_configure(config):
+    config.addinivalue_line(
+        "markers", f"full_eval: the embedded model's full evaluation (100 held-out problems per task, minutes); "
+                   f"skipped unless {FULL_EVAL_ENV}=1")
+
+
+def pytest_collection_modifyitems(config, items):
+    """The full evaluation runs only when asked for: SLOWFAST_FULL_EVAL=1 python -m pytest -q tests/test_embedded.py"""
+    if os.environ.get(FULL_EVAL_ENV) == "1":
+        return
+    skip = pytest.mark.skip(reason=f"the full evaluation: set {FULL_EVAL_ENV}=1 to run it")
+    for item in items:
+        if "full_eval" in item.keywords:
+            item.add_marker(skip)
 
 
 @pytest.fixture(scope="session")

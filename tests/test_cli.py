@@ -86,8 +86,17 @@ def test_bench_samplers_compares_side_by_side(tiny_dir, capsys):
                  "--block-length", "32"]) == 0
     lines = capsys.readouterr().out.splitlines()
     assert [line.split()[0] for line in lines[2:]] == ["baseline", "slowfast", "slowfast,", "slowfast"]
-    assert lines[2].split()[1] == "32" and "1.00x" in lines[2]
-    published, early = int(lines[3].split()[1]), int(lines[4].split()[4])
+    row = re.compile(r"(.+?)\s+(\d+)\s+(\d+)\s+([\d.]+)\s+([\d.]+)\s+([\d.]+)x\s+([\d.]+|nan)x\s+(yes|no)")
+    rows = {m[1]: m.groups()[1:] for m in map(row.fullmatch, lines[2:])}
+    assert list(rows) == ["baseline", "slowfast", "slowfast, stop when full", "slowfast + cache"]
+    nfe = {name: int(r[0]) for name, r in rows.items()}
+    assert nfe["baseline"] == 32  # one token per forward: gen_length forwards
+    assert rows["baseline"][4] == "1.00"
+    # every other row's speedup by NFE is the baseline's NFE over its own, as the rows print them
+    for name in ["slowfast", "slowfast, stop when full", "slowfast + cache"]:
+        assert float(rows[name][4]) == pytest.approx(32 / nfe[name], abs=0.005), name
+    assert nfe["slowfast"] < 32 and float(rows["slowfast"][4]) > 1.0  # SlowFast needs fewer forwards
+    published, early = nfe["slowfast"], nfe["slowfast, stop when full"]
     assert early <= published  # stop_when_full only drops forwards that decode nothing
 
 

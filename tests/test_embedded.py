@@ -1,13 +1,14 @@
 """The shipped embedded model, through the same public loader and engine a user calls.
 
-Accuracy at one token per forward on 100 held-out problems per task, and decoding that shows
-what SlowFast exploits (on fewer prompts where a criterion needs several samplers).
-``python -m slowfast eval`` computes the full figures of the model card.
+Accuracy at one token per forward on the first 20 held-out problems per task, and decoding that
+shows what SlowFast exploits on the same 20. The full evaluation, on 100 held-out problems per
+task (minutes), is marked ``full_eval`` and runs only with ``SLOWFAST_FULL_EVAL=1`` (see
+conftest.py); ``python -m slowfast eval`` computes the full figures of the model card.
 
 The accuracy targets we set (story checker 90%, arithmetic 95%, copy 99%) are not met yet by
-the shipped model (see its card: training stopped while the loss was still falling); FLOOR
-holds what it measures, so that a regression shows, and the structure checks hold where the
-model meets them: the story in one block, the arithmetic chain in blocks of 32.
+the shipped model (see its card: training stopped while the loss was still falling); FLOOR and
+SAMPLE_FLOOR hold what it measures, so that a regression shows, and the structure checks hold
+where the model meets them: the story in one block, the arithmetic chain in blocks of 32.
 """
 import numpy as np
 import pytest
@@ -19,8 +20,11 @@ from slowfast.tasks import TASKS
 
 TARGET = {"story": 0.90, "arithmetic": 0.95, "copy": 0.99}  # not met yet: see the docstring
 FLOOR = {"story": 0.30, "arithmetic": 0.35, "copy": 0.99}  # measured 35%, 40%, 100% on these 100
-N = 100
-N_STAGES = 30  # prompts per task for the SlowFast-structure checks
+N = 100  # the full evaluation (full_eval)
+N_SAMPLE = 20  # the default run: the first 20 of those 100 (the same problems)
+# measured 50%, 35%, 100% (10, 7 and 20 of 20); one problem (5 points) below, for other CPUs' rounding
+SAMPLE_FLOOR = {"story": 0.45, "arithmetic": 0.30, "copy": 0.95}
+N_STAGES = N_SAMPLE  # prompts per task for the SlowFast-structure checks
 
 
 @pytest.fixture(scope="module")
@@ -38,9 +42,17 @@ def one_block(sampler, gen_length, block_length=None, **params):
 
 @pytest.fixture(scope="module")
 def baseline(embedded):
-    """Baseline traces (one token per forward) on the first N held-out prompts of each task."""
-    return {name: [(ex, generate(embedded, ex.prompt, one_block("baseline", task.gen_length)))
-                   for ex in task.examples("heldout", N)] for name, task in TASKS.items()}
+    """``baseline(name, n)``: baseline traces (one token per forward) on the first n held-out
+    prompts of a task; each prompt is decoded once, when a test first needs it."""
+    done = {name: [] for name in TASKS}
+
+    def first(name, n):
+        task, have = TASKS[name], done[name]
+        for ex in task.examples("heldout", n)[len(have):]:
+            have.append((ex, generate(embedded, ex.prompt, one_block("baseline", task.gen_length))))
+        return have[:n]
+
+    return first
 
 
 @pytest.fixture(scope="module")
@@ -49,14 +61,27 @@ def runs(embedded, baseline):
     first prompts; the arithmetic chain in blocks of 32, since in one block its end-of-text
     tail pulls the first span to the end (the 8b-teach-eos preset shows it)."""
     return {name: [(ex, base, generate(embedded, ex.prompt, one_block("slowfast", TASKS[name].gen_length, block)))
-                   for ex, base in baseline[name][:N_STAGES]] for name, block in BLOCK.items()}
+                   for ex, base in baseline(name, N_STAGES)] for name, block in BLOCK.items()}
 
 
-@pytest.mark.parametrize("task_name", list(FLOOR))
-def test_embedded_model_accuracy_with_the_baseline(baseline, task_name):
+def accuracy(baseline, task_name, n):
     task = TASKS[task_name]
-    hits = [task.score(ex, trace.text)[task.primary_metric] for ex, trace in baseline[task_name]]
-    assert sum(hits) / N >= FLOOR[task_name]
+    traces = baseline(task_name, n)
+    assert len(traces) == n
+    return sum(task.score(ex, trace.text)[task.primary_metric] for ex, trace in traces) / n
+
+
+@pytest.mark.parametrize("task_name", list(SAMPLE_FLOOR))
+def test_embedded_model_accuracy_with_the_baseline(baseline, task_name):
+    measured = accuracy(baseline, task_name, N_SAMPLE)
+    assert measured >= SAMPLE_FLOOR[task_name], measured
+
+
+@pytest.mark.full_eval
+@pytest.mark.parametrize("task_name", list(FLOOR))
+def test_embedded_model_accuracy_on_100_heldout_problems(baseline, task_name):
+    measured = accuracy(baseline, task_name, N)
+    assert measured >= FLOOR[task_name], measured
 
 
 def test_confidence_falls_with_distance_from_the_prompt(embedded, runs):

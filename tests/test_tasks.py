@@ -2,10 +2,11 @@
 from __future__ import annotations
 
 import re
+import zlib
 
 import pytest
 
-from slowfast.tasks import TASKS, Example, heldout_prompts, is_heldout
+from slowfast.tasks import SPLITS, TASKS, Example, example_for, heldout_prompts, is_heldout
 
 
 @pytest.mark.parametrize("name", sorted(TASKS))
@@ -144,8 +145,47 @@ def test_story_prompts_and_targets():
         assert task.score(ex, "")["consistent"] is False
 
 
+# keys whose split is pinned: a change of the split rule (another hash, another percent, the key
+# built differently) moves held-out items into training, and these literals catch it
+PINNED_SPLIT = [
+    ("story|Story: Dan has five blue pens .", True),  # crc32 % 100 == 2: the first held-out story
+    ("arithmetic|Q: 5+6-9+7-3+2+2=? A:", True),  # crc32 % 100 == 3
+    ("copy|Copy: i q z v o k y l. A:", True),  # crc32 % 100 == 0
+    ("story|Story: Mia has two red apples .", False),  # crc32 % 100 == 10: just outside the 10%
+    ("arithmetic|Q: 7+5-3+8=? A:", False),  # crc32 % 100 == 20
+]
+
+
 def test_split_rule_is_stable():
     # the split is a pure function of the problem text: a fixed list, never a seed
-    assert is_heldout("arithmetic|Q: 7+5-3+8=? A:") == is_heldout("arithmetic|Q: 7+5-3+8=? A:")
+    for key, heldout in PINNED_SPLIT:
+        assert is_heldout(key) is heldout, key
+    # the rule, computed by hand from CRC-32 (an independent oracle for any key and percent)
+    keys = [f"k{i}" for i in range(200)] + [key for key, _ in PINNED_SPLIT] + ["", "é|ünïcode"]
+    for key in keys:
+        for percent in (5, 10, 11, 50):
+            assert is_heldout(key, percent) == (zlib.crc32(key.encode("utf-8")) % 100 < percent), (key, percent)
+    assert is_heldout("story|Story: Mia has two red apples .", percent=11) is True  # the boundary: 10 < 11
     share = sum(is_heldout(f"k{i}") for i in range(5000)) / 5000
     assert 0.07 < share < 0.13
+
+
+@pytest.mark.parametrize("name", list(TASKS))
+def test_a_prompt_typed_in_a_task_format_is_found_and_scored(name):
+    """example_for finds the task of any of its prompts (both splits) and rebuilds the example,
+    so the app can score a run on a prompt typed by hand; other prompts are not scored."""
+    task = TASKS[name]
+    for split in SPLITS:
+        for ex in task.examples(split, 50, seed=5):
+            found_task, found = example_for(ex.prompt)
+            assert found_task is task
+            assert task.correct(found, ex.target)
+            if name != "story":  # a story has no single target: the checker scores it
+                assert (found.target, found.meta) == (ex.target, ex.meta)
+    assert not task.correct(task.parse(ex.prompt), " no.")
+
+
+@pytest.mark.parametrize("prompt", ["", "hello", "Q: 7+5=? A: 12", "Copy: A B. A:", "Story: Zed has two red apples .",
+                                    "Story: Mia has two red dragons ."])
+def test_other_prompts_belong_to_no_task(prompt):
+    assert example_for(prompt) is None

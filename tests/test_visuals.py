@@ -352,10 +352,24 @@ def test_compare_table_speedups_and_same_text(sf):
     assert rows[1]["nfe"] == 3 and rows[1]["forwards"] == 6 and rows[1]["tokens_fed"] == 54
     assert rows[2]["tokens_per_second"] == G / 1.0 and rows[2]["nfe"] == 7  # filled from the records
     assert set(rows[0]) == {"label", "sampler", "nfe", "forwards", "tokens_fed", "seconds", "tokens_per_second",
-                            "speedup_nfe", "speedup_tokens", "speedup", "same_text", "text"}
+                            "speedup_nfe", "speedup_tokens", "speedup", "same_text", "task", "correct", "text"}
+    assert rows[0]["task"] is None and rows[0]["correct"] is None  # not a task's prompt: nothing to score
     assert [r["speedup_nfe"] for r in rows] == [1.0, 7 / 3, 1.0] and rows[1]["speedup_tokens"] == 126 / 54
     with pytest.raises(ValueError, match="labels"):
         visuals.compare_table([slow], ["a", "b"])
+
+
+def test_compare_table_scores_a_task_prompt_with_its_scorer(sf):
+    prompt = "Q: 7+5-3=? A:"
+    right = make_trace(sf.records, text=" 7+5=12, 12-3=9. The answer is 9.", summary=dict(seconds=1.0))
+    wrong = make_trace(sf.records, text=" 7+5=12, 12-3=8. The answer is 8.", summary=dict(seconds=1.0))
+    story = make_trace(sf.records, text=" At the beach Mia finds two more red apples . Now Mia has four red apples .",
+                       summary=dict(seconds=1.0))
+    for t in (right, wrong):
+        t.prompt = prompt
+    story.prompt = "Story: Mia has two red apples ."
+    rows = visuals.compare_table([right, wrong, story], ["a", "b", "c"])
+    assert [(r["task"], r["correct"]) for r in rows] == [("arithmetic", True), ("arithmetic", False), ("story", True)]
 
 
 def test_compare_heatmaps_side_by_side_on_one_position_axis(sf):
@@ -389,17 +403,37 @@ def test_a_trace_without_records_gives_figures_with_a_note():
             assert any("no steps" in (a.text or "") for a in fig.layout.annotations), name
     assert visuals.canvas_html(empty).count(f">{MASK_GLYPH}</span>") == G
     assert math.isnan(visuals.compare_table([empty], ["x"])[0]["speedup"])  # no time: no ratio
-    visuals.compare_heatmaps([empty, empty], ["a", "b"])
+    both = visuals.compare_heatmaps([empty, empty], ["a", "b"])
+    assert "confidence" not in [t.name for t in both.data]  # no heatmap: a placeholder per subplot
+    assert [(a.text, a.xref) for a in both.layout.annotations] == [("no steps", "x domain"), ("no steps", "x2 domain")]
+    assert (both.layout.xaxis.title.text, both.layout.xaxis2.title.text) == ("a · 0 steps", "b · 0 steps")
     assert "no runs" in visuals.compare_heatmaps([], []).layout.annotations[0].text
 
 
 def test_a_partial_trace_draws_what_was_done(sf):
     partial = make_trace(sf.records[:4], tokens=[10, 11, 12, 13, 14] + [MASK] * 3,
                          summary=dict(finished=False, stopped=True))
+    # the first four steps of SF_STEPS: slow, slow, fast, slow, decoding 0, 2, {1, 3}, 4
     for name, fn in visuals.ALL_FIGURES.items():
-        fn(partial)
+        assert "step 3/3 · slow · span [4, 8) · 5/8 decoded" in fn(partial).layout.title.text, name
+    heat = visuals.certainty_heatmap(partial)
+    assert np.asarray(by_name(heat, "confidence").z).shape == (4, G)  # one row per step done, no more
+    marks = by_name(heat, "decoded")
+    assert sorted(zip(marks.y, marks.x)) == [(0, 0), (1, 2), (2, 1), (2, 3), (3, 4)]
+    timeline = visuals.stage_timeline(partial)
+    assert list(by_name(timeline, "slow").x) == [0, 1, 3] and list(by_name(timeline, "fast").x) == [2]
+    np.testing.assert_array_equal(np.asarray(by_name(timeline, "span end").y)[::2], [4, 4, 4, 8])
+    conv = visuals.convergence(partial)
+    h = by_name(conv, "horizon estimates")
+    assert list(zip(h.x, h.y)) == [(0, 4), (1, 4), (1, 4), (3, 8)]
+    assert list(by_name(conv, "span froze").x) == [1]  # the second cycle had not frozen yet
+    fast = visuals.speed(partial)
+    assert list(by_name(fast, "tokens decoded").y) == [1, 1, 2, 1]
+    assert list(by_name(fast, "cumulative NFE").y) == [1, 2, 3, 4]
+    assert "250.0 tokens/s (so far)" in fast.layout.title.text  # 5 tokens in 2 + 4 + 6 + 8 = 20 ms
+    assert list(by_name(visuals.cache_hits(partial), "FLOPs").y) == [1000.0, 2000.0, 3000.0, 4000.0]
     z = np.asarray(visuals.token_canvas(partial, width=4).data[0].z, dtype=float).ravel()
-    assert list(z[5:]) == [-1, -1, -1]
+    assert list(z) == [0, 2, 1, 2, 3, -1, -1, -1]  # the step each position was decoded at; -1 still masked
 
 
 def test_a_256_by_256_trace_draws_every_figure():
