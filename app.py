@@ -6,16 +6,19 @@ from ``visuals`` (pure functions of a Trace) and the engine's StepRecord stream.
 """
 from __future__ import annotations
 
+import asyncio
 import ctypes
 import dataclasses
 import gc
 import inspect
+import itertools
 import json
 import os
 import shutil
 import tempfile
 import threading
 import time
+from collections import deque
 from pathlib import Path
 from typing import Any, Optional
 
@@ -27,7 +30,6 @@ from slowfast.cache import CACHE_PRESETS
 from slowfast.models.loading import EMBEDDED_DIR, KNOWN_MODELS, check_memory
 from slowfast.samplers.slowfast import VARIANT_DEFAULTS
 from slowfast.session import (
-    MODEL_CHOICES,
     DEFAULT_PROMPT,
     PRESETS_DIR,
     DECODES,
@@ -43,15 +45,11 @@ from slowfast.session import (
     run_to_end,
     stream_steps,
 )
+from slowfast.tasks import TASKS
 from slowfast.trace import Trace, tokens_per_second
 
 PRESETS = load_presets(PRESETS_DIR)
-try:
-    from slowfast.tasks import TASKS as _TASKS
-
-    TASK_NAMES = list(_TASKS)
-except ImportError:  # a checkout without the task sets
-    TASK_NAMES = []
+TASK_NAMES = list(TASKS)
 SESSION_SECONDS = 3600  # a browser's runs and traces are dropped this long after its last event
 MAX_SESSIONS = 64  # browsers whose last run is kept for scrubbing, export and compare
 QUEUE_SIZE = 64  # events waiting for the device; more are refused with "queue full"
@@ -93,10 +91,11 @@ def space_decoder():
 _decode_on_gpu = space_decoder()
 
 
-def named(fn, *names: str):
+def named(fn, *names: str, device: bool = False):
     """``fn`` wired for Gradio: a signature naming its inputs, so the API's parameters are
     ``prompt``, ``gen_length``, ... (Gradio reads them from the signature), and its ``state``
-    argument (where ``names`` has "state") taken from this browser's server-side session."""
+    argument (where ``names`` has "state") taken from this browser's server-side session.
+    ``device``: a generator that holds the device; its time is logged in ``DEVICE``."""
     at = names.index("state") if "state" in names else None
     shown = [n for n in names if n != "state"]
 
@@ -113,17 +112,44 @@ def named(fn, *names: str):
         # here instead of waiting for the garbage collector: the session's run stops at once.
         async def wrapper(*args, request: Optional[gr.Request] = None):
             args = with_state(args, request)
+            state = args[at] if at is not None else {}
             gen = fn(*args)
+            mine: list = []  # the runs this event started
+            token = DEVICE.start() if device else None
+            ended = threading.Event()
+
+            def end(_task=None) -> None:
+                """The event is over, however it ended: its runs stop after their current
+                forward, its generator is closed and its device time logged (once)."""
+                if ended.is_set():
+                    return
+                ended.set()
+                # (on the device, the session's latest run is this event's even when it began
+                # in the frame being computed as the event was cancelled)
+                for job in [*mine, state.get("run") if device else None]:
+                    if job is not None and not job.done.is_set():
+                        job.stop()
+                if token is not None:
+                    DEVICE.end(token)
+                threading.Thread(target=close_when_idle, args=(gen,), daemon=True).start()
+
+            # Gradio closes its own wrapper around this generator when an event is cancelled
+            # between two frames, not this generator (that waits for the garbage collector):
+            # the end of the event's task is what says for sure that nobody is watching.
+            task = asyncio.current_task()
+            if task is not None and GRADIO_EVENT_TASK in task.get_name():
+                task.add_done_callback(end)
             try:
                 while True:
                     item = await anyio.to_thread.run_sync(next, gen, DONE)
+                    job = state.get("run") if device else None  # only device events start runs
+                    if job is not None and not any(job is j for j in mine):
+                        mine.append(job)
                     if item is DONE:
                         return
                     yield item
             finally:
-                if at is not None:
-                    stop_run(args[at])
-                threading.Thread(target=close_when_idle, args=(gen,), daemon=True).start()
+                end()
     else:
         def wrapper(*args, request: Optional[gr.Request] = None):
             return fn(*with_state(args, request))
@@ -137,6 +163,7 @@ def named(fn, *names: str):
 
 
 DONE = object()
+GRADIO_EVENT_TASK = "<gradio-sep>"  # in the name Gradio's queue gives each event's task
 
 
 def stop_run(state: dict) -> None:
@@ -177,6 +204,65 @@ def release_memory() -> None:
 SESSIONS = SessionStore(end_session, max_sessions=MAX_SESSIONS, ttl=SESSION_SECONDS)
 
 
+class DeviceEvents:
+    """How long the device's events (runs, compares, chat turns, tune sweeps) hold it, from
+    start to their last frame, so a queued browser is told a wait that holds. (Gradio's own
+    estimate counts a streaming event only up to its first frame.)"""
+
+    def __init__(self, keep: int = 20):
+        self.durations: deque[float] = deque(maxlen=keep)
+        self.started: dict[int, float] = {}
+        self._ids = itertools.count()
+        self._lock = threading.Lock()
+
+    def start(self) -> int:
+        key = next(self._ids)
+        with self._lock:
+            self.started[key] = time.monotonic()
+        return key
+
+    def end(self, key: int) -> None:
+        with self._lock:
+            start = self.started.pop(key, None)
+            if start is not None:
+                self.durations.append(time.monotonic() - start)
+
+    def note(self, waiting: int) -> str:
+        """What a browser whose event joins the queue now is told ("" when the device is free)."""
+        with self._lock:
+            running = [time.monotonic() - t for t in self.started.values()]
+            durations = sorted(self.durations)
+        if not running and waiting <= 0:
+            return ""
+        ahead = len(running) + max(waiting, 0)
+        line = (f"⏳ {ahead} {'run is' if ahead == 1 else 'runs are'} ahead of yours on this machine "
+                f"(one decoding at a time).")
+        if durations:
+            typical = durations[len(durations) // 2]
+            eta = sum(max(typical - r, 1.0) for r in running) + max(waiting, 0) * typical
+            line += (f" Runs here have taken about {typical:.0f} s each (median of the last {len(durations)}), "
+                     f"so yours should start in about {eta:.0f} s.")
+        return line
+
+
+DEVICE = DeviceEvents()
+
+
+def device_waiting(demo: gr.Blocks, session_hash: Optional[str] = None) -> int:
+    """Other browsers' events waiting in Gradio's queue for the device (0 where the queue
+    cannot be read)."""
+    queue = getattr(getattr(demo, "_queue", None), "event_queue_per_concurrency_id", {}).get("device")
+    return sum(1 for event in getattr(queue, "queue", ()) or () if getattr(event, "session_hash", None) != session_hash)
+
+
+def queue_note_for(demo: gr.Blocks):
+    """A handler for the moment Run or Compare is clicked: how long this browser will wait."""
+    def queue_note(request: gr.Request):
+        note = DEVICE.note(device_waiting(demo, getattr(request, "session_hash", None)))
+        return note or gr.update()
+    return queue_note
+
+
 def on_unload(request: gr.Request) -> None:
     """The browser closed the page: stop its run and free its traces now."""
     SESSIONS.drop(request.session_hash)
@@ -200,14 +286,14 @@ def status_line(trace: Trace, step: Optional[int] = None) -> str:
     if not records:
         return "No steps yet."
     last = records[-1]
-    s = trace.summary
-    state = ("finished" if s.get("finished") else "stopped" if s.get("stopped")
-             else f"ended: {visuals.esc(s['error'])}" if s.get("error") else "running")
+    s = trace.stats
+    state = ("finished" if s.finished else "stopped" if s.stopped
+             else f"ended: {visuals.esc(s.error)}" if s.error else "running")
     if step is not None and step < len(trace.records) - 1:
         state = f"replaying step {step} of {len(trace.records) - 1}"
     decoded = sum(len(r.decoded) for r in records)
     seconds = sum(r.ms for r in records) / 1000
-    cache = f" | cache {s['cache_bytes'] / 2**20:.1f} MiB" if s.get("cache_bytes") else ""
+    cache = f" | cache {s.cache_bytes / 2**20:.1f} MiB" if s.cache_bytes else ""
     return (f"**{state}** | step {last.step} ({last.stage}) | NFE {last.nfe} | decoded {decoded}/{trace.gen_length} "
             f"| tokens fed {sum(r.tokens_fed for r in records)} | {seconds:.2f} s | "
             f"{tokens_per_second(decoded, seconds):.1f} tokens/s{cache}")
@@ -344,7 +430,7 @@ def on_chat(model_name: str, message: str, history: list, state: dict, *values):
     finally:
         turn.close()  # stops the decoding if this turn was cancelled
     trace = state.get("trace")
-    if outputs is not None and trace is not None and trace.prompt == message and trace.summary.get("finished"):
+    if outputs is not None and trace is not None and trace.prompt == message and trace.stats.finished:
         yield [*outputs, turns + [{"role": "assistant", "content": trace.text}], ""]
 
 
@@ -430,11 +516,16 @@ def on_compare(model_name: str, prompt: str, configs: list[str], state: dict, *v
     if _decode_on_gpu is None:
         traces = [job.trace() for job in jobs]
     rows = visuals.compare_table(traces, labels)
-    table = [[r["label"], r["nfe"], f"{r['speedup_nfe']:.2f}x", r["tokens_fed"], f"{r['speedup_tokens']:.2f}x",
+    table = [[r["label"], "—" if r["correct"] is None else "yes" if r["correct"] else "no", r["nfe"],
+              f"{r['speedup_nfe']:.2f}x", r["tokens_fed"], f"{r['speedup_tokens']:.2f}x",
               round(r["seconds"], 3), f"{r['speedup']:.2f}x", "yes" if r["same_text"] else "no", r["text"]]
              for r in rows]
     state["compare"] = traces
-    yield (f"Compared {len(traces)} runs on the same prompt and seed.", table,
+    task = rows[0]["task"] if rows else None
+    scored = (f" The prompt is a **{task}** problem: \"correct\" is its scorer's verdict "
+              f"({TASKS[task].primary_metric.replace('_', ' ')})." if task else
+              " \"correct\" is shown when the prompt is one of the embedded tasks' (arithmetic, story, copy).")
+    yield (f"Compared {len(traces)} runs on the same prompt and seed.{scored}", table,
            visuals.compare_heatmaps(traces, labels))
 
 
@@ -459,8 +550,8 @@ def on_tune(model_name: str, task: str, count: int, points: int, seed: int, stat
             front = pareto_front(scored)
             state["tune"] = front
             on_front = {id(p) for p in front}
-            table = [[p["label"], round(p["accuracy"], 3), round(p["nfe"], 1), round(p["tokens_fed"]),
-                      "yes" if id(p) in on_front else ""] for p in front]
+            table = [[round(p["accuracy"], 3), round(p["nfe"], 1), round(p["tokens_fed"]),
+                      "yes" if id(p) in on_front else "", p["label"]] for p in front]  # the long label last
             yield (f"{len(scored)} of {len(todo)} settings scored on {int(count)} **{task}** prompts; the front "
                    "below is accuracy against NFE. Click a row to load its settings into the explorer.",
                    visuals.pareto_figure(scored, front), table)
@@ -677,6 +768,7 @@ def build_app(default_model: str = "embedded") -> gr.Blocks:
                                             info="reference = the published code; paper = the paper's text")
                     c["exploration_steps"] = gr.Slider(1, 16, d.exploration_steps, step=1,
                                                        label="Exploration steps (slow stage)",
+                                                       elem_id="exploration-steps",
                                                        info="k_exploration_steps / K_max: forwards per slow stage")
                     c["horizon_threshold"] = gr.Slider(0, 1, d.horizon_threshold, step=0.01,
                                                        label="Horizon confidence threshold",
@@ -756,7 +848,7 @@ def build_app(default_model: str = "embedded") -> gr.Blocks:
                     compare_btn = gr.Button("Compare", elem_id="compare")
                     compare_msg = gr.Markdown()
                     compare_table = gr.Dataframe(
-                        headers=["config", "NFE", "speedup by NFE", "tokens fed", "speedup by tokens fed",
+                        headers=["config", "correct", "NFE", "speedup by NFE", "tokens fed", "speedup by tokens fed",
                                  "seconds (this machine)", "speedup by time", "same text as the first", "text"],
                         interactive=False, elem_id="compare-table")
                     gr.Markdown("NFE and tokens fed are exact and repeatable; seconds are one measurement on this "
@@ -770,15 +862,16 @@ def build_app(default_model: str = "embedded") -> gr.Blocks:
                                 "reference. `python -m slowfast sweep` runs larger ones.")
                     with gr.Row():
                         tune_task = gr.Dropdown(TASK_NAMES, value=TASK_NAMES[0] if TASK_NAMES else None,
-                                                label="Task")
-                        tune_count = gr.Slider(2, 20, 4, step=1, label="Prompts per setting")
-                        tune_points = gr.Slider(2, 24, 6, step=1, label="Random settings")
+                                                label="Task", elem_id="tune-task")
+                        tune_count = gr.Slider(2, 20, 4, step=1, label="Prompts per setting", elem_id="tune-count")
+                        tune_points = gr.Slider(2, 24, 6, step=1, label="Random settings", elem_id="tune-points")
                         tune_seed = gr.Number(0, precision=0, label="Seed")
                     tune_btn = gr.Button("Sweep", elem_id="tune")
-                    tune_msg = gr.Markdown()
+                    tune_msg = gr.Markdown(elem_id="tune-msg")
                     tune_plot = gr.Plot(show_label=False, elem_id="tune-plot")
-                    tune_table = gr.Dataframe(headers=["setting", "accuracy", "NFE", "tokens fed", "on the front"],
-                                              interactive=False, elem_id="tune-table")
+                    tune_table = gr.Dataframe(headers=["accuracy", "NFE", "tokens fed", "on the front", "setting"],
+                                              interactive=False, elem_id="tune-table", wrap=True,
+                                              column_widths=["11%", "9%", "12%", "12%", "56%"])
                 with gr.Tab("Export / replay"):
                     export_btn = gr.Button("Export trace and figures")
                     export_msg = gr.Markdown()
@@ -790,15 +883,19 @@ def build_app(default_model: str = "embedded") -> gr.Blocks:
         views = [canvas, heat, stages, conv, cache_plot, speed, status, explain]
         hidden = dict(api_visibility="undocumented")  # the page's own wiring, not an API
         # the API: /run, /stop, /compare, /replay, /chat with the settings' own parameter names
-        run_event = run_btn.click(named(on_run, "model", "prompt", "state", *CONTROL_NAMES),
+        queue_note = queue_note_for(demo)  # said at once when the device is busy
+        run_btn.click(queue_note, None, [message], queue=False, **hidden)
+        compare_btn.click(queue_note, None, [compare_msg], queue=False, **hidden)
+        run_event = run_btn.click(named(on_run, "model", "prompt", "state", *CONTROL_NAMES, device=True),
                                   [model, prompt, *controls], [message, text, *views, scrubber, run_btn],
                                   api_name="run", concurrency_id="device", concurrency_limit=1)
         chat_events = [
-            trigger(named(on_chat, "model", "message", "history", "state", *CONTROL_NAMES),
+            trigger(named(on_chat, "model", "message", "history", "state", *CONTROL_NAMES, device=True),
                     [model, chat_msg, chatbot, *controls], [message, text, *views, scrubber, run_btn, chatbot, chat_msg],
                     concurrency_id="device", **(dict(api_name="chat") if i == 0 else hidden))
             for i, trigger in enumerate((chat_send.click, chat_msg.submit))]
-        compare_event = compare_btn.click(named(on_compare, "model", "prompt", "configs", "state", *CONTROL_NAMES),
+        compare_event = compare_btn.click(named(on_compare, "model", "prompt", "configs", "state", *CONTROL_NAMES,
+                                                device=True),
                                           [model, prompt, configs, *controls],
                                           [compare_msg, compare_table, compare_plot],
                                           api_name="compare", concurrency_id="device")
@@ -807,18 +904,20 @@ def build_app(default_model: str = "embedded") -> gr.Blocks:
         stop_btn.click(named(on_stop, "state"), None, [message, *views, scrubber, run_btn], api_name="stop",
                        queue=False, cancels=[run_event, compare_event, *chat_events])
         chat_clear.click(lambda: [], None, [chatbot], queue=False, **hidden)
+        # walking through a finished trace needs no device: every browser may do it at once
+        free = dict(hidden, concurrency_limit=None)
         scrub = named(on_scrub, "step", "state")
-        scrubber.release(scrub, [scrubber], views, **hidden)
-        scrubber.input(scrub, [scrubber], views, trigger_mode="always_last", **hidden)  # keys and drags
+        scrubber.release(scrub, [scrubber], views, **free)
+        scrubber.input(scrub, [scrubber], views, trigger_mode="always_last", **free)  # keys and drags
         prev_btn.click(named(lambda st, step: on_step_by(-1, step, st), "state", "step"), [scrubber],
-                       [*views, scrubber], **hidden)
+                       [*views, scrubber], **free)
         next_btn.click(named(lambda st, step: on_step_by(1, step, st), "state", "step"), [scrubber],
-                       [*views, scrubber], **hidden)
-        play_event = play_btn.click(named(on_play, "step", "state"), [scrubber], [*views, scrubber], **hidden)
+                       [*views, scrubber], **free)
+        play_event = play_btn.click(named(on_play, "step", "state"), [scrubber], [*views, scrubber], **free)
         for b in (prev_btn, next_btn, run_btn):
             b.click(None, None, None, cancels=[play_event], **hidden)
         export_btn.click(named(on_export, "state"), None, [export_msg, export_files], **hidden)
-        tune_btn.click(named(on_tune, "model", "task", "count", "points", "seed", "state"),
+        tune_btn.click(named(on_tune, "model", "task", "count", "points", "seed", "state", device=True),
                        [model, tune_task, tune_count, tune_points, tune_seed], [tune_msg, tune_plot, tune_table],
                        api_name="tune", concurrency_id="device")
         tune_table.select(on_tune_select, None, [tune_msg, *controls], **hidden)
@@ -835,7 +934,7 @@ def build_app(default_model: str = "embedded") -> gr.Blocks:
         gr.on([x.change for x in controls] + [prompt.change, model.change], on_check,
               [model, prompt, *controls], [check], queue=False, **hidden)
         demo.unload(on_unload)
-        demo.run_event, demo.controls = run_event, c  # for tests
+        demo.controls = c  # every control by its setting name (tests check them against params.py)
     return demo
 
 

@@ -1,6 +1,7 @@
 """The Gradio app built in-process and driven through its Python functions."""
 import dataclasses
 import os
+import time
 
 import pytest
 
@@ -29,7 +30,54 @@ def demo(tiny_dir):
 
 
 def test_app_builds_with_every_control(demo):
-    assert len(app.CONTROL_NAMES) >= 20 and demo is not None
+    """Every setting is a control of the built page, reachable by its own name in the API."""
+    endpoints = demo.get_api_info()["named_endpoints"]
+    assert set(endpoints) == {"/run", "/chat", "/compare", "/stop", "/tune", "/replay"}
+    run = [p["parameter_name"] for p in endpoints["/run"]["parameters"]]
+    assert run == ["model", "prompt", *app.CONTROL_NAMES]
+    compare = [p["parameter_name"] for p in endpoints["/compare"]["parameters"]]
+    assert compare == ["model", "prompt", "configs", *app.CONTROL_NAMES]
+    assert {f.name for f in dataclasses.fields(Controls)} == set(app.CONTROL_NAMES)
+
+
+def test_a_busy_device_tells_a_queued_browser_how_long_it_will_wait():
+    events = app.DeviceEvents()
+    assert events.note(0) == ""  # free: nothing to say
+    key = events.start()
+    assert events.note(2).startswith("⏳ 3 runs are ahead")  # no history yet: no time promised
+    assert "about" not in events.note(0)
+    events.end(key)
+    events.end(key)  # an event ends once, however many ways it is ended
+    assert len(events.durations) == 1 and events.note(0) == ""
+    events.durations.clear()
+    for seconds in (4.0, 8.0, 9.0):
+        events.durations.append(seconds)
+    key = events.start()
+    note = events.note(1)  # one running (about 8 s left of the median 8 s) and one waiting
+    events.end(key)
+    assert "2 runs are ahead" in note and "about 8 s each (median of the last 3)" in note
+    assert "start in about 16 s" in note
+
+
+class FakeEvent:
+    def __init__(self, session_hash):
+        self.session_hash = session_hash
+
+
+def test_the_wait_counts_other_browsers_events_in_gradios_device_queue(demo):
+    demo.queue(default_concurrency_limit=1)
+    queues = demo._queue.event_queue_per_concurrency_id
+    assert isinstance(queues, dict)  # the attribute device_waiting reads: fails if Gradio renames it
+
+    class Fake:
+        queue = [FakeEvent("a"), FakeEvent("b"), FakeEvent("a")]
+
+    queues["device"] = Fake()
+    try:
+        assert app.device_waiting(demo, "a") == 1 and app.device_waiting(demo, "c") == 3
+    finally:
+        del queues["device"]
+    assert app.device_waiting(demo, "a") == 0
 
 
 def test_run_streams_to_completion(tiny_dir):
@@ -38,7 +86,17 @@ def test_run_streams_to_completion(tiny_dir):
     message, text, canvas, *figs, status, explain, scrubber, run_button = outputs
     trace = state["trace"]
     assert trace.summary["finished"] and "finished" in status and f"NFE {trace.summary['nfe']}" in status
-    assert text == trace.text and "<" in canvas and all(f is not None for f in figs)
+    assert text == trace.text and "<" in canvas
+    n = len(trace.records)
+    heat, timeline, convergence, cache, speed = figs  # app.PLOTS, in order
+    for fig in figs:  # every plot shows the finished run: its last step, all 64 positions decoded
+        assert f"step {n - 1}/{n - 1}" in fig.layout.title.text and "64/64 decoded" in fig.layout.title.text
+    assert len(next(t for t in heat.data if t.name == "confidence").z) == n  # one row per forward
+    assert {"slow", "fast"} <= {t.name for t in timeline.data}
+    assert "horizon estimates" in {t.name for t in convergence.data}
+    assert "cache off" not in cache.layout.title.text and "response hit rate" in {t.name for t in cache.data}
+    decoded = next(t for t in speed.data if t.name == "tokens decoded").y
+    assert len(decoded) == n and sum(decoded) == 64  # each of the 64 positions decoded once
     assert scrubber.maximum == len(trace.records) - 1 and run_button.interactive
     assert trace.records[1].cache is not None and f"step {len(trace.records) - 1} of" in explain
 
@@ -57,6 +115,10 @@ def test_scrubber_replays_an_earlier_step(tiny_dir):
     drain(app.on_run(str(tiny_dir), "Hi", state, *values(sampler="baseline")))
     canvas, *figs, status, explain = app.on_scrub(3, state)
     assert "replaying step 3" in status and "NFE 4" in status and "step 3 of" in explain
+    # the plots are cut at step 3 too: one token per forward, so 4 of 64 decoded
+    for fig in figs:
+        assert "step 3/63 · baseline" in fig.layout.title.text and "4/64 decoded" in fig.layout.title.text
+    assert len(next(t for t in figs[0].data if t.name == "confidence").z) == 4
 
 
 def test_step_buttons_and_play_move_the_views_and_the_slider(tiny_dir):
@@ -74,13 +136,21 @@ def test_step_buttons_and_play_move_the_views_and_the_slider(tiny_dir):
 
 
 def test_stop_ends_a_run_within_one_step(tiny_model):
+    # 480 forwards in full (one token each); stopped while it decodes
     job = BackgroundRun(tiny_model, "Hi", Controls(sampler="baseline", gen_length=512 - 32, block_length=16,
                                                    steps=480).settings())
     job.start()
+    deadline = time.monotonic() + 30
+    while job.steps_done < 1 and not job.done.is_set() and time.monotonic() < deadline:
+        time.sleep(0.001)
+    done_at_stop = job.steps_done
     job.stop()
+    assert done_at_stop >= 1, "the run never started decoding"
     assert job.wait(30)
     trace = job.trace()
-    assert trace.summary["stopped"] and len(trace.records) <= 2
+    assert trace.summary["stopped"] and not trace.summary["finished"]
+    # the forward under way when stop came (and at most one that began as it was called) ends it
+    assert done_at_stop <= len(trace.records) <= done_at_stop + 2 < 480
 
 
 def test_on_stop_with_nothing_running():
@@ -120,11 +190,31 @@ def test_compare_runs_configurations_side_by_side(tiny_dir):
     message, table, fig = drain(app.on_compare(str(tiny_dir), "Hi", ["baseline", "slowfast", "slowfast + cache"],
                                                state, *values()))
     assert [row[0] for row in table] == ["baseline", "slowfast", "slowfast + cache"]
-    assert table[0][1] == 64 and table[0][2] == table[0][4] == table[0][6] == "1.00x"
-    nfe = [row[1] for row in table]
-    assert table[1][2] == f"{nfe[0] / nfe[1]:.2f}x"  # speedup by NFE: exact, not timed
+    assert [row[1] for row in table] == ["—"] * 3  # "Hi" is no task's prompt: nothing to score
+    assert table[0][2] == 64 and table[0][3] == table[0][5] == table[0][7] == "1.00x"
+    nfe = [row[2] for row in table]
+    fed = [row[4] for row in table]
+    for row, trace in zip(table, state["compare"]):  # exact ratios of the traces' own counts
+        assert row[3] == f"{nfe[0] / trace.summary['nfe']:.2f}x" and row[2] == trace.summary["nfe"]
+        assert row[5] == f"{fed[0] / trace.summary['tokens_fed']:.2f}x"
+        assert row[8] == ("yes" if trace.text == state["compare"][0].text else "no") and row[9] == trace.text
     assert len(state["compare"]) == 3 and state["compare"][2].settings["cache"] is not None
-    assert fig is not None
+    assert fig.data and {t.name for t in fig.data} >= {"confidence"}
+
+
+def test_compare_scores_a_task_prompt(tiny_dir):
+    """On a prompt in a task's format, each run's text is scored by the task's own scorer."""
+    from slowfast.tasks import example_for
+
+    state = {}
+    prompt = "Q: 5+6-9+7-3+2+2=? A:"
+    message, table, _ = drain(app.on_compare("embedded", prompt, ["baseline", "threshold"], state,
+                                             *values(gen_length=64, block_length=64, steps=64)))
+    task, example = example_for(prompt)
+    assert "**arithmetic** problem" in message
+    verdicts = ["yes" if task.correct(example, t.text) else "no" for t in state["compare"]]
+    assert [row[1] for row in table] == verdicts
+    assert verdicts[0] == "yes"  # the embedded model answers this one at one token per forward
 
 
 def test_export_then_replay_without_a_model(tiny_dir, tmp_path):
@@ -311,13 +401,21 @@ def test_tune_scores_settings_live_and_a_clicked_row_loads_them(tiny_dir):
     state = {}
     frames = list(app.on_tune(str(tiny_dir), "copy", 2, 2, 0, state))
     message, fig, table = frames[-1]
-    assert "3 of 3 settings scored" in message and fig is not None and table
+    assert "3 of 3 settings scored" in message and table
+    points = [t for t in fig.data if t.mode == "markers"]
+    assert sum(len(t.x) for t in points) == 3  # one point per scored setting
+    baseline = next(t for t in points if t.name == "baseline")
+    assert list(baseline.x) == [16.0]  # copy's 16 tokens at one token per forward
+    line = next(t for t in fig.data if t.name == "Pareto front")
+    assert list(line.x) == pytest.approx([row[1] for row in table], abs=0.05)  # the table's front, as drawn
+    assert list(line.y) == pytest.approx([row[0] for row in table], abs=0.0005)
+    assert (fig.layout.xaxis.title.text, fig.layout.yaxis.title.text) == ("mean NFE (forwards per prompt)", "accuracy")
     assert len(frames) == 1 + 3  # the start, then one frame per scored setting
     front = state["tune"]
-    assert [row[0] for row in table] == [p["label"] for p in front]
+    assert [row[-1] for row in table] == [p["label"] for p in front]
     session = app.SESSIONS.get("tune-test")
     session["tune"] = front
-    evt = app.gr.SelectData(None, {"index": [len(front) - 1, 0], "value": table[-1][0]})
+    evt = app.gr.SelectData(None, {"index": [len(front) - 1, 0], "value": table[-1][-1]})
     message, *updates = app.on_tune_select(evt, SimpleNamespace(session_hash="tune-test"))
     values = dict(zip(app.CONTROL_NAMES, updates))
     assert "Loaded" in message and values["sampler"]["value"] == front[-1]["settings"]["sampler"]
@@ -335,3 +433,48 @@ def test_a_big_model_says_what_it_needs_before_loading(monkeypatch):
     else:
         assert "GB" in note and "8.02B" in note
     assert app.loading_note("embedded") == ""
+
+
+def test_an_event_cancelled_between_two_frames_stops_its_run(tiny_dir):
+    """Gradio wraps every handler in its own async generator; cancelling an event between two
+    frames closes that wrapper, not the handler's generator, which is left to the garbage
+    collector (a reference cycle can keep it for minutes). The run must stop anyway: the
+    end of the event's task stops it."""
+    import asyncio
+    from types import SimpleNamespace
+
+    from gradio.utils import function_wrapper
+
+    session = "cancelled-between-frames"
+    state = app.SESSIONS.get(session)
+    handler = function_wrapper(app.named(app.on_run, "model", "prompt", "state", *app.CONTROL_NAMES, device=True))
+    held = {}
+
+    async def event():
+        outer = handler(str(tiny_dir), "Hi", *values(gen_length=448, block_length=16, steps=448),
+                        request=SimpleNamespace(session_hash=session))
+        held["outer"] = outer
+        await outer.__anext__()  # the first frame
+        held["inner"] = outer.ag_frame.f_locals["iterator"]  # a reference the collector has not freed
+        await asyncio.sleep(3600)  # the queue is sending that frame when the cancel lands
+
+    async def main():
+        task = asyncio.create_task(event(), name=f"{session}_0{app.GRADIO_EVENT_TASK}event")
+        while "inner" not in held:
+            await asyncio.sleep(0.01)
+        job = state["run"]
+        task.cancel()  # what Gradio's /cancel does, then it closes its wrapper
+        await asyncio.gather(task, return_exceptions=True)
+        await held["outer"].aclose()
+        for _ in range(200):
+            if job.done.is_set():
+                break
+            await asyncio.sleep(0.01)
+        return job
+
+    try:
+        job = asyncio.run(main())
+        assert job.done.is_set() and job.trace().summary["stopped"]
+        assert len(job.trace().records) < 448
+    finally:
+        app.SESSIONS.drop(session)

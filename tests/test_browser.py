@@ -70,7 +70,14 @@ def test_run_slowfast_in_the_browser(server, tmp_path):
         last = int(page.locator("#scrubber input[type=number]").input_value())
         assert steps == list(range(last + 1)), steps  # every step was on screen, in the live view
         text = page.locator("#text textarea").input_value()
-        assert text.strip() or page.locator("#canvas").inner_text().strip()
+        import app as app_module
+        prompt = page.locator("#prompt textarea").input_value()
+        runs = [st["trace"] for st, _ in list(app_module.SESSIONS._states.values())
+                if "trace" in st and st["trace"].prompt == prompt]
+        assert len(runs) == 1, [t.prompt for t in runs]  # this browser's run, kept by the server
+        assert runs[0].summary["finished"] and text.strip() and text == runs[0].text
+        cells = page.locator("#canvas .sf-cell").all_inner_texts()  # the canvas's tokens, not its legend
+        assert len(cells) == runs[0].gen_length and "▒" not in "".join(cells)  # every position decoded
         page.locator("#heatmap .js-plotly-plot").wait_for(timeout=30_000)
         assert page.locator("#heatmap .js-plotly-plot .heatmaplayer, #heatmap .js-plotly-plot .hm").count() >= 1
         run_visible_and_tokens_whole(page)
@@ -95,6 +102,29 @@ def test_run_slowfast_in_the_browser(server, tmp_path):
         table = page.locator("#compare-table").inner_text()
         assert "speedup by NFE" in table and "1.00x" in table
         page.locator("#compare-table").screenshot(path=str(shots / "explorer-compare.png"))
+
+        # Tune: a small sweep, then a clicked row of its front loads that setting's controls
+        page.get_by_role("tab", name="Tune").click()
+        page.locator("#tune-count input[type=number]").fill("2")
+        page.locator("#tune-count input[type=number]").press("Enter")
+        page.locator("#tune-points input[type=number]").fill("2")
+        page.locator("#tune-points input[type=number]").press("Enter")
+        page.locator("#tune").click()
+        page.wait_for_function("() => /(\\d+) of \\1 settings scored/.test("
+                               "(document.querySelector('#tune-msg') || {}).innerText || '')", timeout=180_000)
+        rows = page.locator("#tune-table [role=row]:has([role=gridcell])")  # Gradio's grid: data rows
+        labels = [rows.nth(i).locator("[role=gridcell]").last.inner_text().strip() for i in range(rows.count())]
+        assert labels, "the sweep's front has no rows"
+        pick = next((i for i, label in enumerate(labels) if label.startswith("slowfast")), 0)
+        rows.nth(pick).locator("[role=gridcell]").last.click()
+        page.wait_for_function("() => document.querySelector('#tune-msg').innerText.includes('Loaded')",
+                               timeout=30_000)
+        sampler = labels[pick].split(" ")[0].rstrip(",")
+        assert page.locator(f"#sampler input[value={sampler}]").is_checked(), labels[pick]
+        if sampler == "slowfast":  # the row's exploration steps are now the slider's
+            steps = labels[pick].split("exploration_steps=")[1].split(" ")[0]
+            assert page.locator("#exploration-steps input[type=number]").input_value() == steps
+        page.locator("#tune-table").screenshot(path=str(shots / "explorer-tune.png"))
 
         # Export, then replay in a fresh page: prompt and controls come back
         trace_path = tmp_path / "trace.json"

@@ -27,6 +27,22 @@ from slowfast.session import DECODES, Controls, run_to_end  # noqa: E402
 CLIENTS = 8
 SHORT = dict(sampler="baseline", gen_length=32, block_length=32, steps=32)
 LONG = dict(sampler="baseline", gen_length=448, block_length=16, steps=448)
+LONG_FORWARD_SECONDS = 0.02  # a long run's forward takes this long, as a real model's would
+
+
+def slow_long_forwards(model) -> None:
+    """Make the long runs' forwards take LONG_FORWARD_SECONDS each. The tiny model decodes
+    448 tokens in about 2 s, less than a Stop or cancel can take to arrive on a loaded
+    2-core machine, so without this a run could end on its own before the test's Stop
+    and look "not stopped"; with it a long run needs 9 s or more to finish by itself."""
+    forward = model.net.forward
+
+    def slowed(tokens, *args, **kwargs):
+        if tokens.shape[-1] >= LONG["gen_length"]:
+            time.sleep(LONG_FORWARD_SECONDS)
+        return forward(tokens, *args, **kwargs)
+
+    model.net.forward = slowed
 
 
 def free_port() -> int:
@@ -99,6 +115,7 @@ def test_many_clients_at_once(server, tiny_dir, tiny_model, tmp_path):
     warm = gradio_client.Client(url, verbose=False)
     warm.predict(**api_args(model, prompts[0], **SHORT), api_name="/run")
     warm.close()
+    slow_long_forwards(app.POOL.models[model])
     time.sleep(1.0)
     app.release_memory()
     rss_before = rss_mib()
