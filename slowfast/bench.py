@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import statistics
 import time
+from dataclasses import dataclass
 from typing import Any, Optional
 
 import torch
@@ -46,6 +47,18 @@ def random_model(shape: str, layers: Optional[int], device: torch.device, dtype:
     return net.eval()
 
 
+@dataclass
+class ForcedCase(FeatureCache):
+    """The cache under one refresh case in every forward (``case``: prompt refresh, response
+    refresh) instead of its schedule, for ``bench_cache``; the first forward and layer 0 still
+    refresh fully, as in ``FeatureCache.plan``."""
+
+    case: tuple[bool, bool] = (True, True)
+
+    def schedule(self) -> tuple[bool, bool]:
+        return self.case
+
+
 @torch.inference_mode()
 def bench_cache(net: Transformer, prompt_len: int, gen_length: int, settings: CacheSettings,
                 repeats: int) -> list[dict[str, Any]]:
@@ -64,10 +77,9 @@ def bench_cache(net: Transformer, prompt_len: int, gen_length: int, settings: Ca
     for _, forced in cases:
         cache = None
         if forced is not None:
-            cache = FeatureCache(settings, prompt_len, gen_length, net.cfg.n_layers)
+            cache = ForcedCase(settings, prompt_len, gen_length, net.cfg.n_layers, case=forced)
             cache.begin_forward()
-            net(tokens, cache=cache, logits_from=prompt_len)  # fills the cache
-            cache.forced = forced
+            net(tokens, cache=cache, logits_from=prompt_len)  # fills the cache (a full first forward)
         caches.append(cache)
 
     def call(cache: Optional[FeatureCache], logits_from: int) -> float:
@@ -154,11 +166,11 @@ def cmd_samplers(args: argparse.Namespace) -> int:
     base = None
     for name, settings in configs:
         t = generate(model, args.prompt, settings)
-        s = t.summary
+        s = t.stats
         base = base or t
-        speed = base.summary["seconds"] / s["seconds"] if s["seconds"] else float("nan")
-        print(f"{name:26s} {s['nfe']:5d} {s['tokens_fed']:11d} {s['seconds']:8.2f} {s['tokens_per_second']:8.1f} "
-              f"{base.summary['nfe'] / s['nfe']:8.2f}x {speed:8.2f}x {'yes' if t.text == base.text else 'no'}")
+        x = s.speedups(base.stats)
+        print(f"{name:26s} {s.nfe:5d} {s.tokens_fed:11d} {s.seconds:8.2f} {s.tokens_per_second:8.1f} "
+              f"{x['nfe']:8.2f}x {x['time']:8.2f}x {'yes' if t.text == base.text else 'no'}")
     return 0
 
 
@@ -180,11 +192,11 @@ def cmd_render(args: argparse.Namespace) -> int:
     generate(model, args.prompt, settings)  # warm-up
     alone, rendered, renders = [], [], 0
     for _ in range(args.repeats):  # interleaved, so that load on the machine hits both alike
-        alone.append(generate(model, args.prompt, settings).summary["seconds"])
+        alone.append(generate(model, args.prompt, settings).stats.seconds)
         job = BackgroundRun(model, args.prompt, settings).start()
         for trace, _, _, _ in stream_steps(job, draw, args.interval):
             renders += 1
-        rendered.append(trace.summary["seconds"])
+        rendered.append(trace.stats.seconds)
     a, r = statistics.median(alone), statistics.median(rendered)
     print(f"model: {args.model} | {args.sampler} | gen {args.gen_length} | every {args.interval} s | "
           f"median of {args.repeats}")
@@ -614,7 +626,7 @@ def bench_overhead(model, prompt_ids: list[int], settings, repeats: int) -> dict
     med = statistics.median
     steps = len(plan)
     return {
-        "steps": steps, "nfe": trace.summary["nfe"], "tokens_fed": trace.summary["tokens_fed"], "same_canvas": same,
+        "steps": steps, "nfe": trace.stats.nfe, "tokens_fed": trace.stats.tokens_fed, "same_canvas": same,
         "engine_s": med(loop_s), "engine_trace_s": med(with_trace_s), "bare_s": med(bare_s),
         "overhead": med([a / b for a, b in zip(loop_s, bare_s)]) - 1.0,
         "overhead_with_trace": med([a / b for a, b in zip(with_trace_s, bare_s)]) - 1.0,
@@ -699,3 +711,8 @@ def add_task_parsers(bs: argparse._SubParsersAction) -> None:
     o.add_argument("--device", default=None)
     o.add_argument("--dtype", default="auto")
     o.set_defaults(func=cmd_overhead)
+    from . import gpu_bench
+
+    g = bs.add_parser("gpu", help="LLaDA-8B-shaped forwards on one GPU, the Llama-3-8B anchor, a projection "
+                                  "(--small: a shrunken shape that runs on a CPU)")
+    gpu_bench.add_arguments(g)

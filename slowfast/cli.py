@@ -12,6 +12,7 @@ from .cache import CACHE_PRESETS
 from .params import DEFAULTS
 from .samplers import SAMPLERS
 from .sweep import add_parser as add_sweep_parser
+from .trace import Summary
 
 # Sampler parameter flags: (flags, dest, type, help). Reference-code names are aliases.
 SAMPLER_FLAGS: list[tuple[tuple[str, ...], str, Any, str]] = [
@@ -111,6 +112,8 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser("train", help="train the embedded model (see slowfast/train.py --help)", add_help=False)
     sub.add_parser("eval", help="how a model decodes its task sets: accuracy, stages, speed, sliders",
                    add_help=False)
+    sub.add_parser("lm-eval", help="lm-evaluation-harness with the slowfast model (python -m slowfast.harness; "
+                                   "needs pip install lm_eval)", add_help=False)
     return parser
 
 
@@ -135,11 +138,11 @@ def sampler_params(args: argparse.Namespace) -> dict[str, Any]:
     return params
 
 
-def summary_line(summary: dict[str, Any]) -> str:
-    line = (f"NFE {summary['nfe']} | forwards {summary['forwards']} | tokens fed {summary['tokens_fed']} | "
-            f"{summary['seconds']:.2f} s | {summary['tokens_per_second']:.1f} tokens/s")
-    if summary.get("cache_bytes") is not None:
-        line += f" | cache {summary['cache_bytes'] / 2**20:.1f} MiB"
+def summary_line(s: Summary) -> str:
+    line = (f"NFE {s.nfe} | forwards {s.forwards} | tokens fed {s.tokens_fed} | {s.seconds:.2f} s | "
+            f"{s.tokens_per_second:.1f} tokens/s")
+    if s.cache_bytes is not None:
+        line += f" | cache {s.cache_bytes / 2**20:.1f} MiB"
     return line
 
 
@@ -157,7 +160,7 @@ def check_output_path(path: str, flag: str) -> None:
 
 def cmd_generate(args: argparse.Namespace) -> int:
     from .engine import GenerationSettings, Run, drain
-    from .models.loading import load_model, parse_device, parse_dtype
+    from .models.loading import load_model
 
     settings = GenerationSettings(
         sampler=args.sampler, gen_length=args.gen_length, block_length=args.block_length or args.gen_length,
@@ -171,16 +174,15 @@ def cmd_generate(args: argparse.Namespace) -> int:
         raise ValueError("prompt: empty; allowed: any non-empty text")
     if args.trace:
         check_output_path(args.trace, "--trace")  # before the run, so a finished run is never lost
-    parse_dtype(args.dtype, parse_device(args.device))
     model = load_model(args.model, device=args.device, dtype=args.dtype,
                        trust_remote_code=args.trust_remote_code)
     trace = drain(Run(model, args.prompt, settings))
     status = 0
-    if trace.summary.get("error"):  # the engine ended it (a cap): the partial trace is still written
-        print(f"error: {trace.summary['error']}", file=sys.stderr)
+    if trace.stats.error:  # the engine ended it (a cap): the partial trace is still written
+        print(f"error: {trace.stats.error}", file=sys.stderr)
         status = 1
     print(trace.text)
-    print(summary_line(trace.summary))
+    print(summary_line(trace.stats))
     if args.trace:
         trace.save(args.trace)
         print(f"trace written to {args.trace}")
@@ -197,6 +199,15 @@ def main(argv: Optional[list[str]] = None) -> int:
         from .evaluate import main as eval_main
 
         return eval_main(argv[1:])
+    if argv and argv[0] == "lm-eval":
+        try:
+            from .harness import main as harness_main
+        except ImportError as exc:
+            print(f"error: lm-eval needs lm_eval ({exc}); allowed: pip install lm_eval, then run this again",
+                  file=sys.stderr)
+            return 2
+        harness_main(argv[1:])
+        return 0
     args = build_parser().parse_args(argv)
     from .models.loading import ModelLoadError
 
