@@ -56,6 +56,7 @@ QUEUE_SIZE = 64  # events waiting for the device; more are refused with "queue f
 MAX_UPLOAD = "16mb"  # largest trace file a browser may upload
 REFRESH_SECONDS = 0.3  # how often a compare reports progress
 FRAME_SECONDS = 0.08  # a live run shows each step for at least this long (stream_steps)
+RENDER_BUDGET = 0.05  # while a run decodes, drawing may take at most this share of its time (bench render)
 PLAY_SECONDS = 0.35  # Play shows each step this long
 POOL = ModelPool()
 CONTROL_NAMES = [f.name for f in dataclasses.fields(Controls)]
@@ -393,8 +394,9 @@ def on_run(model_name: str, prompt, state: dict, *values):
         return
     state["run"] = job.start()
     live = lambda trace, step: render(trace, step, only=state.get("tab", PLOTS[0]))  # noqa: E731
-    try:  # every step is shown, in order, as soon as it exists (stream_steps paces it)
-        for trace, step, views, done in stream_steps(job, live, FRAME_SECONDS):
+    try:  # every step is shown, in order, as soon as it exists (stream_steps paces it and keeps
+        # the drawing within a tenth of the decoder's time while it decodes)
+        for trace, step, views, done in stream_steps(job, live, FRAME_SECONDS, budget=RENDER_BUDGET):
             state["trace"] = trace
             message = note if job.error is None else f"⚠️ {visuals.esc(job.error)}"
             if done:

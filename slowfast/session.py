@@ -256,22 +256,34 @@ class BackgroundRun:
 
 
 def stream_steps(job: BackgroundRun, render: Callable[[Trace, int], Any], min_interval: float = 0.08,
-                 max_lag: int = 200, poll: float = 0.005) -> Iterator[tuple[Trace, Optional[int], Any, bool]]:
+                 max_lag: int = 200, poll: float = 0.005,
+                 budget: float = 0.05) -> Iterator[tuple[Trace, Optional[int], Any, bool]]:
     """Yield ``(trace, step, render(trace, step), False)`` for every step of a live run, in
     order, at most one every ``min_interval`` seconds, so each forward is seen; the first as
     soon as it exists (a fast decoder's run plays back at that pace after it ended). Only when
-    the display falls more than ``max_lag`` steps behind the
-    decoder does it jump to the newest step (Play and the scrubber show every step after the
-    run). The last yield is ``(trace, None, None, True)``: the caller draws the finished run."""
-    shown = -1
+    the display falls more than ``max_lag`` steps behind the decoder does it jump to the
+    newest step (Play and the scrubber show every step after the run).
+
+    Drawing holds the interpreter that the decoder also needs, so while the run still decodes
+    drawing may take at most ``budget`` of the time since the run started: over it, the next
+    frame waits (the display falls a little behind and catches up once the decoder is done;
+    a slow model's frames are cheap next to its forwards and never wait). The last yield is
+    ``(trace, None, None, True)``: the caller draws the finished run."""
+    shown, spent, start = -1, 0.0, time.perf_counter()
     while True:
         newest = job.steps_done - 1
+        decoding = not job.done.is_set()
+        if decoding and spent > budget * (time.perf_counter() - start):
+            job.wait(poll)  # over the drawing budget: let the decoder run
+            continue
         if newest > shown:
             step = shown + 1 if newest - shown <= max_lag else newest
             t0 = time.perf_counter()
             trace = job.trace()
             out = render(trace, step)
-            yield trace, step, out, False
+            yield trace, step, out, False  # the caller's time with the frame (sending it) counts too
+            if decoding:
+                spent += time.perf_counter() - t0
             shown = step
             rest = min_interval - (time.perf_counter() - t0)
             if rest > 0:
@@ -279,23 +291,6 @@ def stream_steps(job: BackgroundRun, render: Callable[[Trace, int], Any], min_in
         elif job.wait(poll) and job.steps_done - 1 <= shown:
             break
     yield job.trace(), None, None, True
-
-
-def stream_renders(job: BackgroundRun, render: Callable[[Trace], Any], interval: float = 0.3,
-                   budget: float = 0.1) -> Iterator[tuple[Trace, Any, bool]]:
-    """Yield ``(trace, render(trace), done)`` while ``job`` decodes: at most every ``interval``
-    seconds, and spaced so that rendering takes at most ``budget`` of the wall time (rendering
-    holds the GIL that a small model's decoder also needs). The last yield has done=True."""
-    wait = interval
-    while True:
-        done = job.wait(wait)
-        trace = job.trace()
-        t0 = time.perf_counter()
-        shown = render(trace)
-        wait = max(interval, (time.perf_counter() - t0) * (1 - budget) / budget)
-        yield trace, shown, done
-        if done:
-            return
 
 
 def run_to_end(model: DLLM, prompt: str, settings: GenerationSettings) -> Trace:
@@ -364,4 +359,4 @@ def load_presets(folder) -> dict[str, dict[str, Any]]:
 
 __all__ = ["BackgroundRun", "Controls", "DECODES", "DEFAULT_PROMPT", "MODEL_CHOICES", "ModelLoadError", "ModelPool", "PRESETS_DIR",
            "SessionStore", "check_controls",
-           "example_prompts", "load_presets", "preset_controls", "run_to_end", "stream_renders", "stream_steps"]
+           "example_prompts", "load_presets", "preset_controls", "run_to_end", "stream_steps"]

@@ -478,3 +478,32 @@ def test_an_event_cancelled_between_two_frames_stops_its_run(tiny_dir):
         assert len(job.trace().records) < 448
     finally:
         app.SESSIONS.drop(session)
+
+
+def test_live_frames_keep_within_their_share_of_the_decoders_time(tiny_model):
+    """stream_steps shows every step in order, and while the run decodes its drawing (the
+    caller's time with each frame included) stays within ``budget`` of the time since the
+    start, give or take the one frame that crossed it."""
+    from slowfast.session import stream_steps
+
+    settings = Controls(chat=False, sampler="baseline", gen_length=192, block_length=32, steps=192).settings()
+    job = BackgroundRun(tiny_model, "Hi", settings).start()
+    start, spent, frame, steps = time.perf_counter(), 0.0, 0.0, []
+
+    def slow_render(trace, step):  # a heavy figure: 20 ms of the interpreter per frame
+        t0 = time.perf_counter()
+        while time.perf_counter() - t0 < 0.02:
+            pass
+        return step
+
+    for trace, step, out, done in stream_steps(job, slow_render, min_interval=0.0, budget=0.05):
+        if done:
+            break
+        t1 = time.perf_counter()
+        steps.append(out)
+        if not job.done.is_set():  # drawn while decoding: within the budget so far
+            frame = max(frame, 0.025)
+            spent += 0.02
+            assert spent <= 0.05 * (t1 - start) + frame
+    assert steps == list(range(len(trace.records))) and len(steps) == 192
+    assert trace.stats.finished
