@@ -11,14 +11,12 @@ import ctypes
 import dataclasses
 import gc
 import inspect
-import itertools
 import json
 import os
 import shutil
 import tempfile
 import threading
 import time
-from collections import deque
 from pathlib import Path
 from typing import Any, Optional
 
@@ -33,6 +31,7 @@ from slowfast.session import (
     DEFAULT_PROMPT,
     PRESETS_DIR,
     DECODES,
+    DeviceEvents,
     BackgroundRun,
     Controls,
     ModelLoadError,
@@ -205,48 +204,7 @@ def release_memory() -> None:
 SESSIONS = SessionStore(end_session, max_sessions=MAX_SESSIONS, ttl=SESSION_SECONDS)
 
 
-class DeviceEvents:
-    """How long the device's events (runs, compares, chat turns, tune sweeps) hold it, from
-    start to their last frame, so a queued browser is told a wait that holds. (Gradio's own
-    estimate counts a streaming event only up to its first frame.)"""
-
-    def __init__(self, keep: int = 20):
-        self.durations: deque[float] = deque(maxlen=keep)
-        self.started: dict[int, float] = {}
-        self._ids = itertools.count()
-        self._lock = threading.Lock()
-
-    def start(self) -> int:
-        key = next(self._ids)
-        with self._lock:
-            self.started[key] = time.monotonic()
-        return key
-
-    def end(self, key: int) -> None:
-        with self._lock:
-            start = self.started.pop(key, None)
-            if start is not None:
-                self.durations.append(time.monotonic() - start)
-
-    def note(self, waiting: int) -> str:
-        """What a browser whose event joins the queue now is told ("" when the device is free)."""
-        with self._lock:
-            running = [time.monotonic() - t for t in self.started.values()]
-            durations = sorted(self.durations)
-        if not running and waiting <= 0:
-            return ""
-        ahead = len(running) + max(waiting, 0)
-        line = (f"⏳ {ahead} {'run is' if ahead == 1 else 'runs are'} ahead of yours on this machine "
-                f"(one decoding at a time).")
-        if durations:
-            typical = durations[len(durations) // 2]
-            eta = sum(max(typical - r, 1.0) for r in running) + max(waiting, 0) * typical
-            line += (f" Runs here have taken about {typical:.0f} s each (median of the last {len(durations)}), "
-                     f"so yours should start in about {eta:.0f} s.")
-        return line
-
-
-DEVICE = DeviceEvents()
+DEVICE = DeviceEvents()  # how long device events hold it, for the queue note
 
 
 def device_waiting(demo: gr.Blocks, session_hash: Optional[str] = None) -> int:

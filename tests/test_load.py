@@ -30,7 +30,7 @@ LONG = dict(sampler="baseline", gen_length=448, block_length=16, steps=448)
 LONG_FORWARD_SECONDS = 0.02  # a long run's forward takes this long, as a real model's would
 
 
-def slow_long_forwards(model) -> None:
+def slow_long_forwards(model, monkeypatch) -> None:
     """Make the long runs' forwards take LONG_FORWARD_SECONDS each. The tiny model decodes
     448 tokens in about 2 s, less than a Stop or cancel can take to arrive on a loaded
     2-core machine, so without this a run could end on its own before the test's Stop
@@ -42,7 +42,7 @@ def slow_long_forwards(model) -> None:
             time.sleep(LONG_FORWARD_SECONDS)
         return forward(tokens, *args, **kwargs)
 
-    model.net.forward = slowed
+    monkeypatch.setattr(model.net, "forward", slowed)  # undone when the test ends
 
 
 def free_port() -> int:
@@ -106,7 +106,7 @@ def wait_for_run(session_hash: str, previous, timeout: float = 30):
     raise AssertionError("the run never started")
 
 
-def test_many_clients_at_once(server, tiny_dir, tiny_model, tmp_path):
+def test_many_clients_at_once(server, tiny_dir, tiny_model, tmp_path, monkeypatch):
     model, url = str(tiny_dir), server.url
     prompts = [f"Client {i} says hello" for i in range(CLIENTS)]
     expected = {p: run_to_end(tiny_model, p, Controls(chat=False, **SHORT).settings()).text for p in prompts}
@@ -115,7 +115,7 @@ def test_many_clients_at_once(server, tiny_dir, tiny_model, tmp_path):
     warm = gradio_client.Client(url, verbose=False)
     warm.predict(**api_args(model, prompts[0], **SHORT), api_name="/run")
     warm.close()
-    slow_long_forwards(app.POOL.models[model])
+    slow_long_forwards(app.POOL.models[model], monkeypatch)
     time.sleep(1.0)
     app.release_memory()
     rss_before = rss_mib()

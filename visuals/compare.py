@@ -26,9 +26,9 @@ def compare_table(traces: Sequence[Any], labels: Sequence[str]) -> list[dict]:
     if len(traces) != len(labels):
         raise ValueError(f"labels: {len(labels)} labels for {len(traces)} traces; allowed: one label per trace")
     rows = []
-    for trace, label in zip(traces, labels):
+    stats = [trace.stats for trace in traces]  # totals a hand-built or partial trace lacks come from its records
+    for trace, label, s in zip(traces, labels, stats):
         found = example_for(getattr(trace, "prompt", "") or "")
-        s = trace.stats  # totals a hand-built or partial trace lacks come from its records
         rows.append(dict(
             label=label, sampler=trace.settings.get("sampler"), nfe=int(s.nfe), forwards=int(s.forwards),
             tokens_fed=int(s.tokens_fed), seconds=float(s.seconds), tokens_per_second=float(s.tokens_per_second),
@@ -37,9 +37,8 @@ def compare_table(traces: Sequence[Any], labels: Sequence[str]) -> list[dict]:
             correct=found[0].correct(found[1], trace.text) if found else None,
         ))
     if rows:
-        first = traces[0].stats
-        for row, trace in zip(rows, traces):
-            x = trace.stats.speedups(first)
+        for row, s in zip(rows, stats):
+            x = s.speedups(stats[0])
             row.update(speedup=x["time"], speedup_nfe=x["nfe"], speedup_tokens=x["tokens_fed"],
                        same_text=row["text"] == rows[0]["text"])
     order = ("label", "sampler", "nfe", "forwards", "tokens_fed", "seconds", "tokens_per_second", "speedup_nfe",

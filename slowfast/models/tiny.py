@@ -35,17 +35,24 @@ CHAT_TEMPLATE = (
 )
 
 
-def char_tokenizer(chat_template: Optional[str] = CHAT_TEMPLATE):
-    """A character-level PreTrainedTokenizerFast with LLaDA's special tokens."""
+def char_level(specials: list[str], unk: str):
+    """A character-level ``tokenizers.Tokenizer`` (printable ASCII after ``specials``) and its vocabulary."""
     from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers
-    from transformers import PreTrainedTokenizerFast
 
     chars = [c for c in string.printable if c not in "\x0b\x0c\r"]
-    vocab = {tok: i for i, tok in enumerate(SPECIALS + chars)}
-    tok = Tokenizer(models.WordLevel(vocab, unk_token="<|unk|>"))
+    vocab = {tok: i for i, tok in enumerate(specials + chars)}
+    tok = Tokenizer(models.WordLevel(vocab, unk_token=unk))
     tok.pre_tokenizer = pre_tokenizers.Split(Regex("[\\s\\S]"), behavior="isolated")
     tok.decoder = decoders.Fuse()
-    tok.add_special_tokens(SPECIALS)
+    tok.add_special_tokens(specials)
+    return tok, vocab
+
+
+def char_tokenizer(chat_template: Optional[str] = CHAT_TEMPLATE):
+    """A character-level PreTrainedTokenizerFast with LLaDA's special tokens."""
+    from transformers import PreTrainedTokenizerFast
+
+    tok, _ = char_level(SPECIALS, "<|unk|>")
     fast = PreTrainedTokenizerFast(
         tokenizer_object=tok, bos_token="<|startoftext|>", eos_token="<|endoftext|>",
         mask_token="<|mdm_mask|>", pad_token="<|endoftext|>", unk_token="<|unk|>",
@@ -201,15 +208,10 @@ BERT_CHAT_TEMPLATE = (
 
 def bert_char_tokenizer(chat_template: Optional[str] = BERT_CHAT_TEMPLATE):
     """A character-level PreTrainedTokenizerFast with BERT's special tokens ([CLS] text [SEP])."""
-    from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers, processors
+    from tokenizers import processors
     from transformers import PreTrainedTokenizerFast
 
-    chars = [c for c in string.printable if c not in "\x0b\x0c\r"]
-    vocab = {tok: i for i, tok in enumerate(BERT_SPECIALS + chars)}
-    tok = Tokenizer(models.WordLevel(vocab, unk_token="[UNK]"))
-    tok.pre_tokenizer = pre_tokenizers.Split(Regex("[\\s\\S]"), behavior="isolated")
-    tok.decoder = decoders.Fuse()
-    tok.add_special_tokens(BERT_SPECIALS)
+    tok, vocab = char_level(BERT_SPECIALS, "[UNK]")
     tok.post_processor = processors.TemplateProcessing(
         single="[CLS] $A [SEP]", pair="[CLS] $A [SEP] $B [SEP]",
         special_tokens=[("[CLS]", vocab["[CLS]"]), ("[SEP]", vocab["[SEP]"])])
