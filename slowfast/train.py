@@ -269,6 +269,14 @@ def selection_score(scores: dict) -> float:
 
 
 # ----------------------------------------------------------------------------- training
+@torch.no_grad()
+def ema_update(ema: torch.nn.Module, net: torch.nn.Module, decay: float) -> None:
+    """ema <- decay * ema + (1 - decay) * net, parameter by parameter (buffers copied)."""
+    torch._foreach_lerp_(list(ema.parameters()), list(net.parameters()), 1.0 - decay)
+    for b_ema, b in zip(ema.buffers(), net.buffers()):
+        b_ema.copy_(b)
+
+
 def lr_at(step: int, args, minutes: float = 0.0) -> float:
     """Linear warmup, then cosine decay to ``min_lr_ratio * lr``. With ``--max-minutes`` the
     decay follows whichever of steps and wall time is further along, so a run that has to
@@ -402,7 +410,10 @@ def model_card(info: dict) -> str:
         + f", on {info['machine']}"
         f" (torch {info['torch']}). AdamW, warmup then cosine decay (by steps or by `--max-minutes`,",
         "  whichever is further along). Seeded and resumable (`.train/state.pt`); the export is the",
-        "  checkpoint with the best held-out score relative to the bars, evaluated every",
+        *([f"  exponential moving average of the weights (decay {info['args']['ema']}) at the",
+           "  checkpoint with the best held-out score relative to the bars, evaluated every",]
+          if float(info.get("args", {}).get("ema", 0) or 0) > 0 else
+          ["  checkpoint with the best held-out score relative to the bars, evaluated every"]),
         f"  {info.get('args', {}).get('eval_every', '?')} steps on {info.get('args', {}).get('eval_n', '?')} "
         "held-out problems per task.",
         "",
@@ -458,6 +469,9 @@ def parse_args(argv: Optional[list[str]]) -> argparse.Namespace:
     p.add_argument("--suffix-p", type=float, default=0.0,
                    help="share of story and arithmetic examples masked from a random cut to the end "
                         "(the decoder's left-to-right states) instead of uniformly")
+    p.add_argument("--ema", type=float, default=0.0,
+                   help="keep an exponential moving average of the weights with this decay (e.g. 0.998) and "
+                        "evaluate and export it instead of the raw weights; 0: off")
     p.add_argument("--eval-every", type=int, default=500)
     p.add_argument("--eval-n", type=int, default=200)
     p.add_argument("--ckpt-minutes", type=float, default=3.0)
@@ -558,6 +572,14 @@ def main(argv: Optional[list[str]] = None) -> int:
             commands = list(prior.get("commands", [prior.get("command", "?")])) + commands
             lineage = {"steps_before": prior.get("steps_before", 0) + prior.get("step", 0),
                        "minutes_before": prior.get("minutes_before", 0.0) + prior.get("minutes_trained", 0.0)}
+    ema_net = None  # the averaged weights that are evaluated and exported (--ema)
+    if args.ema:
+        if not 0.0 < args.ema < 1.0:
+            raise SystemExit(f"--ema: {args.ema} is not a decay in (0, 1)")
+        ema_net = Transformer(cfg).to(device)
+        ema_net.load_state_dict(st["ema"] if resume and st.get("ema") else net.state_dict())
+        ema_net.requires_grad_(False)
+    shipped = ema_net if ema_net is not None else net  # what run_eval scores and exports
     log(f"model: {net.num_parameters() / 1e6:.2f}M parameters, config {json.dumps(cfg.to_dict())}", logfile)
     log(f"command: {command}", logfile)
     commands.append(f"{command}  # from step {step}")
@@ -567,6 +589,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     def save_state() -> None:
         tmp = state_path.with_suffix(".tmp")
         torch.save({"model": net.state_dict(), "opt": opt.state_dict(), "step": step,
+                    "ema": ema_net.state_dict() if ema_net is not None else None,
                     "elapsed": elapsed_before + time.time() - t_start, "best": best,
                     "history": history, "commands": commands, "lineage": lineage,
                     "args": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()}
@@ -576,7 +599,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     def run_eval() -> float:
         nonlocal best
         t0 = time.time()
-        scores, samples = evaluate_all(net, data, args.eval_n)
+        scores, samples = evaluate_all(shipped, data, args.eval_n)
         score = selection_score(scores)
         rec = {"step": step, "minutes": round((elapsed_before + time.time() - t_start) / 60, 2), **scores}
         history.append(rec)
@@ -593,7 +616,7 @@ def main(argv: Optional[list[str]] = None) -> int:
                     "parameters": net.num_parameters(), "config": cfg.to_dict(), "heldout": rec,
                     "eval_n": args.eval_n, "samples": {name: s[:5] for name, s in samples.items()},
                     "args": {k: str(v) for k, v in vars(args).items()}}
-            export(net, tok, args.out, info)
+            export(shipped, tok, args.out, info)
             log(f"  exported to {args.out} (best so far)", logfile)
         return score
 
@@ -624,6 +647,8 @@ def main(argv: Optional[list[str]] = None) -> int:
             losses[name] = loss.item()
         torch.nn.utils.clip_grad_norm_(net.parameters(), 1.0)
         opt.step()
+        if ema_net is not None:
+            ema_update(ema_net, net, args.ema)
         step += 1
         for k, v in losses.items():
             running[k] = 0.98 * running.get(k, v) + 0.02 * v
