@@ -46,7 +46,7 @@ EPS = 1e-3  # LLaDA's eps: p_mask = (1 - eps) * t + eps
 # canvas lengths drawn per batch (each task's own gen_length is among them)
 GEN_LENGTHS = {"story": (48, 64, 80, 96, 112, 128), "arithmetic": (64, 72, 80), "copy": (16, 24)}
 TRUNCATE_P = 0.25  # share of batches cut short on the right, as SlowFast's fast forwards are
-SUFFIX_TASKS = ("story", "arithmetic")  # the chains that --suffix-p applies to
+SUFFIX_TASKS = ("story", "arithmetic")  # the chains that --suffix-p may apply to (--suffix-tasks)
 BARS = {"story": 0.90, "arithmetic": 0.95, "copy": 0.99}  # held-out accuracy bars (issue 14)
 
 
@@ -394,7 +394,8 @@ def model_card(info: dict) -> str:
         "  the response length. The canvas length is drawn per batch around each task's length and a",
         f"  quarter of the batches are cut short on the right ({TRUNCATE_P:.0%}), as SlowFast's fast",
         "  forwards are.",
-        *([f"- A share of the story and arithmetic examples ({info['args']['suffix_p']}) is masked from a random "
+        *([f"- A share of the {' and '.join(info['args'].get('suffix_tasks', 'story,arithmetic').split(','))} "
+           f"examples ({info['args']['suffix_p']}) is masked from a random "
            "cut to the end instead (the states of a decoder that has written everything left of a point), "
            "weighted by 1 / (masked share)."] if float(info.get("args", {}).get("suffix_p", 0) or 0) > 0 else []),
         "",
@@ -469,6 +470,10 @@ def parse_args(argv: Optional[list[str]]) -> argparse.Namespace:
     p.add_argument("--suffix-p", type=float, default=0.0,
                    help="share of story and arithmetic examples masked from a random cut to the end "
                         "(the decoder's left-to-right states) instead of uniformly")
+    p.add_argument("--suffix-tasks", default=",".join(SUFFIX_TASKS),
+                   help="comma-separated tasks --suffix-p applies to (a story is not decoded left to right: "
+                        "its fixed words come first, then the choices, and a choice left of a written one "
+                        "must be inferred from it, which suffix masking never trains)")
     p.add_argument("--ema", type=float, default=0.0,
                    help="keep an exponential moving average of the weights with this decay (e.g. 0.998) and "
                         "evaluate and export it instead of the raw weights; 0: off")
@@ -514,6 +519,9 @@ def evaluate_export(args) -> int:
 
 def main(argv: Optional[list[str]] = None) -> int:
     args = parse_args(argv)
+    unknown = sorted({t for t in args.suffix_tasks.split(",") if t} - set(SUFFIX_TASKS))
+    if unknown:
+        raise SystemExit(f"--suffix-tasks: {', '.join(unknown)} not allowed; allowed: {', '.join(SUFFIX_TASKS)}")
     torch.set_num_threads(args.threads)
     if args.evaluate:
         return evaluate_export(args)
@@ -624,6 +632,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     t_start = time.time()
     last_ckpt = time.time()
     tasks_b = [(name, getattr(args, f"batch_{name}")) for name in TASKS]
+    suffix_tasks = {t for t in args.suffix_tasks.split(",") if t}
     running: dict[str, float] = {}
     t_log = time.time()
     while step < args.steps:
@@ -642,7 +651,7 @@ def main(argv: Optional[list[str]] = None) -> int:
                 continue
             tokens, plen = data.training_batch(name, rng, b)
             loss = masked_diffusion_loss(net, tokens.to(device), plen, data.mask, gen,
-                                         args.suffix_p if name in SUFFIX_TASKS else 0.0)
+                                         args.suffix_p if name in suffix_tasks else 0.0)
             loss.backward()
             losses[name] = loss.item()
         torch.nn.utils.clip_grad_norm_(net.parameters(), 1.0)

@@ -57,3 +57,8 @@ def test_the_export_is_the_averaged_model_and_loads_as_the_shipped_one(tmp_path)
 def test_a_decay_outside_zero_to_one_is_refused(tmp_path):
     with pytest.raises(SystemExit, match="--ema"):
         run(tmp_path, "bad", 1, "--ema", "1.5")
+
+
+def test_suffix_masking_names_only_tasks_it_knows(tmp_path):
+    with pytest.raises(SystemExit, match="--suffix-tasks: copy not allowed"):
+        run(tmp_path, "bad", 1, "--suffix-p", "0.3", "--suffix-tasks", "arithmetic,copy")
