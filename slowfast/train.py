@@ -46,6 +46,7 @@ EPS = 1e-3  # LLaDA's eps: p_mask = (1 - eps) * t + eps
 # canvas lengths drawn per batch (each task's own gen_length is among them)
 GEN_LENGTHS = {"story": (48, 64, 80, 96, 112, 128), "arithmetic": (64, 72, 80), "copy": (16, 24)}
 TRUNCATE_P = 0.25  # share of batches cut short on the right, as SlowFast's fast forwards are
+CHUNK = (2, 6)  # run lengths of --chunk-p masking
 SUFFIX_TASKS = ("story", "arithmetic")  # the chains that --suffix-p may apply to (--suffix-tasks)
 BARS = {"story": 0.90, "arithmetic": 0.95, "copy": 0.99}  # held-out accuracy bars (issue 14)
 
@@ -167,7 +168,7 @@ class Data:
 
 # ----------------------------------------------------------------------------- objective
 def masked_diffusion_loss(net: Transformer, tokens: torch.Tensor, prompt_len: int, mask_id: int,
-                          gen: torch.Generator, suffix_p: float = 0.0) -> torch.Tensor:
+                          gen: torch.Generator, suffix_p: float = 0.0, chunk_p: float = 0.0) -> torch.Tensor:
     """LLaDA loss: per-example t, mask response tokens with prob t, CE/t over masked, / #response tokens.
 
     t is drawn stratified over the batch (one uniform offset, evenly spaced), a standard
@@ -176,6 +177,12 @@ def masked_diffusion_loss(net: Transformer, tokens: torch.Tensor, prompt_len: in
     With ``suffix_p`` > 0 that share of the examples is masked from a uniformly drawn cut
     to the end instead (the state a decoder is in when everything left of a point is
     written), and weighted by 1 / (masked share), the same scale as the 1/t weighting.
+
+    With ``chunk_p`` > 0 that share of the (other) examples is masked in chunks: the response
+    is cut into runs of 2-6 tokens and each run is masked with probability t (each token
+    still with probability t, so the 1/t weighting is unchanged). A choice and the words that
+    agree with it are then often hidden together while the sentence after them is visible:
+    the state a decoder is in when it wrote a later fact first and must infer what led to it.
     """
     B, T = tokens.shape
     L = T - prompt_len
@@ -188,6 +195,14 @@ def masked_diffusion_loss(net: Transformer, tokens: torch.Tensor, prompt_len: in
         cut = torch.randint(0, L, (B,), generator=gen)
         masked = torch.where(suffix[:, None], torch.arange(L)[None, :] >= cut[:, None], masked)
         p_mask = torch.where(suffix, (L - cut).float() / L, p_mask)
+    if chunk_p > 0:
+        chunky = torch.rand(B, generator=gen) < chunk_p
+        ends = torch.randint(CHUNK[0], CHUNK[1] + 1, (B, L), generator=gen).cumsum(1)
+        chunk_of = torch.searchsorted(ends, torch.arange(L).expand(B, L).contiguous(), right=True)
+        by_chunk = torch.rand(B, L, generator=gen).gather(1, chunk_of) < p_mask[:, None]
+        if suffix_p > 0:
+            chunky &= ~suffix
+        masked = torch.where(chunky[:, None], by_chunk, masked)
     masked = masked.to(tokens.device)
     p_mask = p_mask.to(tokens.device)
     noisy = tokens.clone()
@@ -398,6 +413,10 @@ def model_card(info: dict) -> str:
            f"examples ({info['args']['suffix_p']}) is masked from a random "
            "cut to the end instead (the states of a decoder that has written everything left of a point), "
            "weighted by 1 / (masked share)."] if float(info.get("args", {}).get("suffix_p", 0) or 0) > 0 else []),
+        *([f"- A share of the story examples ({info['args']['chunk_p']}) is masked in runs of {CHUNK[0]}-{CHUNK[1]} "
+           "tokens (each run with probability t), so a count and its noun are often hidden together while the "
+           "next fact is visible: the state of a decoder that wrote a later count first."]
+          if float(info.get("args", {}).get("chunk_p", 0) or 0) > 0 else []),
         "",
         "## Training",
         "",
@@ -470,6 +489,9 @@ def parse_args(argv: Optional[list[str]]) -> argparse.Namespace:
     p.add_argument("--suffix-p", type=float, default=0.0,
                    help="share of story and arithmetic examples masked from a random cut to the end "
                         "(the decoder's left-to-right states) instead of uniformly")
+    p.add_argument("--chunk-p", type=float, default=0.0,
+                   help="share of story examples masked in runs of 2-6 tokens instead of token by token "
+                        "(a count and its noun hidden together while the next fact is visible)")
     p.add_argument("--suffix-tasks", default=",".join(SUFFIX_TASKS),
                    help="comma-separated tasks --suffix-p applies to (a story is not decoded left to right: "
                         "its fixed words come first, then the choices, and a choice left of a written one "
@@ -651,7 +673,8 @@ def main(argv: Optional[list[str]] = None) -> int:
                 continue
             tokens, plen = data.training_batch(name, rng, b)
             loss = masked_diffusion_loss(net, tokens.to(device), plen, data.mask, gen,
-                                         args.suffix_p if name in suffix_tasks else 0.0)
+                                         args.suffix_p if name in suffix_tasks else 0.0,
+                                         args.chunk_p if name == "story" else 0.0)
             loss.backward()
             losses[name] = loss.item()
         torch.nn.utils.clip_grad_norm_(net.parameters(), 1.0)

@@ -62,3 +62,45 @@ def test_a_decay_outside_zero_to_one_is_refused(tmp_path):
 def test_suffix_masking_names_only_tasks_it_knows(tmp_path):
     with pytest.raises(SystemExit, match="--suffix-tasks: copy not allowed"):
         run(tmp_path, "bad", 1, "--suffix-p", "0.3", "--suffix-tasks", "arithmetic,copy")
+
+
+class Recorder(torch.nn.Module):
+    """Stands in for the network: remembers the noisy input, returns uniform logits."""
+
+    def __init__(self):
+        super().__init__()
+        self.w = torch.nn.Parameter(torch.zeros(8))
+
+    def forward(self, x):
+        self.seen = x.clone()
+        return self.w.expand(*x.shape, 8)
+
+
+def masked_runs(row):
+    runs, n = [], 0
+    for m in row.tolist() + [False]:
+        if m:
+            n += 1
+        elif n:
+            runs.append(n)
+            n = 0
+    return runs
+
+
+def test_chunk_masking_hides_runs_of_tokens_at_the_rate_t():
+    net, gen = Recorder(), torch.Generator().manual_seed(0)
+    tokens = torch.full((256, 4 + 60), 5)
+    train.masked_diffusion_loss(net, tokens, 4, 1, gen, chunk_p=1.0)
+    masked = net.seen[:, 4:] == 1
+    # stratified t over the batch: every rate in (0, 1) once, so about half of all tokens
+    assert 0.45 < masked.float().mean() < 0.55
+    # masked in runs of at least 2 (a run can only be shorter where the canvas cuts it)
+    for row in masked:
+        runs = masked_runs(row)
+        inner = runs[:-1] if row[-1] else runs
+        assert all(run >= 2 for run in inner), runs
+    plain, gen = Recorder(), torch.Generator().manual_seed(0)
+    train.masked_diffusion_loss(plain, tokens, 4, 1, gen)
+    singles = sum(run == 1 for row in plain.seen[:, 4:] == 1 for run in masked_runs(row))
+    assert singles > 500  # token-by-token masking leaves many lone masks; chunks leave none
+
