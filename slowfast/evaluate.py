@@ -12,7 +12,10 @@ On the fixed held-out split of each task, greedy, through the real engine:
 5. whether the sliders matter: mean NFE on a task for a few values of each SlowFast
    parameter (the rest at their defaults);
 6. how often SlowFast's decode order differs from the threshold sampler's at the same
-   high-confidence threshold, and both samplers' accuracy and NFE.
+   high-confidence threshold, and both samplers' accuracy and NFE;
+7. on the story, how well one forward infers a hidden count on the true story: a later count
+   from the change before it ("forward"), and a change from the count after it ("backward"),
+   which a decoder needs whenever it wrote the later count first.
 
 It prints a Markdown report (the model card's "Decoding" section) and can write JSON.
 """
@@ -97,7 +100,63 @@ class TaskReport:
     order_differs: float = 0.0
     text_differs: float = 0.0
     sliders: dict[str, dict[str, float]] = field(default_factory=dict)
+    count_inference: dict[str, float] = field(default_factory=dict)  # story: forward, backward, events
     samples: list[dict[str, Any]] = field(default_factory=list)
+
+
+def count_events(strings: list[str]) -> list[tuple[int, int, int]]:
+    """(change, its noun, new count) token positions of every count change in a story's
+    response tokens ``strings``: ``loses two red apples`` / ``two more red apples`` followed
+    by ``Now Mia has four``. Events cut by the canvas are left out."""
+    from .tasks.story import NUMBERS, OBJECTS
+
+    words = [w.strip() for w in strings]
+    nouns = set(OBJECTS) | set(OBJECTS.values())
+    out = []
+    for i, w in enumerate(words):
+        if w == "more" and i > 0:
+            k, noun = i - 1, i + 2
+        elif i > 0 and words[i - 1] == "loses":
+            k, noun = i, i + 2
+        else:
+            continue
+        has = next((j for j in range(noun + 1, len(words)) if words[j] == "has"), None)
+        if has is None or has + 1 >= len(words):
+            continue
+        n = has + 1
+        if words[k] in NUMBERS and words[n] in NUMBERS and words[noun] in nouns:
+            out.append((k, noun, n))
+    return out
+
+
+def count_inference(model, task, n: int) -> dict[str, float]:
+    """One forward per hidden count on the true continuations of ``n`` held-out stories:
+    "forward" hides the new count (the change and the count before it visible), "backward"
+    hides the change and its noun (the new count visible). Share of argmax hits of each."""
+    import torch
+
+    hits = {"forward": 0, "backward": 0}
+    events = 0
+    for ex in task.examples("heldout", n):
+        prompt = model.encode_prompt(ex.prompt, chat=False)
+        response = list(model.tokenizer(ex.target)["input_ids"])[:task.gen_length]
+        found = count_events(model.token_strings(response))
+        if not found:
+            continue
+        rows, targets = [], []
+        for k, noun, new in found:
+            for kind, hide, at in (("forward", (new,), new), ("backward", (k, noun), k)):
+                x = list(response)
+                for h in hide:
+                    x[h] = model.mask_id
+                rows.append(prompt + x)
+                targets.append((kind, len(prompt) + at, response[at]))
+        logits = model.forward(torch.tensor(rows, device=model.device))
+        for row, (kind, at, want) in enumerate(targets):
+            hits[kind] += int(logits[row, at].argmax()) == want
+        events += len(found)
+    return {"forward": hits["forward"] / max(events, 1), "backward": hits["backward"] / max(events, 1),
+            "events": events}
 
 
 def settings_for(sampler: str, gen_length: int, block_length: Optional[int] = None, **params) -> GenerationSettings:
@@ -149,6 +208,8 @@ def evaluate_task(model, task, n: int, sliders: bool, slider_n: int, progress=No
     rep.spearman = mean(correlations) if correlations else None
     rep.slowfast_cycles, rep.slowfast_parallel_fast = mean(cyc), mean(par)
     rep.order_differs, rep.text_differs = mean(order), mean(text)
+    if task.name == "story" and block_length is None:
+        rep.count_inference = count_inference(model, task, n)
     if sliders:
         for name, values in SLIDERS.items():
             rep.sliders[name] = {}
@@ -193,6 +254,14 @@ def markdown(reports: list[TaskReport], command: str, seconds: float, slider_n: 
         lines.append(f"| {label(r)} | {r.order_differs:.0%} | {r.text_differs:.0%} | "
                      f"{r.slowfast_accuracy:.1%} / {r.slowfast_nfe:.1f} | "
                      f"{r.threshold_accuracy:.1%} / {r.threshold_nfe:.1f} |")
+    for r in reports:
+        if r.count_inference:
+            ci = r.count_inference
+            lines += ["", f"Count inference on the true `{label(r)}` continuations (one forward, "
+                      f"{ci['events']} count changes in the {r.n} held-out stories): a hidden new count from the "
+                      f"change before it {ci['forward']:.1%}; a hidden change (and its noun) from the new count "
+                      f"after it {ci['backward']:.1%}. A decoder that writes a later count before the change "
+                      "that leads to it needs the second."]
     for r in reports:
         if not r.sliders:
             continue
