@@ -101,6 +101,7 @@ class TaskReport:
     text_differs: float = 0.0
     sliders: dict[str, dict[str, float]] = field(default_factory=dict)
     count_inference: dict[str, float] = field(default_factory=dict)  # story: forward, backward, events
+    failures: dict[str, int] = field(default_factory=dict)  # story: the baseline's wrong runs, by kind
     samples: list[dict[str, Any]] = field(default_factory=list)
 
 
@@ -159,6 +160,30 @@ def count_inference(model, task, n: int) -> dict[str, float]:
             "events": events}
 
 
+FAILURE_KINDS = ("count written before its change", "change written before its count", "other")
+
+
+def story_failure(model, prompt: str, trace: Trace) -> Optional[str]:
+    """Why a story run fails its checker: at a count that disagrees with the change before
+    it, was the count or the change written first (``FAILURE_KINDS``)? None when it passes."""
+    from .tasks.story import check_story
+
+    ok, _, reason = check_story(prompt, trace.text)
+    if ok:
+        return None
+    words = trace.text.split()
+    bad = int(reason.split()[1]) - 1 if reason.startswith("word ") else -1
+    if bad < 1 or words[bad - 1] != "has":
+        return FAILURE_KINDS[2]
+    ids = [int(t) for t in trace.tokens]
+    strings = model.token_strings(ids)
+    at = trace.decoded_at()
+    for k, _, n in count_events(strings):
+        if len(model.decode(ids[:n + 1]).split()) == bad + 1:  # the event whose count is the bad word
+            return FAILURE_KINDS[0] if at[n] < at[k] else FAILURE_KINDS[1]
+    return FAILURE_KINDS[2]
+
+
 def settings_for(sampler: str, gen_length: int, block_length: Optional[int] = None, **params) -> GenerationSettings:
     return GenerationSettings(sampler=sampler, gen_length=gen_length, block_length=block_length or gen_length,
                               steps=gen_length, chat=False, params=params)
@@ -195,6 +220,10 @@ def evaluate_task(model, task, n: int, sliders: bool, slider_n: int, progress=No
         order.append([sorted(r.decoded) for r in sf.records if r.decoded]
                      != [sorted(r.decoded) for r in th.records if r.decoded])
         text.append(sf.text != th.text)
+        if task.name == "story":
+            kind = story_failure(model, ex.prompt, base)
+            if kind is not None:
+                rep.failures[kind] = rep.failures.get(kind, 0) + 1
         if i < 3:
             rep.samples.append({"prompt": ex.prompt, "baseline": base.text, "slowfast": sf.text,
                                 "slowfast_nfe": sf.stats.nfe, "cycles": cycles(sf)})
@@ -262,6 +291,10 @@ def markdown(reports: list[TaskReport], command: str, seconds: float, slider_n: 
                       f"change before it {ci['forward']:.1%}; a hidden change (and its noun) from the new count "
                       f"after it {ci['backward']:.1%}. A decoder that writes a later count before the change "
                       "that leads to it needs the second."]
+        if r.failures:
+            wrong = sum(r.failures.values())
+            lines += ["", f"The baseline's {wrong} wrong `{label(r)}` runs, by where the checker stops: "
+                      + "; ".join(f"{kind}: {r.failures.get(kind, 0)}" for kind in FAILURE_KINDS) + "."]
     for r in reports:
         if not r.sliders:
             continue

@@ -50,3 +50,34 @@ def test_count_inference_hides_the_counts_it_scores():
     # a later count from the change before it is what the model does best (measured 99%);
     # a hidden position it could not see, or a wrong target, would score near chance
     assert ci["forward"] >= 0.9 and 0.0 <= ci["backward"] <= 1.0
+
+
+def made_up_run(model, prompt, text, first):
+    """A run that wrote ``text``, one token per step: the positions in ``first`` before the rest."""
+    from slowfast.trace import StepRecord, Trace
+
+    ids = list(model.tokenizer(text)["input_ids"])
+    order = list(first) + [p for p in range(len(ids)) if p not in first]
+    records = [StepRecord(step=i, stage="baseline", block=0, span=None, horizons=None, horizon_spread=None,
+                          confidence=np.zeros(len(ids), np.float16), argmax=np.zeros(len(ids), np.int32),
+                          decoded=[p], fed_end=len(ids), tokens_fed=0, ms=0.0, nfe=i + 1, forwards=i + 1)
+               for i, p in enumerate(order)]
+    return Trace(settings={"gen_length": len(ids)}, model="embedded", prompt=prompt, prompt_ids=[], mask_id=1,
+                 records=records, tokens=ids, text=model.decode(ids))
+
+
+def test_a_failed_story_is_classified_by_what_was_written_first():
+    from slowfast.evaluate import FAILURE_KINDS, count_events, story_failure
+    from slowfast.models import load_model
+
+    model = load_model("embedded", device="cpu")
+    prompt = "Story: Mia has two red apples ."
+    right = " Mia loses one red apple . Now Mia has one red apple . The sky is calm ."
+    wrong = right.replace("has one", "has two").replace("has two red apple", "has two red apples")
+    ids = list(model.tokenizer(wrong)["input_ids"])
+    [(k, _, n)] = count_events(model.token_strings(ids))
+    assert story_failure(model, prompt, made_up_run(model, prompt, right, [])) is None
+    assert story_failure(model, prompt, made_up_run(model, prompt, wrong, [n])) == FAILURE_KINDS[0]
+    assert story_failure(model, prompt, made_up_run(model, prompt, wrong, [k])) == FAILURE_KINDS[1]
+    broken = " Mia loses one red apple . Then Mia has one red apple ."
+    assert story_failure(model, prompt, made_up_run(model, prompt, broken, [])) == FAILURE_KINDS[2]
