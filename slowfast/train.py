@@ -487,7 +487,7 @@ def parse_args(argv: Optional[list[str]]) -> argparse.Namespace:
     for name, b in (("story", 32), ("arithmetic", 32), ("copy", 8)):
         p.add_argument(f"--batch-{name}", type=int, default=b, help=f"{name} examples per step")
     p.add_argument("--suffix-p", type=float, default=0.0,
-                   help="share of story and arithmetic examples masked from a random cut to the end "
+                   help="share of the --suffix-tasks examples masked from a random cut to the end "
                         "(the decoder's left-to-right states) instead of uniformly")
     p.add_argument("--chunk-p", type=float, default=0.0,
                    help="share of story examples masked in runs of 2-6 tokens instead of token by token "
