@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from slowfast.engine import first_end, generate
-from slowfast.evaluate import cycles, spearman
+from slowfast.evaluate import cycles, spearman, story_failure
 from slowfast.models import load_model
 from slowfast.session import DEFAULT_PROMPT, PRESETS_DIR, Controls, example_prompts, load_presets, preset_controls
 from slowfast.tasks import TASKS, Example
@@ -72,6 +72,8 @@ def test_preset_claims_hold_on_its_own_run(embedded, name):
             assert rho is not None and rho <= value
         elif claim == "idle_forwards_at_least":
             assert sum(1 for r in trace.records if not r.decoded) >= value
+        elif claim == "story_failure":
+            assert story_failure(embedded, preset["prompt"], trace) == value
         elif claim == "nfe_at_most":
             assert trace.summary["nfe"] <= value
         elif claim == "correct_with":
