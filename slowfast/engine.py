@@ -210,7 +210,7 @@ class Run:
         self.finished = False
         self._stop_requested = False
         self._seconds = 0.0
-        self._canvas: Optional[torch.Tensor] = None
+        self._canvas: Optional[Canvas] = None  # the decoding state, once the run started
         self._started = False
         self.cache_bytes = 0
         self.cache: Optional[FeatureCache] = None
@@ -241,7 +241,7 @@ class Run:
 
     def _loop(self, cache: Optional[FeatureCache]) -> Iterator[StepRecord]:
         """forward -> observe -> commit -> record, until the policy is done (or a stop)."""
-        canvas = self._start()
+        canvas = self._canvas = self._start()
         t_run, paused = time.perf_counter(), 0.0  # the consumer's time between records is not the run's
         while not self.policy.done(canvas.mask):
             if self._stop_requested:
@@ -267,7 +267,6 @@ class Run:
         P, G = len(self.prompt_ids), s.gen_length
         ids = torch.full((1, P + G), model.mask_id, dtype=torch.long, device=model.device)
         ids[0, :P] = torch.tensor(self.prompt_ids, dtype=torch.long, device=model.device)
-        self._canvas = ids
         self.policy.reset(s.layout, np.random.default_rng(s.seed))
         scoring = self.policy.scoring()  # None: LLaDA's rule; else Dream's, with a second statistic
         return Canvas(
@@ -373,7 +372,7 @@ class Run:
         """The run as a Trace (final once the iteration has ended)."""
         m, s = self.model, self.settings
         P = len(self.prompt_ids)
-        tokens = self._canvas[0, P:].tolist() if self._canvas is not None else [m.mask_id] * s.gen_length
+        tokens = self._canvas.ids[0, P:].tolist() if self._canvas is not None else [m.mask_id] * s.gen_length
         cut = tokens[: first_end(tokens, m.eos_ids)]
         text = m.decode([t for t in cut if t != m.mask_id])
         summary = Summary.of_run(self.records, s.gen_length, len(cut), self._seconds, finished=self.finished,

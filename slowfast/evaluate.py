@@ -105,36 +105,13 @@ class TaskReport:
     samples: list[dict[str, Any]] = field(default_factory=list)
 
 
-def count_events(strings: list[str]) -> list[tuple[int, int, int]]:
-    """(change, its noun, new count) token positions of every count change in a story's
-    response tokens ``strings``: ``loses two red apples`` / ``two more red apples`` followed
-    by ``Now Mia has four``. Events cut by the canvas are left out."""
-    from .tasks.story import NUMBERS, OBJECTS
-
-    words = [w.strip() for w in strings]
-    nouns = set(OBJECTS) | set(OBJECTS.values())
-    out = []
-    for i, w in enumerate(words):
-        if w == "more" and i > 0:
-            k, noun = i - 1, i + 2
-        elif i > 0 and words[i - 1] == "loses":
-            k, noun = i, i + 2
-        else:
-            continue
-        has = next((j for j in range(noun + 1, len(words)) if words[j] == "has"), None)
-        if has is None or has + 1 >= len(words):
-            continue
-        n = has + 1
-        if words[k] in NUMBERS and words[n] in NUMBERS and words[noun] in nouns:
-            out.append((k, noun, n))
-    return out
-
-
 def count_inference(model, task, n: int) -> dict[str, float]:
     """One forward per hidden count on the true continuations of ``n`` held-out stories:
     "forward" hides the new count (the change and the count before it visible), "backward"
     hides the change and its noun (the new count visible). Share of argmax hits of each."""
     import torch
+
+    from .tasks.story import count_events
 
     hits = {"forward": 0, "backward": 0}
     events = 0
@@ -166,7 +143,7 @@ FAILURE_KINDS = ("count written before its change", "change written before its c
 def story_failure(model, prompt: str, trace: Trace) -> Optional[str]:
     """Why a story run fails its checker: at a count that disagrees with the change before
     it, was the count or the change written first (``FAILURE_KINDS``)? None when it passes."""
-    from .tasks.story import check_story
+    from .tasks.story import check_story, count_events
 
     ok, _, reason = check_story(prompt, trace.text)
     if ok:

@@ -541,7 +541,8 @@ def evaluate_export(args) -> int:
 
 def main(argv: Optional[list[str]] = None) -> int:
     args = parse_args(argv)
-    unknown = sorted({t for t in args.suffix_tasks.split(",") if t} - set(SUFFIX_TASKS))
+    suffix_tasks = {t for t in args.suffix_tasks.split(",") if t}
+    unknown = sorted(suffix_tasks - set(SUFFIX_TASKS))
     if unknown:
         raise SystemExit(f"--suffix-tasks: {', '.join(unknown)} not allowed; allowed: {', '.join(SUFFIX_TASKS)}")
     torch.set_num_threads(args.threads)
@@ -654,7 +655,6 @@ def main(argv: Optional[list[str]] = None) -> int:
     t_start = time.time()
     last_ckpt = time.time()
     tasks_b = [(name, getattr(args, f"batch_{name}")) for name in TASKS]
-    suffix_tasks = {t for t in args.suffix_tasks.split(",") if t}
     running: dict[str, float] = {}
     t_log = time.time()
     while step < args.steps:

@@ -28,7 +28,7 @@ def test_cycles_and_parallel_fast_steps_read_the_trace(tiny_model):
 
 
 def test_count_events_find_each_change_its_noun_and_the_new_count():
-    from slowfast.evaluate import count_events
+    from slowfast.tasks.story import count_events
 
     words = ("At the park Mia finds two more red apples . Now Mia has four red apples . The sky is calm . "
              "Mia loses one red apple . Now Mia has three red apples . Mia meets Tom . Tom gives Mia one "
@@ -67,7 +67,8 @@ def made_up_run(model, prompt, text, first):
 
 
 def test_a_failed_story_is_classified_by_what_was_written_first():
-    from slowfast.evaluate import FAILURE_KINDS, count_events, story_failure
+    from slowfast.evaluate import FAILURE_KINDS, story_failure
+    from slowfast.tasks.story import count_events
     from slowfast.models import load_model
 
     model = load_model("embedded", device="cpu")

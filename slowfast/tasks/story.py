@@ -176,3 +176,26 @@ def check_story(prompt: str, text: str) -> tuple[bool, int, str]:
         return True, sentences, ""
     except _Reject as exc:
         return False, sentences, str(exc)
+
+
+def count_events(strings: list[str]) -> list[tuple[int, int, int]]:
+    """(change, its noun, new count) token positions of every count change in a story's
+    response tokens ``strings``: ``loses two red apples`` / ``two more red apples`` followed
+    by ``Now Mia has four``. Events cut by the canvas are left out."""
+    words = [w.strip() for w in strings]
+    nouns = set(OBJECTS) | set(OBJECTS.values())
+    out = []
+    for i, w in enumerate(words):
+        if w == "more" and i > 0:
+            k, noun = i - 1, i + 2
+        elif i > 0 and words[i - 1] == "loses":
+            k, noun = i, i + 2
+        else:
+            continue
+        has = next((j for j in range(noun + 1, len(words)) if words[j] == "has"), None)
+        if has is None or has + 1 >= len(words):
+            continue
+        n = has + 1
+        if words[k] in NUMBERS and words[n] in NUMBERS and words[noun] in nouns:
+            out.append((k, noun, n))
+    return out
