@@ -99,9 +99,9 @@ def build_tokenizer(vocab_size: int, seed: int = 0):
 
 
 def load_tokenizer(folder: Path):
-    from transformers import AutoTokenizer
+    from .models.loading import load_tokenizer as load  # quiet about config.json's model_type
 
-    return AutoTokenizer.from_pretrained(str(folder))
+    return load(Path(folder))
 
 
 def check_tokenizer(tok) -> None:
@@ -130,6 +130,14 @@ class Data:
 
     def encode(self, text: str) -> list[int]:
         return list(self.tok(text)["input_ids"])
+
+    def count_events(self, tokens: torch.Tensor, prompt_len: int) -> list[list[tuple[int, int, int]]]:
+        """Per row, the (change, noun, new count) response positions of its story's count changes."""
+        from .tasks.story import count_events
+
+        if not hasattr(self, "_strings"):
+            self._strings = [self.tok.decode([i]) for i in range(len(self.tok))]
+        return [count_events([self._strings[i] for i in row]) for row in tokens[:, prompt_len:].tolist()]
 
     def response_ids(self, ex: Example, gen_length: int, fills_canvas: bool = False) -> list[int]:
         """The answer on a canvas of ``gen_length``: cut there (stories) or padded with EOS."""
@@ -168,10 +176,32 @@ class Data:
 
 # ----------------------------------------------------------------------------- objective
 def masked_diffusion_loss(net: Transformer, tokens: torch.Tensor, prompt_len: int, mask_id: int,
-                          gen: torch.Generator, suffix_p: float = 0.0, chunk_p: float = 0.0) -> torch.Tensor:
-    """LLaDA loss: per-example t, mask response tokens with prob t, CE/t over masked, / #response tokens.
+                          gen: torch.Generator, suffix_p: float = 0.0, chunk_p: float = 0.0,
+                          event_p: float = 0.0, events: Optional[list[list[tuple[int, int, int]]]] = None
+                          ) -> torch.Tensor:
+    """LLaDA loss on ``tokens`` (prompt, then response) with the masks of ``draw_masks``:
+    cross-entropy of the masked response tokens, each weighted by 1 / (its masking
+    probability), summed and divided by the response length, averaged over the batch."""
+    B, T = tokens.shape
+    L = T - prompt_len
+    masked, p_tok = draw_masks(B, L, gen, suffix_p, chunk_p, event_p, events)
+    masked = masked.to(tokens.device)
+    p_tok = p_tok.to(tokens.device)
+    noisy = tokens.clone()
+    noisy[:, prompt_len:][masked] = mask_id
+    logits = net(noisy)[:, prompt_len:]
+    ce = F.cross_entropy(logits.reshape(-1, logits.shape[-1]).float(), tokens[:, prompt_len:].reshape(-1),
+                         reduction="none").view(B, L)
+    return ((ce * masked / p_tok).sum(1) / L).mean()
 
-    t is drawn stratified over the batch (one uniform offset, evenly spaced), a standard
+
+def draw_masks(B: int, L: int, gen: torch.Generator, suffix_p: float = 0.0, chunk_p: float = 0.0,
+               event_p: float = 0.0, events: Optional[list[list[tuple[int, int, int]]]] = None
+               ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Which of ``B`` responses' ``L`` tokens to mask, and each token's masking probability.
+
+    LLaDA's: per-example t, every response token masked with probability t. t is drawn
+    stratified over the batch (one uniform offset, evenly spaced), a standard
     variance reduction that keeps the marginal of each t uniform.
 
     With ``suffix_p`` > 0 that share of the examples is masked from a uniformly drawn cut
@@ -183,9 +213,13 @@ def masked_diffusion_loss(net: Transformer, tokens: torch.Tensor, prompt_len: in
     still with probability t, so the 1/t weighting is unchanged). A choice and the words that
     agree with it are then often hidden together while the sentence after them is visible:
     the state a decoder is in when it wrote a later fact first and must infer what led to it.
+
+    With ``event_p`` > 0 and ``events`` (per example, the (change, noun, new count) response
+    positions of ``count_events``) that share of the (non-suffix) examples has, in each of
+    its count changes with probability 1/2, the change and its noun masked and the new count
+    shown: exactly the state where a decoder wrote the count first. Every masked token's loss
+    is weighted by 1 / (its masking probability): 1 for the forced ones.
     """
-    B, T = tokens.shape
-    L = T - prompt_len
     u = torch.rand(1, generator=gen)
     t = ((u + torch.arange(B) / B) % 1.0)[torch.randperm(B, generator=gen)]
     p_mask = (1 - EPS) * t + EPS
@@ -203,14 +237,20 @@ def masked_diffusion_loss(net: Transformer, tokens: torch.Tensor, prompt_len: in
         if suffix_p > 0:
             chunky &= ~suffix
         masked = torch.where(chunky[:, None], by_chunk, masked)
-    masked = masked.to(tokens.device)
-    p_mask = p_mask.to(tokens.device)
-    noisy = tokens.clone()
-    noisy[:, prompt_len:][masked] = mask_id
-    logits = net(noisy)[:, prompt_len:]
-    ce = F.cross_entropy(logits.reshape(-1, logits.shape[-1]).float(), tokens[:, prompt_len:].reshape(-1),
-                         reduction="none").view(B, L)
-    return ((ce * masked / p_mask[:, None]).sum(1) / L).mean()
+    p_tok = p_mask[:, None].expand(B, L).clone()  # each token's probability of being masked
+    if event_p > 0 and events is not None:
+        picked = torch.rand(B, generator=gen) < event_p
+        if suffix_p > 0:
+            picked &= ~suffix
+        for b in torch.nonzero(picked).flatten().tolist():
+            for k, noun, new in events[b]:
+                if new >= L or not torch.rand(1, generator=gen).item() < 0.5:
+                    continue
+                masked[b, [k, noun]] = True  # the change hidden ...
+                p_tok[b, [k, noun]] = 1.0
+                masked[b, new] = False  # ... and the count it led to shown
+                p_tok[b, new] = 1.0  # (never masked here: its weight is unused)
+    return masked, p_tok
 
 
 # ----------------------------------------------------------------------------- decoding
@@ -417,6 +457,10 @@ def model_card(info: dict) -> str:
            "tokens (each run with probability t), so a count and its noun are often hidden together while the "
            "next fact is visible: the state of a decoder that wrote a later count first."]
           if float(info.get("args", {}).get("chunk_p", 0) or 0) > 0 else []),
+        *([f"- A share of the story examples ({info['args']['event_p']}) has, in each count change with "
+           "probability 1/2, the change and its noun masked and the new count shown (the state of a decoder "
+           "that wrote the count first), the forced masks weighted 1."]
+          if float(info.get("args", {}).get("event_p", 0) or 0) > 0 else []),
         "",
         "## Training",
         "",
@@ -492,6 +536,10 @@ def parse_args(argv: Optional[list[str]]) -> argparse.Namespace:
     p.add_argument("--chunk-p", type=float, default=0.0,
                    help="share of story examples masked in runs of 2-6 tokens instead of token by token "
                         "(a count and its noun hidden together while the next fact is visible)")
+    p.add_argument("--event-p", type=float, default=0.0,
+                   help="share of story examples in which each count change, with probability 1/2, has its "
+                        "change and noun masked and its new count shown (the state of a decoder that wrote "
+                        "the count first and must infer the change from it)")
     p.add_argument("--suffix-tasks", default=",".join(SUFFIX_TASKS),
                    help="comma-separated tasks --suffix-p applies to (a story is not decoded left to right: "
                         "its fixed words come first, then the choices, and a choice left of a written one "
@@ -545,6 +593,9 @@ def main(argv: Optional[list[str]] = None) -> int:
     unknown = sorted(suffix_tasks - set(SUFFIX_TASKS))
     if unknown:
         raise SystemExit(f"--suffix-tasks: {', '.join(unknown)} not allowed; allowed: {', '.join(SUFFIX_TASKS)}")
+    for flag in ("suffix_p", "chunk_p", "event_p"):
+        if not 0.0 <= getattr(args, flag) <= 1.0:
+            raise SystemExit(f"--{flag.replace('_', '-')}: {getattr(args, flag)} is not a share in [0, 1]")
     torch.set_num_threads(args.threads)
     if args.evaluate:
         return evaluate_export(args)
@@ -633,10 +684,18 @@ def main(argv: Optional[list[str]] = None) -> int:
         scores, samples = evaluate_all(shipped, data, args.eval_n)
         score = selection_score(scores)
         rec = {"step": step, "minutes": round((elapsed_before + time.time() - t_start) / 60, 2), **scores}
+        if "story" in TASKS:  # how well one forward infers a hidden count / change (see eval)
+            from .evaluate import count_inference
+            from .models.loading import DLLM
+
+            rec["count_inference"] = count_inference(
+                DLLM("training", shipped, tok, data.mask, frozenset({data.eos})), TASKS["story"], args.eval_n)
         history.append(rec)
         log(f"eval step {step}: " + " | ".join(
             f"{name} {TASKS[name].primary_metric} {s[TASKS[name].primary_metric]:.3f}" for name, s in scores.items())
-            + f" | score {score:.3f} ({time.time() - t0:.0f}s)", logfile)
+            + f" | score {score:.3f} ({time.time() - t0:.0f}s)"
+            + ("; story count inference forward {forward:.3f} backward {backward:.3f}".format(**rec["count_inference"])
+               if "count_inference" in rec else ""), logfile)
         for name, s in samples.items():
             log(f"  {s[0]['prompt']!r} -> {s[0]['output']!r}", logfile)
         if score > best and not args.no_export:
@@ -672,9 +731,12 @@ def main(argv: Optional[list[str]] = None) -> int:
             if b <= 0:
                 continue
             tokens, plen = data.training_batch(name, rng, b)
+            story = name == "story"
             loss = masked_diffusion_loss(net, tokens.to(device), plen, data.mask, gen,
                                          args.suffix_p if name in suffix_tasks else 0.0,
-                                         args.chunk_p if name == "story" else 0.0)
+                                         args.chunk_p if story else 0.0,
+                                         args.event_p if story else 0.0,
+                                         data.count_events(tokens, plen) if story and args.event_p else None)
             loss.backward()
             losses[name] = loss.item()
         torch.nn.utils.clip_grad_norm_(net.parameters(), 1.0)

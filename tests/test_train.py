@@ -104,3 +104,48 @@ def test_chunk_masking_hides_runs_of_tokens_at_the_rate_t():
     singles = sum(run == 1 for row in plain.seen[:, 4:] == 1 for run in masked_runs(row))
     assert singles > 500  # token-by-token masking leaves many lone masks; chunks leave none
 
+
+
+def test_event_masking_hides_changes_and_shows_the_counts_they_led_to():
+    B, L = 400, 30
+    events = [[(2, 4, 8), (12, 14, 20)]] * B  # (change, noun, new count) of two count changes per row
+    hidden_change = lambda m: m[:, [2, 4]].all(1) & ~m[:, 8]  # the state of a count written first
+    plain, _ = train.draw_masks(B, L, torch.Generator().manual_seed(0))
+    masked, p_tok = train.draw_masks(B, L, torch.Generator().manual_seed(0), event_p=1.0, events=events)
+    # plain masking: t^2 (1 - t) on average, 1/12; forced in half the events, plus that
+    assert hidden_change(plain).float().mean() < 0.15
+    assert 0.5 < hidden_change(masked).float().mean() < 0.65
+    # a forced token's loss weight is 1 (it was masked for sure); the others keep 1/t
+    forced = (p_tok == 1.0)[:, [2, 4]].all(1)
+    assert masked[forced][:, [2, 4]].all() and not masked[forced][:, 8].any()
+    others = [c for c in range(L) if c not in (2, 4, 8, 12, 14, 20)]
+    assert (p_tok[:, others] < 1.0).all()
+    # events past a canvas cut are left alone; an event share of 0 is plain masking
+    short, _ = train.draw_masks(B, 16, torch.Generator().manual_seed(0), event_p=1.0, events=events)
+    assert 0.5 < hidden_change(short).float().mean() < 0.65  # the first event fits the canvas
+    assert short[:, [12, 14]].all(1).float().mean() < 0.4  # the second's count is cut off: plain t^2
+    same, _ = train.draw_masks(B, L, torch.Generator().manual_seed(0), event_p=0.0, events=events)
+    assert torch.equal(same, plain)
+
+
+def test_count_events_of_a_training_batch_are_response_positions():
+    import random
+
+    from slowfast.tasks.story import NUMBERS, OBJECTS
+
+    tok = train.load_tokenizer(train.DEFAULT_OUT)
+    data = train.Data(tok)
+    tokens, plen, _ = data.task_batch(train.TASKS["story"], random.Random(0), 3)
+    nouns = set(OBJECTS) | set(OBJECTS.values())
+    for row, found in zip(tokens, data.count_events(tokens, plen)):
+        assert len(found) >= 3
+        words = [tok.decode([int(i)]).strip() for i in row[plen:]]
+        for k, noun, new in found:
+            assert words[k] in ("one", "two") and words[noun] in nouns
+            assert words[new - 1] == "has" and words[new] in NUMBERS
+
+
+@pytest.mark.parametrize("flag", ["--suffix-p", "--chunk-p", "--event-p"])
+def test_a_share_outside_zero_to_one_is_refused(tmp_path, flag):
+    with pytest.raises(SystemExit, match=flag):
+        run(tmp_path, "bad", 1, flag, "1.5")
