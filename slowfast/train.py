@@ -217,7 +217,8 @@ def draw_masks(B: int, L: int, gen: torch.Generator, suffix_p: float = 0.0, chun
     With ``event_p`` > 0 and ``events`` (per example, the (change, noun, new count) response
     positions of ``count_events``) that share of the (non-suffix) examples has, in each of
     its count changes with probability 1/2, the change and its noun masked and the new count
-    shown: exactly the state where a decoder wrote the count first. Every masked token's loss
+    (and the count before the change, when it is in the response) shown: exactly the state
+    where a decoder wrote the count first, with what determines the change. Every masked token's loss
     is weighted by 1 / (its masking probability): 1 for the forced ones.
     """
     u = torch.rand(1, generator=gen)
@@ -243,13 +244,14 @@ def draw_masks(B: int, L: int, gen: torch.Generator, suffix_p: float = 0.0, chun
         if suffix_p > 0:
             picked &= ~suffix
         for b in torch.nonzero(picked).flatten().tolist():
-            for k, noun, new in events[b]:
+            for i, (k, noun, new) in enumerate(events[b]):
                 if new >= L or not torch.rand(1, generator=gen).item() < 0.5:
                     continue
                 masked[b, [k, noun]] = True  # the change hidden ...
                 p_tok[b, [k, noun]] = 1.0
-                masked[b, new] = False  # ... and the count it led to shown
-                p_tok[b, new] = 1.0  # (never masked here: its weight is unused)
+                shown = [new] + ([events[b][i - 1][2]] if i else [])
+                masked[b, shown] = False  # ... the count it led to and the one before it shown
+                p_tok[b, shown] = 1.0  # (never masked here: their weight is unused)
     return masked, p_tok
 
 
@@ -458,8 +460,8 @@ def model_card(info: dict) -> str:
            "next fact is visible: the state of a decoder that wrote a later count first."]
           if float(info.get("args", {}).get("chunk_p", 0) or 0) > 0 else []),
         *([f"- A share of the story examples ({info['args']['event_p']}) has, in each count change with "
-           "probability 1/2, the change and its noun masked and the new count shown (the state of a decoder "
-           "that wrote the count first), the forced masks weighted 1."]
+           "probability 1/2, the change and its noun masked and the counts before and after it shown (the state "
+           "of a decoder that wrote the count first), the forced masks weighted 1."]
           if float(info.get("args", {}).get("event_p", 0) or 0) > 0 else []),
         "",
         "## Training",
@@ -538,7 +540,7 @@ def parse_args(argv: Optional[list[str]]) -> argparse.Namespace:
                         "(a count and its noun hidden together while the next fact is visible)")
     p.add_argument("--event-p", type=float, default=0.0,
                    help="share of story examples in which each count change, with probability 1/2, has its "
-                        "change and noun masked and its new count shown (the state of a decoder that wrote "
+                        "change and noun masked and the counts before and after it shown (the state of a decoder that wrote "
                         "the count first and must infer the change from it)")
     p.add_argument("--suffix-tasks", default=",".join(SUFFIX_TASKS),
                    help="comma-separated tasks --suffix-p applies to (a story is not decoded left to right: "

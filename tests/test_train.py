@@ -118,6 +118,9 @@ def test_event_masking_hides_changes_and_shows_the_counts_they_led_to():
     # a forced token's loss weight is 1 (it was masked for sure); the others keep 1/t
     forced = (p_tok == 1.0)[:, [2, 4]].all(1)
     assert masked[forced][:, [2, 4]].all() and not masked[forced][:, 8].any()
+    # the second change is inferred from its count (20) and the count before it (8): both shown
+    second = (p_tok == 1.0)[:, [12, 14]].all(1)
+    assert second.float().mean() > 0.4 and not masked[second][:, [8, 20]].any()
     others = [c for c in range(L) if c not in (2, 4, 8, 12, 14, 20)]
     assert (p_tok[:, others] < 1.0).all()
     # events past a canvas cut are left alone; an event share of 0 is plain masking
