@@ -207,7 +207,7 @@ def test_compare_scores_a_task_prompt(tiny_dir):
     from slowfast.tasks import example_for
 
     state = {}
-    prompt = "Q: 5+6-9+7-3+2+2=? A:"
+    prompt = "Q: 2+7+2-3-2+6=? A:"
     message, table, _ = drain(app.on_compare("embedded", prompt, ["baseline", "threshold"], state,
                                              *values(gen_length=64, block_length=64, steps=64)))
     task, example = example_for(prompt)
