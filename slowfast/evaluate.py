@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shlex
 import sys
 import time
 from dataclasses import dataclass, field
@@ -325,7 +326,7 @@ def main(argv: Optional[list[str]] = None) -> int:
         reports.append(evaluate_task(model, TASKS[name], args.n, block is None and name == args.slider_task,
                                      args.slider_n, progress, block))
     print(file=sys.stderr)
-    command = "python -m slowfast eval " + " ".join(sys.argv[1:] if argv is None else argv)
+    command = "python -m slowfast eval " + shlex.join(sys.argv[1:] if argv is None else argv)  # rerunnable as printed
     md = markdown(reports, command.strip(), time.time() - t0, args.slider_n)
     print(md)
     if args.json:

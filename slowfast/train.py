@@ -25,6 +25,7 @@ import json
 import math
 import os
 import random
+import shlex
 import sys
 import time
 from pathlib import Path
@@ -607,7 +608,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     logfile = work / "train.log"
     state_path = work / "state.pt"
     tok_dir = work / "tokenizer"
-    command = "python -m slowfast train " + " ".join(sys.argv[1:] if argv is None else argv)
+    command = "python -m slowfast train " + shlex.join(sys.argv[1:] if argv is None else argv)  # rerunnable as printed
 
     resume = args.resume and state_path.exists()
     if resume and (tok_dir / "tokenizer.json").exists():
