@@ -128,6 +128,7 @@ class Data:
         self.tok = tok
         self.eos = tok.convert_tokens_to_ids(EOS)
         self.mask = tok.convert_tokens_to_ids(MASK)
+        self.strings = [tok.decode([i]) for i in range(len(tok))]  # each id's text, for count_events
 
     def encode(self, text: str) -> list[int]:
         return list(self.tok(text)["input_ids"])
@@ -136,9 +137,7 @@ class Data:
         """Per row, the (change, noun, new count) response positions of its story's count changes."""
         from .tasks.story import count_events
 
-        if not hasattr(self, "_strings"):
-            self._strings = [self.tok.decode([i]) for i in range(len(self.tok))]
-        return [count_events([self._strings[i] for i in row]) for row in tokens[:, prompt_len:].tolist()]
+        return [count_events([self.strings[i] for i in row]) for row in tokens[:, prompt_len:].tolist()]
 
     def response_ids(self, ex: Example, gen_length: int, fills_canvas: bool = False) -> list[int]:
         """The answer on a canvas of ``gen_length``: cut there (stories) or padded with EOS."""
@@ -219,8 +218,8 @@ def draw_masks(B: int, L: int, gen: torch.Generator, suffix_p: float = 0.0, chun
     positions of ``count_events``) that share of the (non-suffix) examples has, in each of
     its count changes with probability 1/2, the change and its noun masked and the new count
     (and the count before the change, when it is in the response) shown: exactly the state
-    where a decoder wrote the count first, with what determines the change. Every masked token's loss
-    is weighted by 1 / (its masking probability): 1 for the forced ones.
+    where a decoder wrote the count first, with what determines the change. Every masked
+    token's loss is weighted by 1 / (its masking probability): 1 for the forced ones.
     """
     u = torch.rand(1, generator=gen)
     t = ((u + torch.arange(B) / B) % 1.0)[torch.randperm(B, generator=gen)]
@@ -540,9 +539,9 @@ def parse_args(argv: Optional[list[str]]) -> argparse.Namespace:
                    help="share of story examples masked in runs of 2-6 tokens instead of token by token "
                         "(a count and its noun hidden together while the next fact is visible)")
     p.add_argument("--event-p", type=float, default=0.0,
-                   help="share of story examples in which each count change, with probability 1/2, has its "
-                        "change and noun masked and the counts before and after it shown (the state of a decoder that wrote "
-                        "the count first and must infer the change from it)")
+                   help="share of story examples in which each count change, with probability 1/2, has "
+                        "its change and noun masked and the counts before and after it shown (the state of a "
+                        "decoder that wrote the count first and must infer the change from it)")
     p.add_argument("--suffix-tasks", default=",".join(SUFFIX_TASKS),
                    help="comma-separated tasks --suffix-p applies to (a story is not decoded left to right: "
                         "its fixed words come first, then the choices, and a choice left of a written one "
