@@ -49,6 +49,8 @@ GEN_LENGTHS = {"story": (48, 64, 80, 96, 112, 128), "arithmetic": (64, 72, 80), 
 TRUNCATE_P = 0.25  # share of batches cut short on the right, as SlowFast's fast forwards are
 CHUNK = (2, 6)  # run lengths of --chunk-p masking
 SUFFIX_TASKS = ("story", "arithmetic")  # the chains that --suffix-p may apply to (--suffix-tasks)
+EVENT_TASKS = ("story", "arithmetic")  # the tasks with forced events that --event-p may apply to
+Forced = tuple[tuple[int, ...], tuple[int, ...]]  # an event: response positions to hide, to show
 BARS = {"story": 0.90, "arithmetic": 0.95, "copy": 0.99}  # held-out accuracy bars (issue 14)
 
 
@@ -139,6 +141,17 @@ class Data:
 
         return [count_events([self.strings[i] for i in row]) for row in tokens[:, prompt_len:].tolist()]
 
+    def events(self, name: str, tokens: torch.Tensor, prompt_len: int) -> list[list[Forced]]:
+        """Per row, the forced events of task ``name`` (see ``draw_masks``): a story's count
+        changes (``story_forced``), a chain's worked steps (``tasks.arithmetic.step_events``)."""
+        if name == "story":
+            return [story_forced(row) for row in self.count_events(tokens, prompt_len)]
+        if name == "arithmetic":
+            from .tasks.arithmetic import step_events
+
+            return [step_events([self.strings[i] for i in row]) for row in tokens[:, prompt_len:].tolist()]
+        raise ValueError(f"task {name!r} has no forced events; those that do: {', '.join(EVENT_TASKS)}")
+
     def response_ids(self, ex: Example, gen_length: int, fills_canvas: bool = False) -> list[int]:
         """The answer on a canvas of ``gen_length``: cut there (stories) or padded with EOS."""
         ids = self.encode(ex.target)
@@ -174,10 +187,16 @@ class Data:
         return tokens, plen
 
 
+def story_forced(events: list[tuple[int, int, int]]) -> list[Forced]:
+    """A story's count changes ``(change, noun, new count)`` as forced events: the change and
+    its noun hidden, the count it led to and the count before it (when in the response) shown."""
+    return [((k, noun), (new,) + ((events[i - 1][2],) if i else ())) for i, (k, noun, new) in enumerate(events)]
+
+
 # ----------------------------------------------------------------------------- objective
 def masked_diffusion_loss(net: Transformer, tokens: torch.Tensor, prompt_len: int, mask_id: int,
                           gen: torch.Generator, suffix_p: float = 0.0, chunk_p: float = 0.0,
-                          event_p: float = 0.0, events: Optional[list[list[tuple[int, int, int]]]] = None
+                          event_p: float = 0.0, events: Optional[list[list[Forced]]] = None
                           ) -> torch.Tensor:
     """LLaDA loss on ``tokens`` (prompt, then response) with the masks of ``draw_masks``:
     cross-entropy of the masked response tokens, each weighted by 1 / (its masking
@@ -196,7 +215,7 @@ def masked_diffusion_loss(net: Transformer, tokens: torch.Tensor, prompt_len: in
 
 
 def draw_masks(B: int, L: int, gen: torch.Generator, suffix_p: float = 0.0, chunk_p: float = 0.0,
-               event_p: float = 0.0, events: Optional[list[list[tuple[int, int, int]]]] = None
+               event_p: float = 0.0, events: Optional[list[list[Forced]]] = None
                ) -> tuple[torch.Tensor, torch.Tensor]:
     """Which of ``B`` responses' ``L`` tokens to mask, and each token's masking probability.
 
@@ -214,12 +233,17 @@ def draw_masks(B: int, L: int, gen: torch.Generator, suffix_p: float = 0.0, chun
     agree with it are then often hidden together while the sentence after them is visible:
     the state a decoder is in when it wrote a later fact first and must infer what led to it.
 
-    With ``event_p`` > 0 and ``events`` (per example, the (change, noun, new count) response
-    positions of ``count_events``) that share of the (non-suffix) examples has, in each of
-    its count changes with probability 1/2, the change and its noun masked and the new count
-    (and the count before the change, when it is in the response) shown: exactly the state
-    where a decoder wrote the count first, with what determines the change. Every masked
-    token's loss is weighted by 1 / (its masking probability): 1 for the forced ones.
+    With ``event_p`` > 0 and ``events`` (per example, its forced events: response positions
+    to hide and to show) that share of the (non-suffix) examples has each of its events,
+    with probability 1/2, forced: its positions to hide masked, those to show unmasked. An
+    event that would show what an earlier forced one hid (or hide what it showed) is left
+    alone. A story's count change (``story_forced``) hides the change and its noun and shows
+    the counts after and before it: the state where a decoder wrote the count first, with
+    what determines the change. A chain's step (``tasks.arithmetic.step_events``) hides its
+    result and that result's next use and shows what it is computed from: the state where
+    a decoder must compute the step rather than copy it. Events cut by the canvas (any
+    position at or past ``L``) are left alone. Every masked token's loss is weighted by
+    1 / (its masking probability): 1 for the forced ones.
     """
     u = torch.rand(1, generator=gen)
     t = ((u + torch.arange(B) / B) % 1.0)[torch.randperm(B, generator=gen)]
@@ -244,14 +268,19 @@ def draw_masks(B: int, L: int, gen: torch.Generator, suffix_p: float = 0.0, chun
         if suffix_p > 0:
             picked &= ~suffix
         for b in torch.nonzero(picked).flatten().tolist():
-            for i, (k, noun, new) in enumerate(events[b]):
-                if new >= L or not torch.rand(1, generator=gen).item() < 0.5:
+            hid: set[int] = set()
+            showed: set[int] = set()
+            for hide, show in events[b]:
+                if max(hide + show) >= L or not torch.rand(1, generator=gen).item() < 0.5:
                     continue
-                masked[b, [k, noun]] = True  # the change hidden ...
-                p_tok[b, [k, noun]] = 1.0
-                shown = [new] + ([events[b][i - 1][2]] if i else [])
-                masked[b, shown] = False  # ... the count it led to and the one before it shown
-                p_tok[b, shown] = 1.0  # (never masked here: their weight is unused)
+                if hid.intersection(show) or showed.intersection(hide):
+                    continue
+                masked[b, list(hide)] = True
+                p_tok[b, list(hide)] = 1.0
+                masked[b, list(show)] = False
+                p_tok[b, list(show)] = 1.0  # (never masked here: their weight is unused)
+                hid.update(hide)
+                showed.update(show)
     return masked, p_tok
 
 
@@ -462,7 +491,14 @@ def model_card(info: dict) -> str:
         *([f"- A share of the story examples ({info['args']['event_p']}) has, in each count change with "
            "probability 1/2, the change and its noun masked and the counts before and after it shown (the state "
            "of a decoder that wrote the count first), the forced masks weighted 1."]
-          if float(info.get("args", {}).get("event_p", 0) or 0) > 0 else []),
+          if float(info.get("args", {}).get("event_p", 0) or 0) > 0
+          and "story" in info["args"].get("event_tasks", "story").split(",") else []),
+        *([f"- A share of the chain examples ({info['args']['event_p']}) has, in each worked step with "
+           "probability 1/2 (unless the step before it was forced), the step's result and its next use masked "
+           "and the numbers it is computed from shown (the state of a decoder that must compute the step, not "
+           "copy it), the forced masks weighted 1."]
+          if float(info.get("args", {}).get("event_p", 0) or 0) > 0
+          and "arithmetic" in info["args"].get("event_tasks", "story").split(",") else []),
         "",
         "## Training",
         "",
@@ -539,9 +575,13 @@ def parse_args(argv: Optional[list[str]]) -> argparse.Namespace:
                    help="share of story examples masked in runs of 2-6 tokens instead of token by token "
                         "(a count and its noun hidden together while the next fact is visible)")
     p.add_argument("--event-p", type=float, default=0.0,
-                   help="share of story examples in which each count change, with probability 1/2, has "
-                        "its change and noun masked and the counts before and after it shown (the state of a "
-                        "decoder that wrote the count first and must infer the change from it)")
+                   help="share of --event-tasks examples in which each event, with probability 1/2, is forced: "
+                        "a story's count change has its change and noun masked and the counts before and after "
+                        "it shown (the state of a decoder that wrote the count first and must infer the change "
+                        "from it); a chain's step has its result and the result's next use masked and what it "
+                        "is computed from shown (the state of a decoder that must compute the step)")
+    p.add_argument("--event-tasks", default="story",
+                   help=f"comma-separated tasks --event-p applies to (allowed: {', '.join(EVENT_TASKS)})")
     p.add_argument("--suffix-tasks", default=",".join(SUFFIX_TASKS),
                    help="comma-separated tasks --suffix-p applies to (a story is not decoded left to right: "
                         "its fixed words come first, then the choices, and a choice left of a written one "
@@ -595,6 +635,10 @@ def main(argv: Optional[list[str]] = None) -> int:
     unknown = sorted(suffix_tasks - set(SUFFIX_TASKS))
     if unknown:
         raise SystemExit(f"--suffix-tasks: {', '.join(unknown)} not allowed; allowed: {', '.join(SUFFIX_TASKS)}")
+    event_tasks = {t for t in args.event_tasks.split(",") if t}
+    unknown = sorted(event_tasks - set(EVENT_TASKS))
+    if unknown:
+        raise SystemExit(f"--event-tasks: {', '.join(unknown)} not allowed; allowed: {', '.join(EVENT_TASKS)}")
     for flag in ("suffix_p", "chunk_p", "event_p"):
         if not 0.0 <= getattr(args, flag) <= 1.0:
             raise SystemExit(f"--{flag.replace('_', '-')}: {getattr(args, flag)} is not a share in [0, 1]")
@@ -737,8 +781,9 @@ def main(argv: Optional[list[str]] = None) -> int:
             loss = masked_diffusion_loss(net, tokens.to(device), plen, data.mask, gen,
                                          args.suffix_p if name in suffix_tasks else 0.0,
                                          args.chunk_p if story else 0.0,
-                                         args.event_p if story else 0.0,
-                                         data.count_events(tokens, plen) if story and args.event_p else None)
+                                         args.event_p if name in event_tasks else 0.0,
+                                         data.events(name, tokens, plen) if name in event_tasks and args.event_p
+                                         else None)
             loss.backward()
             losses[name] = loss.item()
         torch.nn.utils.clip_grad_norm_(net.parameters(), 1.0)

@@ -108,7 +108,7 @@ def test_chunk_masking_hides_runs_of_tokens_at_the_rate_t():
 
 def test_event_masking_hides_changes_and_shows_the_counts_they_led_to():
     B, L = 400, 30
-    events = [[(2, 4, 8), (12, 14, 20)]] * B  # (change, noun, new count) of two count changes per row
+    events = [train.story_forced([(2, 4, 8), (12, 14, 20)])] * B  # (change, noun, new count) of two changes
     hidden_change = lambda m: m[:, [2, 4]].all(1) & ~m[:, 8]  # the state of a count written first
     plain, _ = train.draw_masks(B, L, torch.Generator().manual_seed(0))
     masked, p_tok = train.draw_masks(B, L, torch.Generator().manual_seed(0), event_p=1.0, events=events)
@@ -146,6 +146,57 @@ def test_count_events_of_a_training_batch_are_response_positions():
         for k, noun, new in found:
             assert words[k] in ("one", "two") and words[noun] in nouns
             assert words[new - 1] == "has" and words[new] in NUMBERS
+
+
+def test_step_events_hide_a_result_and_its_next_use_and_show_what_it_is_computed_from():
+    from slowfast.tasks.arithmetic import step_events
+
+    text = " 7+5=12, 12-3=9, 9+8=17. The answer is 17."
+    strings = [" ", "7", "+", "5", "=", "1", "2", ",", " ", "1", "2", "-", "3", "=", "9", ",", " ", "9", "+",
+               "8", "=", "1", "7", ".", " The", " answer", " is", " ", "1", "7", "."]
+    assert "".join(strings) == text
+    found = step_events(strings)
+    as_text = [("".join(strings[i] for i in hide), "".join(strings[i] for i in show)) for hide, show in found]
+    assert as_text == [("1212", "7+5="), ("99", "12-3="), ("1717", "9+8=")]
+    # a canvas that cuts a result's next use (or the answer's last digit) leaves that step out
+    assert [h for h, _ in step_events(strings[:10])] == []  # "12" of the next step cut after "1"
+    assert [h for h, _ in step_events(strings[:11])] == []  # whole only once a non-digit follows it
+    assert [h for h, _ in step_events(strings[:12])] == [found[0][0]]
+    assert [h for h, _ in step_events(strings[:29])] == [found[0][0], found[1][0]]
+    assert [h for h, _ in step_events(strings[:30])] == [found[0][0], found[1][0]]  # "is 17" without "."
+
+
+def test_step_events_of_a_training_batch_and_their_masks():
+    import random
+
+    tok = train.load_tokenizer(train.DEFAULT_OUT)
+    data = train.Data(tok)
+    tokens, plen, exs = data.task_batch(train.TASKS["arithmetic"], random.Random(0), 8)
+    events = data.events("arithmetic", tokens, plen)
+    for row, found, ex in zip(tokens, events, exs):
+        assert len(found) == len(ex.meta["ops"])  # every step of a chain that fits its canvas
+        strings = [tok.decode([int(i)]) for i in row[plen:]]
+        for hide, show in found:
+            digits = "".join(strings[i] for i in hide)
+            assert digits[:len(digits) // 2] == digits[len(digits) // 2:]  # the result, then its next use
+            assert "".join(strings[i] for i in show).endswith("=") and max(show) < min(hide)
+    # forced steps never show what an earlier forced step hid: a step after a forced one is left alone
+    B = 300
+    masked, p_tok = train.draw_masks(B, tokens.shape[1] - plen, torch.Generator().manual_seed(0),
+                                     event_p=1.0, events=[events[0]] * B)
+    (h0, s0), (h1, s1) = events[0][:2]
+    forced0 = (p_tok == 1.0)[:, list(h0)].all(1)
+    forced1 = (p_tok == 1.0)[:, list(h1)].all(1) & (p_tok == 1.0)[:, list(s1)].all(1)
+    assert 0.4 < forced0.float().mean() < 0.6 and not (forced0 & forced1).any()
+    assert masked[forced0][:, list(h0)].all() and not masked[forced0][:, list(s0)].any()
+    assert masked[forced1][:, list(h1)].all() and not masked[forced1][:, list(s1)].any()
+    with pytest.raises(ValueError, match="copy"):
+        data.events("copy", tokens, plen)
+
+
+def test_unknown_event_tasks_are_refused(tmp_path):
+    with pytest.raises(SystemExit, match="--event-tasks: copy not allowed"):
+        run(tmp_path, "bad", 1, "--event-p", "1", "--event-tasks", "story,copy")
 
 
 @pytest.mark.parametrize("flag", ["--suffix-p", "--chunk-p", "--event-p"])

@@ -20,6 +20,8 @@ from .base import Example, Task
 ANSWER_RE = re.compile(r"The answer is (-?\d+)")
 PROMPT_RE = re.compile(r"^Q: (\d+)((?:[+-]\d+)+)=\? A:$")
 TERM_RE = re.compile(r"([+-])(\d+)")
+STEP_RE = re.compile(r"(\d+)[+-](\d+)=(\d+)")
+NEXT_USE_RE = re.compile(r"(?:, |\. The answer is )(\d+)(?=\D)")  # where a step's result is used next
 
 
 class Arithmetic(Task):
@@ -72,3 +74,28 @@ def worked(prompt: str, operands: list[int], ops: list[str]) -> Example:
         value = new
     target = " " + ", ".join(steps) + f". The answer is {value}."
     return Example(prompt=prompt, target=target, meta={"answer": value, "operands": operands, "ops": ops})
+
+
+def step_events(strings: list[str]) -> list[tuple[tuple[int, ...], tuple[int, ...]]]:
+    """For each worked step in a response's tokens ``strings`` (``7+5=12, 12-3=9, ...``): the
+    token positions of its result and of that result's next use (the next step's first
+    number, or the final answer), then those of the numbers and sign it is computed from
+    (``7+5=``). Hiding the first and showing the second is the state a decoder is in when it
+    must compute a step rather than copy its result. Steps whose next use the canvas cuts
+    are left out."""
+    text, owner = "", []
+    for i, s in enumerate(strings):
+        text += s
+        owner += [i] * len(s)
+
+    def positions(start: int, end: int) -> tuple[int, ...]:
+        return tuple(sorted({owner[c] for c in range(start, end)}))
+
+    out = []
+    for m in STEP_RE.finditer(text):
+        use = NEXT_USE_RE.match(text, m.end())
+        if use is None or use.group(1) != m.group(3):
+            continue  # cut by the canvas (a number is whole only once a non-digit follows it)
+        hide = positions(*m.span(3)) + positions(*use.span(1))
+        out.append((hide, positions(m.start(1), m.start(3))))
+    return out
