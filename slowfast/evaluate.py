@@ -15,7 +15,10 @@ On the fixed held-out split of each task, greedy, through the real engine:
    high-confidence threshold, and both samplers' accuracy and NFE;
 7. on the story, how well one forward infers a hidden count on the true story: a later count
    from the change before it ("forward"), and a change from the count after it ("backward"),
-   which a decoder needs whenever it wrote the later count first.
+   which a decoder needs whenever it wrote the later count first;
+8. on the chain, how well one forward computes a worked step on the true chain: its result
+   hidden (with the result's next use, so it cannot be copied), the numbers it is computed
+   from shown.
 
 It prints a Markdown report (the model card's "Decoding" section) and can write JSON.
 """
@@ -102,6 +105,7 @@ class TaskReport:
     text_differs: float = 0.0
     sliders: dict[str, dict[str, float]] = field(default_factory=dict)
     count_inference: dict[str, float] = field(default_factory=dict)  # story: forward, backward, events
+    step_inference: dict[str, float] = field(default_factory=dict)  # arithmetic: computed, steps
     failures: dict[str, int] = field(default_factory=dict)  # story: the baseline's wrong runs, by kind
     samples: list[dict[str, Any]] = field(default_factory=list)
 
@@ -136,6 +140,35 @@ def count_inference(model, task, n: int) -> dict[str, float]:
         events += len(found)
     return {"forward": hits["forward"] / max(events, 1), "backward": hits["backward"] / max(events, 1),
             "events": events}
+
+
+def step_inference(model, task, n: int) -> dict[str, float]:
+    """One forward per worked step on the true chains of ``n`` held-out problems: the step's
+    result and its next use hidden (``tasks.arithmetic.step_events``), everything else shown.
+    Share of steps whose every result token is the argmax ("computed")."""
+    import torch
+
+    from .tasks.arithmetic import step_events
+
+    hits = steps = 0
+    for ex in task.examples("heldout", n):
+        prompt = model.encode_prompt(ex.prompt, chat=False)
+        response = list(model.tokenizer(ex.target)["input_ids"])[:task.gen_length]
+        found = step_events(model.token_strings(response))
+        if not found:
+            continue
+        rows = []
+        for hide, _ in found:
+            x = list(response)
+            for h in hide:
+                x[h] = model.mask_id
+            rows.append(prompt + x)
+        logits = model.forward(torch.tensor(rows, device=model.device))
+        for row, (hide, _) in enumerate(found):
+            result = hide[:len(hide) // 2]  # the result's own digits (its next use has as many)
+            hits += all(int(logits[row, len(prompt) + h].argmax()) == response[h] for h in result)
+        steps += len(found)
+    return {"computed": hits / max(steps, 1), "steps": steps}
 
 
 FAILURE_KINDS = ("count written before its change", "change written before its count", "other")
@@ -217,6 +250,8 @@ def evaluate_task(model, task, n: int, sliders: bool, slider_n: int, progress=No
     rep.order_differs, rep.text_differs = mean(order), mean(text)
     if task.name == "story" and block_length is None:
         rep.count_inference = count_inference(model, task, n)
+    if task.name == "arithmetic" and block_length is None:
+        rep.step_inference = step_inference(model, task, n)
     if sliders:
         for name, values in SLIDERS.items():
             rep.sliders[name] = {}
@@ -269,6 +304,12 @@ def markdown(reports: list[TaskReport], command: str, seconds: float, slider_n: 
                       f"change before it {ci['forward']:.1%}; a hidden change (and its noun) from the new count "
                       f"after it {ci['backward']:.1%}. A decoder that writes a later count before the change "
                       "that leads to it needs the second."]
+        if r.step_inference:
+            si = r.step_inference
+            lines += ["", f"Step computation on the true `{label(r)}` chains (one forward, {si['steps']} worked "
+                      f"steps in the {r.n} held-out problems): a step's result, hidden with its next use so it "
+                      f"cannot be copied, from the numbers it is computed from {si['computed']:.1%}. A chain of "
+                      "five steps is right only when each of them is."]
         if r.failures:
             wrong = sum(r.failures.values())
             lines += ["", f"The baseline's {wrong} wrong `{label(r)}` runs, by where the checker stops: "

@@ -736,12 +736,20 @@ def main(argv: Optional[list[str]] = None) -> int:
 
             rec["count_inference"] = count_inference(
                 DLLM("training", shipped, tok, data.mask, frozenset({data.eos})), TASKS["story"], args.eval_n)
+        if "arithmetic" in TASKS:  # how well one forward computes a hidden step (see eval)
+            from .evaluate import step_inference
+            from .models.loading import DLLM
+
+            rec["step_inference"] = step_inference(
+                DLLM("training", shipped, tok, data.mask, frozenset({data.eos})), TASKS["arithmetic"], args.eval_n)
         history.append(rec)
         log(f"eval step {step}: " + " | ".join(
             f"{name} {TASKS[name].primary_metric} {s[TASKS[name].primary_metric]:.3f}" for name, s in scores.items())
             + f" | score {score:.3f} ({time.time() - t0:.0f}s)"
             + ("; story count inference forward {forward:.3f} backward {backward:.3f}".format(**rec["count_inference"])
-               if "count_inference" in rec else ""), logfile)
+               if "count_inference" in rec else "")
+            + ("; chain step computed {computed:.3f}".format(**rec["step_inference"])
+               if "step_inference" in rec else ""), logfile)
         for name, s in samples.items():
             log(f"  {s[0]['prompt']!r} -> {s[0]['output']!r}", logfile)
         if score > best and not args.no_export:

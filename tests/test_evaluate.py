@@ -52,6 +52,19 @@ def test_count_inference_hides_the_counts_it_scores():
     assert ci["forward"] >= 0.9 and 0.0 <= ci["backward"] <= 1.0
 
 
+def test_step_inference_hides_the_results_it_scores():
+    from slowfast.evaluate import step_inference
+    from slowfast.models import load_model
+    from slowfast.tasks import TASKS
+
+    model = load_model("embedded", device="cpu")
+    si = step_inference(model, TASKS["arithmetic"], 8)
+    assert si["steps"] >= 8 * 4  # four to six steps per chain
+    # the shipped model computes most hidden steps (measured 79% or more); a hidden position it
+    # could not see, or a wrong target, would score near chance (a tenth per digit)
+    assert 0.6 <= si["computed"] <= 1.0
+
+
 def made_up_run(model, prompt, text, first):
     """A run that wrote ``text``, one token per step: the positions in ``first`` before the rest."""
     from slowfast.trace import StepRecord, Trace
