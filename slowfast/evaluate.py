@@ -110,6 +110,25 @@ class TaskReport:
     samples: list[dict[str, Any]] = field(default_factory=list)
 
 
+def true_responses(model, task, n: int, find):
+    """(prompt ids, true response ids, its events) of each of the first ``n`` held-out
+    examples in which ``find`` (of the response's token strings) finds any events."""
+    for ex in task.examples("heldout", n):
+        prompt = model.encode_prompt(ex.prompt, chat=False)
+        response = list(model.tokenizer(ex.target)["input_ids"])[:task.gen_length]
+        found = find(model.token_strings(response))
+        if found:
+            yield prompt, response, found
+
+
+def hidden(model, prompt: list[int], response: list[int], hide) -> list[int]:
+    """The prompt and the response with the positions ``hide`` masked."""
+    x = list(response)
+    for h in hide:
+        x[h] = model.mask_id
+    return prompt + x
+
+
 def count_inference(model, task, n: int) -> dict[str, float]:
     """One forward per hidden count on the true continuations of ``n`` held-out stories:
     "forward" hides the new count (the change and the count before it visible), "backward"
@@ -120,19 +139,11 @@ def count_inference(model, task, n: int) -> dict[str, float]:
 
     hits = {"forward": 0, "backward": 0}
     events = 0
-    for ex in task.examples("heldout", n):
-        prompt = model.encode_prompt(ex.prompt, chat=False)
-        response = list(model.tokenizer(ex.target)["input_ids"])[:task.gen_length]
-        found = count_events(model.token_strings(response))
-        if not found:
-            continue
+    for prompt, response, found in true_responses(model, task, n, count_events):
         rows, targets = [], []
         for k, noun, new in found:
             for kind, hide, at in (("forward", (new,), new), ("backward", (k, noun), k)):
-                x = list(response)
-                for h in hide:
-                    x[h] = model.mask_id
-                rows.append(prompt + x)
+                rows.append(hidden(model, prompt, response, hide))
                 targets.append((kind, len(prompt) + at, response[at]))
         logits = model.forward(torch.tensor(rows, device=model.device))
         for row, (kind, at, want) in enumerate(targets):
@@ -151,18 +162,8 @@ def step_inference(model, task, n: int) -> dict[str, float]:
     from .tasks.arithmetic import step_events
 
     hits = steps = 0
-    for ex in task.examples("heldout", n):
-        prompt = model.encode_prompt(ex.prompt, chat=False)
-        response = list(model.tokenizer(ex.target)["input_ids"])[:task.gen_length]
-        found = step_events(model.token_strings(response))
-        if not found:
-            continue
-        rows = []
-        for hide, _ in found:
-            x = list(response)
-            for h in hide:
-                x[h] = model.mask_id
-            rows.append(prompt + x)
+    for prompt, response, found in true_responses(model, task, n, step_events):
+        rows = [hidden(model, prompt, response, hide) for hide, _ in found]
         logits = model.forward(torch.tensor(rows, device=model.device))
         for row, (hide, _) in enumerate(found):
             result = hide[:len(hide) // 2]  # the result's own digits (its next use has as many)
