@@ -6,7 +6,7 @@ task (minutes), is marked ``full_eval`` and runs only with ``SLOWFAST_FULL_EVAL=
 conftest.py); ``python -m slowfast eval`` computes the full figures of the model card.
 
 The accuracy targets we set (story checker 90%, arithmetic 95%, copy 99%) are not all met by
-the shipped model (see its card: the story is at 85%, the chain at 46%); FLOOR and
+the shipped model (see its card: the story is at 94%, the chain at 82%); FLOOR and
 SAMPLE_FLOOR hold what it measures, so that a regression shows, and the structure checks hold
 where the model meets them: the story in one block, the arithmetic chain in blocks of 32.
 """
@@ -19,11 +19,11 @@ from slowfast.models import load_model
 from slowfast.tasks import TASKS
 
 TARGET = {"story": 0.90, "arithmetic": 0.95, "copy": 0.99}  # not met yet: see the docstring
-FLOOR = {"story": 0.80, "arithmetic": 0.40, "copy": 0.99}  # measured 85%, 46%, 100% on these 100
+FLOOR = {"story": 0.90, "arithmetic": 0.78, "copy": 0.99}  # measured 94%, 82%, 100% on these 100
 N = 100  # the full evaluation (full_eval)
 N_SAMPLE = 20  # the default run: the first 20 of those 100 (the same problems)
-# measured 90%, 50%, 100% (18, 10 and 20 of 20); one problem (5 points) below, for other CPUs' rounding
-SAMPLE_FLOOR = {"story": 0.85, "arithmetic": 0.45, "copy": 0.95}
+# measured 100%, 75%, 100% (20, 15 and 20 of 20); one problem (5 points) below, for other CPUs' rounding
+SAMPLE_FLOOR = {"story": 0.95, "arithmetic": 0.70, "copy": 0.95}
 N_STAGES = N_SAMPLE  # prompts per task for the SlowFast-structure checks
 
 
@@ -108,8 +108,8 @@ def test_slowfast_shows_its_stages(runs, task_name, parallel):
 @pytest.mark.parametrize("task_name", ["story", "arithmetic"])
 def test_slowfast_halves_the_forwards_at_equal_accuracy(runs, task_name):
     """Half the forwards at the baseline's accuracy (within 2 points) on both: on the 100
-    held-out prompts of the model card, story 43.8 against 96 forwards at 91% against 85%,
-    the chain in blocks of 32 15.6 against 64 at 54% against 52%."""
+    held-out prompts of the model card, story 41.2 against 96 forwards at 97% against 94%,
+    the chain in blocks of 32 12.1 against 64 at 84% against 84%."""
     task = TASKS[task_name]
     base_acc = np.mean([task.score(ex, b.text)[task.primary_metric] for ex, b, _ in runs[task_name]])
     sf_acc = np.mean([task.score(ex, s.text)[task.primary_metric] for ex, _, s in runs[task_name]])
