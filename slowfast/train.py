@@ -730,18 +730,16 @@ def main(argv: Optional[list[str]] = None) -> int:
         scores, samples = evaluate_all(shipped, data, args.eval_n)
         score = selection_score(scores)
         rec = {"step": step, "minutes": round((elapsed_before + time.time() - t_start) / 60, 2), **scores}
-        if "story" in TASKS:  # how well one forward infers a hidden count / change (see eval)
-            from .evaluate import count_inference
-            from .models.loading import DLLM
+        # one forward on true held-out texts (see eval): a hidden count or change of a story,
+        # a hidden step of a chain
+        from .evaluate import count_inference, step_inference
+        from .models.loading import DLLM
 
-            rec["count_inference"] = count_inference(
-                DLLM("training", shipped, tok, data.mask, frozenset({data.eos})), TASKS["story"], args.eval_n)
-        if "arithmetic" in TASKS:  # how well one forward computes a hidden step (see eval)
-            from .evaluate import step_inference
-            from .models.loading import DLLM
-
-            rec["step_inference"] = step_inference(
-                DLLM("training", shipped, tok, data.mask, frozenset({data.eos})), TASKS["arithmetic"], args.eval_n)
+        probe = DLLM("training", shipped, tok, data.mask, frozenset({data.eos}))
+        if "story" in TASKS:
+            rec["count_inference"] = count_inference(probe, TASKS["story"], args.eval_n)
+        if "arithmetic" in TASKS:
+            rec["step_inference"] = step_inference(probe, TASKS["arithmetic"], args.eval_n)
         history.append(rec)
         log(f"eval step {step}: " + " | ".join(
             f"{name} {TASKS[name].primary_metric} {s[TASKS[name].primary_metric]:.3f}" for name, s in scores.items())

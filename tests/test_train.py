@@ -194,6 +194,15 @@ def test_step_events_of_a_training_batch_and_their_masks():
         data.events("copy", tokens, plen)
 
 
+def test_a_run_with_chain_events_logs_step_computation_and_its_card_says_so(tmp_path):
+    state = run(tmp_path, "events", 2, "--eval-every", "2", "--event-p", "1", "--event-tasks", "story,arithmetic")
+    rec = state["history"][-1]
+    assert rec["step_inference"]["steps"] >= 2 * 4 and 0.0 <= rec["step_inference"]["computed"] <= 1.0
+    assert rec["count_inference"]["events"] > 0
+    card = (tmp_path / "events" / "export" / "README.md").read_text()
+    assert "A share of the chain examples (1.0)" in card and "A share of the story examples (1.0)" in card
+
+
 def test_unknown_event_tasks_are_refused(tmp_path):
     with pytest.raises(SystemExit, match="--event-tasks: copy not allowed"):
         run(tmp_path, "bad", 1, "--event-p", "1", "--event-tasks", "story,copy")
