@@ -451,6 +451,12 @@ def model_card(info: dict) -> str:
     """The README.md of the exported folder, from the numbers of the export (and of eval)."""
     h = info["heldout"]
     cfg = info["config"]
+    args = info.get("args", {})  # the run's flags, as strings
+
+    def share(name: str) -> bool:  # was this share flag of the run on?
+        return float(args.get(name, 0) or 0) > 0
+
+    event_tasks = args.get("event_tasks", "story").split(",")
     lines = [
         "# slowfast embedded dLLM",
         "",
@@ -480,25 +486,23 @@ def model_card(info: dict) -> str:
         "  the response length. The canvas length is drawn per batch around each task's length and a",
         f"  quarter of the batches are cut short on the right ({TRUNCATE_P:.0%}), as SlowFast's fast",
         "  forwards are.",
-        *([f"- A share of the {' and '.join(info['args'].get('suffix_tasks', 'story,arithmetic').split(','))} "
-           f"examples ({info['args']['suffix_p']}) is masked from a random "
+        *([f"- A share of the {' and '.join(args.get('suffix_tasks', 'story,arithmetic').split(','))} "
+           f"examples ({args['suffix_p']}) is masked from a random "
            "cut to the end instead (the states of a decoder that has written everything left of a point), "
-           "weighted by 1 / (masked share)."] if float(info.get("args", {}).get("suffix_p", 0) or 0) > 0 else []),
-        *([f"- A share of the story examples ({info['args']['chunk_p']}) is masked in runs of {CHUNK[0]}-{CHUNK[1]} "
+           "weighted by 1 / (masked share)."] if share("suffix_p") else []),
+        *([f"- A share of the story examples ({args['chunk_p']}) is masked in runs of {CHUNK[0]}-{CHUNK[1]} "
            "tokens (each run with probability t), so a count and its noun are often hidden together while the "
            "next fact is visible: the state of a decoder that wrote a later count first."]
-          if float(info.get("args", {}).get("chunk_p", 0) or 0) > 0 else []),
-        *([f"- A share of the story examples ({info['args']['event_p']}) has, in each count change with "
+          if share("chunk_p") else []),
+        *([f"- A share of the story examples ({args['event_p']}) has, in each count change with "
            "probability 1/2, the change and its noun masked and the counts before and after it shown (the state "
            "of a decoder that wrote the count first), the forced masks weighted 1."]
-          if float(info.get("args", {}).get("event_p", 0) or 0) > 0
-          and "story" in info["args"].get("event_tasks", "story").split(",") else []),
-        *([f"- A share of the chain examples ({info['args']['event_p']}) has, in each worked step with "
+          if share("event_p") and "story" in event_tasks else []),
+        *([f"- A share of the chain examples ({args['event_p']}) has, in each worked step with "
            "probability 1/2 (unless the step before it was forced), the step's result and its next use masked "
            "and the numbers it is computed from shown (the state of a decoder that must compute the step, not "
            "copy it), the forced masks weighted 1."]
-          if float(info.get("args", {}).get("event_p", 0) or 0) > 0
-          and "arithmetic" in info["args"].get("event_tasks", "story").split(",") else []),
+          if share("event_p") and "arithmetic" in event_tasks else []),
         "",
         "## Training",
         "",
@@ -512,11 +516,11 @@ def model_card(info: dict) -> str:
         + f", on {info['machine']}"
         f" (torch {info['torch']}). AdamW, warmup then cosine decay (by steps or by `--max-minutes`,",
         "  whichever is further along). Seeded and resumable (`.train/state.pt`); the export is the",
-        *([f"  exponential moving average of the weights (decay {info['args']['ema']}) at the",
+        *([f"  exponential moving average of the weights (decay {args['ema']}) at the",
            "  checkpoint with the best held-out score relative to the bars, evaluated every",]
-          if float(info.get("args", {}).get("ema", 0) or 0) > 0 else
+          if share("ema") else
           ["  checkpoint with the best held-out score relative to the bars, evaluated every"]),
-        f"  {info.get('args', {}).get('eval_every', '?')} steps on {info.get('args', {}).get('eval_n', '?')} "
+        f"  {args.get('eval_every', '?')} steps on {args.get('eval_n', '?')} "
         "held-out problems per task.",
         "",
         f"## Held-out scores (step {info.get('steps_before', 0) + info['step']})",
@@ -629,16 +633,19 @@ def evaluate_export(args) -> int:
     return 0
 
 
+def task_list(flag: str, value: str, allowed: Sequence[str]) -> set[str]:
+    """The tasks a comma-separated ``flag`` names; one it may not name is refused."""
+    tasks = {t for t in value.split(",") if t}
+    unknown = sorted(tasks - set(allowed))
+    if unknown:
+        raise SystemExit(f"{flag}: {', '.join(unknown)} not allowed; allowed: {', '.join(allowed)}")
+    return tasks
+
+
 def main(argv: Optional[list[str]] = None) -> int:
     args = parse_args(argv)
-    suffix_tasks = {t for t in args.suffix_tasks.split(",") if t}
-    unknown = sorted(suffix_tasks - set(SUFFIX_TASKS))
-    if unknown:
-        raise SystemExit(f"--suffix-tasks: {', '.join(unknown)} not allowed; allowed: {', '.join(SUFFIX_TASKS)}")
-    event_tasks = {t for t in args.event_tasks.split(",") if t}
-    unknown = sorted(event_tasks - set(EVENT_TASKS))
-    if unknown:
-        raise SystemExit(f"--event-tasks: {', '.join(unknown)} not allowed; allowed: {', '.join(EVENT_TASKS)}")
+    suffix_tasks = task_list("--suffix-tasks", args.suffix_tasks, SUFFIX_TASKS)
+    event_tasks = task_list("--event-tasks", args.event_tasks, EVENT_TASKS)
     for flag in ("suffix_p", "chunk_p", "event_p"):
         if not 0.0 <= getattr(args, flag) <= 1.0:
             raise SystemExit(f"--{flag.replace('_', '-')}: {getattr(args, flag)} is not a share in [0, 1]")
