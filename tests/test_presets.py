@@ -79,6 +79,9 @@ def test_preset_claims_hold_on_its_own_run(embedded, name):
         elif claim == "correct_with":
             other = dict(preset, settings={**preset["settings"], "params": {**preset["settings"]["params"], **value}})
             assert score(preset["prompt"], run(embedded, other).text)
+        elif claim == "correct_with_cache":
+            other = dict(preset, settings={**preset["settings"], "cache": {**preset["settings"]["cache"], **value}})
+            assert score(preset["prompt"], run(embedded, other).text)
         else:
             raise AssertionError(f"preset {name}: unknown claim {claim!r}")
 
