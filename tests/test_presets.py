@@ -5,6 +5,7 @@ correctly (or, where it says so, wrongly) under its own settings, and each claim
 import numpy as np
 import pytest
 
+from slowfast.cache import CACHE_PRESETS
 from slowfast.engine import first_end, generate
 from slowfast.evaluate import cycles, spearman, story_failure
 from slowfast.models import load_model
@@ -28,6 +29,17 @@ def embedded():
 def run(embedded, preset):
     controls = Controls(**{**{k: v for k, v in vars(Controls()).items()}, **preset_controls(preset)})
     return generate(embedded, preset["prompt"], controls.settings())
+
+
+def with_changed(preset, claim: str, value: dict):
+    """The preset with some sampler parameters (``correct_with``) or cache settings
+    (``correct_with_cache``, over a cache preset's own when it names one) changed."""
+    part = "params" if claim == "correct_with" else "cache"
+    base = preset["settings"].get(part)
+    if part == "cache":
+        assert base, f"{claim}: the preset runs without the cache"
+        base = CACHE_PRESETS[base] if isinstance(base, str) else base
+    return dict(preset, settings={**preset["settings"], part: {**base, **value}})
 
 
 def score(prompt: str, text: str) -> bool:
@@ -76,12 +88,8 @@ def test_preset_claims_hold_on_its_own_run(embedded, name):
             assert story_failure(embedded, preset["prompt"], trace) == value
         elif claim == "nfe_at_most":
             assert trace.summary["nfe"] <= value
-        elif claim == "correct_with":
-            other = dict(preset, settings={**preset["settings"], "params": {**preset["settings"]["params"], **value}})
-            assert score(preset["prompt"], run(embedded, other).text)
-        elif claim == "correct_with_cache":
-            other = dict(preset, settings={**preset["settings"], "cache": {**preset["settings"]["cache"], **value}})
-            assert score(preset["prompt"], run(embedded, other).text)
+        elif claim in ("correct_with", "correct_with_cache"):  # right under other parameters / cache settings
+            assert score(preset["prompt"], run(embedded, with_changed(preset, claim, value)).text)
         else:
             raise AssertionError(f"preset {name}: unknown claim {claim!r}")
 
