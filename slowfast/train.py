@@ -437,8 +437,9 @@ TASK_LINES = {
              "(finds / loses / a friend gives, with free places, counts and names, and fillers) each "
              "followed by `Now Mia has four red apples .`; scored by a checker (grammar and every fact "
              "consistent), generation length 96, no EOS.",
-    "arithmetic": "- `arithmetic`: `Q: 7+5-3+8-6=? A:` -> ` 7+5=12, 12-3=9, 9+8=17, 17-6=11. The answer is 11.` "
-                  "(4-6 operations, operands 1-9, every intermediate result 0-29, one or two digits), "
+    "arithmetic": "- `arithmetic`: `Q: 7+5-3+8-6=? A:` -> ` 7+5=12, 12-3=09, 09+8=17, 17-6=11. The answer is 11.` "
+                  "(4-6 operations, operands 1-9, every intermediate result 0-29 written with two digits, "
+                  "so the layout depends only on the number of operations), "
                   "generation length 64, EOS after the answer.",
     "copy": "- `copy`: `Copy: c f a k e q x z. A:` -> ` c f a k e q x z.` (always 8 letters), generation "
             "length 16: the parallel-friendly contrast.",

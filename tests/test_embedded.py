@@ -6,7 +6,7 @@ task (minutes), is marked ``full_eval`` and runs only with ``SLOWFAST_FULL_EVAL=
 conftest.py); ``python -m slowfast eval`` computes the full figures of the model card.
 
 The shipped model meets the accuracy targets we set (story checker 90%, arithmetic 95%, copy
-99%; its card: 92%, 99%, 100%); FLOOR and SAMPLE_FLOOR hold what it measures, so that a
+99%; its card: 90%, 100%, 100%); FLOOR and SAMPLE_FLOOR hold what it measures, so that a
 regression shows, and the structure checks hold where the model meets them: the story in one
 block, the arithmetic chain in blocks of 32.
 """
@@ -19,7 +19,7 @@ from slowfast.models import load_model
 from slowfast.tasks import TASKS
 
 TARGET = {"story": 0.90, "arithmetic": 0.95, "copy": 0.99}  # met: see the docstring
-FLOOR = {"story": 0.90, "arithmetic": 0.95, "copy": 0.99}  # measured 92%, 99%, 100% on these 100
+FLOOR = {"story": 0.90, "arithmetic": 0.95, "copy": 0.99}  # measured 90%, 100%, 100% on these 100
 N = 100  # the full evaluation (full_eval)
 N_SAMPLE = 20  # the default run: the first 20 of those 100 (the same problems)
 # measured 95%, 100%, 100% (19, 20 and 20 of 20); one problem (5 points) below, for other CPUs' rounding
@@ -85,6 +85,8 @@ def test_embedded_model_accuracy_on_100_heldout_problems(baseline, task_name):
 
 
 def test_confidence_falls_with_distance_from_the_prompt(embedded, runs):
+    """Averaged over the story and the chain (these 40 prompts: -0.41; the card's 100 per task:
+    story -0.58, chain -0.24, whose fixed layout is certain at every distance)."""
     rhos = []
     for name, triples in runs.items():
         for _, base, _ in triples:
@@ -108,9 +110,8 @@ def test_slowfast_shows_its_stages(runs, task_name, parallel):
 @pytest.mark.parametrize("task_name", ["story", "arithmetic"])
 def test_slowfast_halves_the_forwards_at_equal_accuracy(runs, task_name):
     """Half the forwards at the baseline's accuracy (within 2 points) on these 20 prompts. On
-    the 100 held-out prompts of the model card: story 41.8 against 96 forwards at 98% against
-    92%; the chain in blocks of 32 12.0 against 64 at 96% against 99%, 3 points below (its
-    wrong runs are past these 20; in one block 92% against 99%, which the card explains)."""
+    the 100 held-out prompts of the model card: story 40.6 against 96 forwards at 89% against
+    90%; the chain in blocks of 32 12.0 against 64 at 99% against 100% (in one block 6.0)."""
     task = TASKS[task_name]
     base_acc = np.mean([task.score(ex, b.text)[task.primary_metric] for ex, b, _ in runs[task_name]])
     sf_acc = np.mean([task.score(ex, s.text)[task.primary_metric] for ex, _, s in runs[task_name]])

@@ -48,6 +48,11 @@ def request(kind: str, *args) -> Instance:
     return Instance(request_type=kind, doc={}, arguments=tuple(args), idx=0)
 
 
+def written(n: int) -> str:
+    """A number as the chain writes it (two digits: ``09``)."""
+    return f"{int(n):02d}"
+
+
 def stem(example) -> str:
     """The prompt with its worked steps, up to the answer: `... The answer is`."""
     return example.prompt + example.target[: example.target.rindex(" ")]
@@ -75,8 +80,8 @@ def task_dir(tmp_path_factory, examples):
             wrong = [answer + 1, answer - 1 if answer > 0 else answer + 2]
             choices = wrong[:]
             choices.insert(i % 3, answer)
-            f.write(json.dumps({"question": ex.prompt, "answer": str(answer), "stem": stem(ex),
-                                "choices": [f"{c}." for c in choices], "label": i % 3}) + "\n")
+            f.write(json.dumps({"question": ex.prompt, "answer": written(answer), "stem": stem(ex),
+                                "choices": [f"{written(c)}." for c in choices], "label": i % 3}) + "\n")
     dataset = {"dataset_path": "json", "test_split": "test",
                "dataset_kwargs": {"data_files": {"test": str(data)}, "cache_dir": str(folder / "hf-datasets")}}
     generation = {
@@ -112,7 +117,7 @@ def direct(model, examples):
                                           steps=STEPS[sampler], chat=False)
             texts = [generate(model, ex.prompt, settings).text for ex in examples]
             found = [ANSWER_RE.search(t) for t in texts]
-            right = [m is not None and m.group(1) == str(ex.meta["answer"]) for m, ex in zip(found, examples)]
+            right = [m is not None and m.group(1) == written(ex.meta["answer"]) for m, ex in zip(found, examples)]
             cache[sampler] = texts, sum(right) / len(right)
         return cache[sampler]
 
@@ -206,7 +211,7 @@ def test_loglikelihood_prefers_the_right_answer(examples):
     lm = SlowFastLM(pretrained="embedded", mc_num=8, device="cpu")
     for ex in examples:
         answer = int(ex.meta["answer"])
-        scores = lm.loglikelihood([request("loglikelihood", stem(ex), f" {a}.")
+        scores = lm.loglikelihood([request("loglikelihood", stem(ex), f" {written(a)}.")
                                    for a in (answer, answer + 1, answer + 2)])
         assert scores[0][0] > max(s[0] for s in scores[1:]), (ex.prompt, scores)
         assert all(greedy is False for _, greedy in scores)  # check_greedy is off

@@ -79,6 +79,9 @@ def test_preset_claims_hold_on_its_own_run(embedded, name):
         elif claim == "first_span_reaches_the_eos_tail":
             slow = [r for r in trace.records if r.stage == "slow" and r.info.get("cycle") == 1]
             assert (slow[0].span[1] > answer) is value
+        elif claim == "first_forward_decodes_the_eos_tail":  # every end-of-text position after the answer
+            tail = set(range(answer, len(trace.records[0].confidence)))
+            assert (bool(tail) and tail <= set(trace.records[0].decoded)) is value
         elif claim == "first_forward_spearman_at_most":
             rho = spearman(np.arange(answer), trace.records[0].confidence[:answer].astype(np.float64))
             assert rho is not None and rho <= value

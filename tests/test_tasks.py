@@ -60,6 +60,9 @@ def test_arithmetic_worked_steps_reuse_previous_result():
         assert 5 <= len(operands) <= 7 and all(1 <= d <= 9 for d in operands)
         steps = re.findall(r"(\d+)([+-])(\d+)=(\d+)", ex.target)
         assert len(steps) == len(operands) - 1
+        # fixed width: every result and every reuse of one has two digits; the first operand is the prompt's
+        assert all(len(r) == 2 for *_, r in steps) and all(len(a) == 2 for a, *_ in steps[1:])
+        assert steps[0][0] == str(operands[0])
         seen_ops.add(len(steps))
         value = operands[0]
         sub_first |= steps[0][1] == "-"
@@ -68,8 +71,26 @@ def test_arithmetic_worked_steps_reuse_previous_result():
             value = int(a) + int(b) if op == "+" else int(a) - int(b)
             assert int(r) == value and 0 <= value <= 29
             small |= value < 10
-        assert ex.target.endswith(f". The answer is {value}.") and ex.meta["answer"] == value
+        assert ex.target.endswith(f". The answer is {value:02d}.") and ex.meta["answer"] == value
     assert seen_ops == {4, 5, 6} and small and sub_first
+
+
+def test_arithmetic_layout_is_fixed_by_the_number_of_operations():
+    """Where every number, sign and comma goes (and so where the answer ends) depends only on
+    how many operations the prompt has, never on the values."""
+    layouts = {}
+    for ex in TASKS["arithmetic"].examples("train", 300):
+        n_ops = len(ex.meta["ops"])
+        layouts.setdefault(n_ops, set()).add(re.sub(r"\d", "0", re.sub(r"[+-]", "+", ex.target)))
+    assert sorted(layouts) == [4, 5, 6] and all(len(v) == 1 for v in layouts.values())
+
+
+def test_arithmetic_rejects_results_that_do_not_fit_two_digits():
+    from slowfast.tasks.arithmetic import Arithmetic
+
+    for lo, hi in ((-5, 29), (0, 100), (10, 5)):
+        with pytest.raises(ValueError, match="two digits"):
+            Arithmetic(min_result=lo, max_result=hi)
 
 
 def test_arithmetic_answers_fit_the_canvas():
@@ -81,18 +102,23 @@ def test_arithmetic_answers_fit_the_canvas():
 
 
 def test_arithmetic_example_format():
-    ex = Example("Q: 7+5-3+8=? A:", " 7+5=12, 12-3=9, 9+8=17. The answer is 17.", {"answer": 17})
     task = TASKS["arithmetic"]
-    assert task.score(ex, " 7+5=12, 12-3=9, 9+8=17. The answer is 17.") == {
+    ex = task.parse("Q: 7+5-3+8=? A:")
+    assert ex.target == " 7+5=12, 12-3=09, 09+8=17. The answer is 17." and ex.meta["answer"] == 17
+    assert task.parse("Q: 7+5-9-3=? A:").target == " 7+5=12, 12-9=03, 03-3=00. The answer is 00."
+    assert task.score(ex, " 7+5=12, 12-3=09, 09+8=17. The answer is 17.") == {
         "answer_correct": True, "exact_match": True}
     # right answer, wrong working: the answer counts, the line does not
-    assert task.score(ex, " 7+5=11, 11-3=9, 9+8=17. The answer is 17.") == {
+    assert task.score(ex, " 7+5=11, 11-3=08, 08+8=17. The answer is 17.") == {
         "answer_correct": True, "exact_match": False}
-    assert task.score(ex, " 7+5=12, 12-3=9, 9+8=17. The answer is 18.")["answer_correct"] is False
-    assert task.score(ex, " 7+5=12, 12-3=9, 9+8=17.")["answer_correct"] is False
+    # the answer is read as a number, with or without its leading zero
+    low = task.parse("Q: 7+5-9-3=? A:")
+    assert task.score(low, " 7+5=12, 12-9=03, 03-3=00. The answer is 0.")["answer_correct"] is True
+    assert task.score(ex, " 7+5=12, 12-3=09, 09+8=17. The answer is 18.")["answer_correct"] is False
+    assert task.score(ex, " 7+5=12, 12-3=09, 09+8=17.")["answer_correct"] is False
     assert task.score(ex, "")["answer_correct"] is False
     # surrounding whitespace is not an error
-    assert task.score(ex, "7+5=12, 12-3=9, 9+8=17. The answer is 17.  ")["exact_match"] is True
+    assert task.score(ex, "7+5=12, 12-3=09, 09+8=17. The answer is 17.  ")["exact_match"] is True
 
 
 def test_copy_format_and_scoring():

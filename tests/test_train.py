@@ -151,19 +151,19 @@ def test_count_events_of_a_training_batch_are_response_positions():
 def test_step_events_hide_a_result_and_its_next_use_and_show_what_it_is_computed_from():
     from slowfast.tasks.arithmetic import step_events
 
-    text = " 7+5=12, 12-3=9, 9+8=17. The answer is 17."
-    strings = [" ", "7", "+", "5", "=", "1", "2", ",", " ", "1", "2", "-", "3", "=", "9", ",", " ", "9", "+",
-               "8", "=", "1", "7", ".", " The", " answer", " is", " ", "1", "7", "."]
+    text = " 7+5=12, 12-3=09, 09+8=17. The answer is 17."
+    strings = [" ", "7", "+", "5", "=", "1", "2", ",", " ", "1", "2", "-", "3", "=", "0", "9", ",", " ", "0", "9",
+               "+", "8", "=", "1", "7", ".", " The", " answer", " is", " ", "1", "7", "."]
     assert "".join(strings) == text
     found = step_events(strings)
     as_text = [("".join(strings[i] for i in hide), "".join(strings[i] for i in show)) for hide, show in found]
-    assert as_text == [("1212", "7+5="), ("99", "12-3="), ("1717", "9+8=")]
+    assert as_text == [("1212", "7+5="), ("0909", "12-3="), ("1717", "09+8=")]
     # a canvas that cuts a result's next use (or the answer's last digit) leaves that step out
     assert [h for h, _ in step_events(strings[:10])] == []  # "12" of the next step cut after "1"
     assert [h for h, _ in step_events(strings[:11])] == []  # whole only once a non-digit follows it
     assert [h for h, _ in step_events(strings[:12])] == [found[0][0]]
-    assert [h for h, _ in step_events(strings[:29])] == [found[0][0], found[1][0]]
-    assert [h for h, _ in step_events(strings[:30])] == [found[0][0], found[1][0]]  # "is 17" without "."
+    assert [h for h, _ in step_events(strings[:31])] == [found[0][0], found[1][0]]
+    assert [h for h, _ in step_events(strings[:32])] == [found[0][0], found[1][0]]  # "is 17" without "."
 
 
 def test_step_events_of_a_training_batch_and_their_masks():

@@ -1,14 +1,16 @@
 """Chained single-digit addition/subtraction with worked steps, longer than one pass.
 
-Prompt ``Q: 7+5-3+8-6=? A:``, answer `` 7+5=12, 12-3=9, 9+8=17, 17-6=11. The answer is 11.``
-Each step reuses the previous result, so a later result is only certain once the one
-before it is written: the chain a small model cannot compute in one forward, as GSM8K's
-are for LLaDA.
+Prompt ``Q: 7+5-3+8-6=? A:``, answer `` 7+5=12, 12-3=09, 09+8=17, 17-6=11. The answer is 11.``
+Each step reuses the previous result, so a later result becomes certain only once the
+steps before it are written or computed: a chain longer than a small model computes in one
+forward, as GSM8K's are for LLaDA (the embedded model's card measures how far it gets).
 
 Operands are 1..9, a chain has 4 to 6 operations, and every intermediate result lies in
-0..29 (the first operation may be a subtraction; results below 10 have one digit, so the
-layout shifts with the numbers as in real text). Digits are single tokens. The answer is
-followed by end-of-text to the end of the canvas.
+0..29 (the first operation may be a subtraction). Results are written with two digits
+(``09``), so the layout (where each number, sign and comma goes, where the answer ends) is
+fixed by the number of operations in the prompt and does not shift with the values: a
+decoder that commits the layout early cannot misplace what follows. Digits are single
+tokens. The answer is followed by end-of-text to the end of the canvas.
 """
 from __future__ import annotations
 
@@ -33,19 +35,20 @@ class Arithmetic(Task):
                  min_result: int = 0, max_result: int = 29):
         self.min_ops, self.max_ops = min_ops, max_ops
         self.max_operand = max_operand
+        if not 0 <= min_result <= max_result <= 99:
+            raise ValueError(f"results must lie in 0..99 (two digits), got {min_result}..{max_result}")
         self.min_result = min_result
         self.max_result = max_result
 
     def sample(self, rng: random.Random) -> Example:
         n_ops = rng.randint(self.min_ops, self.max_ops)
         value = rng.randint(1, self.max_operand)
-        operands, ops, steps = [value], [], []
+        operands, ops = [value], []
         for _ in range(n_ops):
             choices = [(op, b) for op in "+-" for b in range(1, self.max_operand + 1)
                        if self.min_result <= (value + b if op == "+" else value - b) <= self.max_result]
             op, b = rng.choice(choices)
             new = value + b if op == "+" else value - b
-            steps.append(f"{value}{op}{b}={new}")
             ops.append(op)
             operands.append(b)
             value = new
@@ -68,11 +71,12 @@ class Arithmetic(Task):
 def worked(prompt: str, operands: list[int], ops: list[str]) -> Example:
     """The example for a chain: its worked steps left to right and the answer."""
     value, steps = operands[0], []
-    for op, b in zip(ops, operands[1:]):
+    for i, (op, b) in enumerate(zip(ops, operands[1:])):
         new = value + b if op == "+" else value - b
-        steps.append(f"{value}{op}{b}={new}")
+        first = f"{value}" if i == 0 else f"{value:02d}"  # the first operand is the prompt's digit
+        steps.append(f"{first}{op}{b}={new:02d}")
         value = new
-    target = " " + ", ".join(steps) + f". The answer is {value}."
+    target = " " + ", ".join(steps) + f". The answer is {value:02d}."
     return Example(prompt=prompt, target=target, meta={"answer": value, "operands": operands, "ops": ops})
 
 
