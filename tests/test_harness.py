@@ -30,6 +30,7 @@ from slowfast.models.loading import default_device  # noqa: E402
 from slowfast.harness import SlowFastLM  # noqa: E402
 from slowfast.models import load_model  # noqa: E402
 from slowfast.tasks import TASKS  # noqa: E402
+from slowfast.tasks.arithmetic import written  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 N = 5
@@ -46,11 +47,6 @@ def model_args(sampler: str) -> str:
 
 def request(kind: str, *args) -> Instance:
     return Instance(request_type=kind, doc={}, arguments=tuple(args), idx=0)
-
-
-def written(n: int) -> str:
-    """A number as the chain writes it (two digits: ``09``)."""
-    return f"{int(n):02d}"
 
 
 def stem(example) -> str:

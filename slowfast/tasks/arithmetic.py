@@ -68,15 +68,20 @@ class Arithmetic(Task):
         return {"answer_correct": answer_correct, "exact_match": output_text.strip() == example.target.strip()}
 
 
+def written(n: int) -> str:
+    """A result as the chain writes it: two digits (``09``)."""
+    return f"{int(n):02d}"
+
+
 def worked(prompt: str, operands: list[int], ops: list[str]) -> Example:
     """The example for a chain: its worked steps left to right and the answer."""
     value, steps = operands[0], []
     for i, (op, b) in enumerate(zip(ops, operands[1:])):
         new = value + b if op == "+" else value - b
-        first = f"{value}" if i == 0 else f"{value:02d}"  # the first operand is the prompt's digit
-        steps.append(f"{first}{op}{b}={new:02d}")
+        first = str(value) if i == 0 else written(value)  # the first operand is the prompt's digit
+        steps.append(f"{first}{op}{b}={written(new)}")
         value = new
-    target = " " + ", ".join(steps) + f". The answer is {value:02d}."
+    target = " " + ", ".join(steps) + f". The answer is {written(value)}."
     return Example(prompt=prompt, target=target, meta={"answer": value, "operands": operands, "ops": ops})
 
 
