@@ -237,18 +237,28 @@ def render(trace: Optional[Trace], step: Optional[int] = None, only: Optional[st
     if trace is None:
         return ["", *[None] * len(PLOTS), "", visuals.explain_step(None)]
     figs = [getattr(visuals, name)(trace, step) if only in (None, name) else gr.update() for name in PLOTS]
-    return [visuals.canvas_html(trace, step), *figs, status_line(trace, step), visuals.explain_step(trace, step)]
+    return [visuals.canvas_html(trace, step), *figs, status_line(trace, step, live=only is not None),
+            visuals.explain_step(trace, step)]
 
 
-def status_line(trace: Trace, step: Optional[int] = None) -> str:
+def replay_views(trace: Optional[Trace], step: Optional[int] = None) -> list:
+    """The text as of ``step``, then ``render``'s views: what the step controls show."""
+    return ["" if trace is None else visuals.text_at(trace, step), *render(trace, step)]
+
+
+def status_line(trace: Trace, step: Optional[int] = None, live: bool = False) -> str:
+    """``live``: a frame of a streaming run (the decoder may be ahead of the step shown)."""
     records = trace.records if step is None else trace.records[: step + 1]
     if not records:
         return "No steps yet."
     last = records[-1]
     s = trace.stats
+    ended = s.finished or s.stopped or bool(s.error)
     state = ("finished" if s.finished else "stopped" if s.stopped
              else f"ended: {visuals.esc(s.error)}" if s.error else "running")
-    if step is not None and step < len(trace.records) - 1:
+    if live:
+        state = "running" if not ended else f"decoded; playing back step {last.step} of {len(trace.records) - 1}"
+    elif step is not None and step < len(trace.records) - 1:
         state = f"replaying step {step} of {len(trace.records) - 1}"
     decoded = sum(len(r.decoded) for r in records)
     seconds = sum(r.ms for r in records) / 1000
@@ -351,16 +361,24 @@ def on_run(model_name: str, prompt, state: dict, *values):
         yield [f"⚠️ {exc}", "", *outputs_idle, gr.Slider(), gr.Button(interactive=True)]
         return
     state["run"] = job.start()
+    # "live" until the last frame: a run whose stream ends before it (Stop, a cancelled event)
+    # is drawn by on_run_end, the page's next event after it, as far as it was shown
+    state.update(live=True, shown=0, stop_note=None)
     live = lambda trace, step: render(trace, step, only=state.get("tab", PLOTS[0]))  # noqa: E731
     try:  # every step is shown, in order, as soon as it exists (stream_steps paces it and keeps
         # the drawing within a tenth of the decoder's time while it decodes)
         for trace, step, views, done in stream_steps(job, live, FRAME_SECONDS, budget=RENDER_BUDGET):
             state["trace"] = trace
+            if state.get("stop_note"):  # Stop (an API client's: the page cancels the stream itself)
+                yield on_run_end(state)
+                return
             message = note if job.error is None else f"⚠️ {visuals.esc(job.error)}"
             if done:
+                state["live"] = False
                 yield [message, trace.text, *render(trace), scrubber_for(trace), gr.Button(interactive=True)]
             else:
-                yield [message, trace.text, *views, scrubber_for(trace, step, live=True),
+                state["shown"] = step
+                yield [message, visuals.text_at(trace, step), *views, scrubber_for(trace, step, live=True),
                        gr.Button(interactive=False)]
     finally:  # the client cancelled or went away (Gradio closes this generator): stop decoding now
         job.stop()
@@ -394,44 +412,82 @@ def on_chat(model_name: str, message: str, history: list, state: dict, *values):
         yield [*outputs, turns + [{"role": "assistant", "content": trace.text}], ""]
 
 
-def on_stop(state: dict):
-    """Stop this browser's run after its current forward (queued runs are cancelled by the
-    Stop button's ``cancels``); the views show the run as far as it got."""
+STOP_NOTE_SECONDS = 10.0  # how long on_stop and on_run_end share what Stop did
+
+
+def stopped_note(state: dict) -> Optional[str]:
+    """Stop this browser's run after its current forward and say what that did; None when
+    nothing runs or streams. The Stop button's own event and the ``on_run_end`` that follows
+    the cancelled stream may come in either order: both get the same words."""
+    note = state.get("stop_note")
+    if note and time.monotonic() - note[0] < STOP_NOTE_SECONDS:
+        return note[1]
     job = state.get("run")
-    if job is None or job.done.is_set():
-        return ["Nothing is running.", *[gr.update()] * (len(VIEW_NAMES) + 1), gr.Button(interactive=True)]
+    if job is None or (job.done.is_set() and not state.get("live")):
+        return None
     job.stop()
     job.wait(5)
-    trace = state["trace"] = job.trace()
-    return ["Stopped after the current step.", *render(trace), scrubber_for(trace), gr.Button(interactive=True)]
+    trace = job.trace()
+    n = len(trace.records)
+    if trace.stats.finished:
+        text = f"Stopped the playback: the run had already decoded all its {n} steps"
+    else:
+        text = f"Stopped: decoding ended after {n} forward{'s' if n != 1 else ''}"
+    text += "; the slider, ◀ Step ▶ and ▶ Play show every step." if n > 1 else "."
+    state["stop_note"] = (time.monotonic(), text)
+    return text
+
+
+def on_stop(state: dict):
+    """Stop this browser's run after its current forward; the Stop button's ``cancels`` end its
+    stream and its queued events, and ``on_run_end`` then shows the run as far as it got."""
+    return stopped_note(state) or "Nothing is running."
+
+
+def on_run_end(state: dict) -> list:
+    """After a run's (or chat turn's) event, however it ended. A stream that reached its last
+    frame drew the finished run: nothing to do. One that Stop ended is drawn here, once its
+    frames have stopped coming: the run as far as it was shown, Run enabled. (The stream itself
+    ends with this same frame when it sees the Stop first, for an API client; the page may drop
+    that frame as it cancels the stream, so this draws it again.)"""
+    if not (state.get("live") or state.get("stop_note")):
+        return [gr.update()] * (len(VIEW_NAMES) + 4)
+    note = stopped_note(state) or "Stopped."
+    state["live"] = False
+    job = state.get("run")
+    trace = state["trace"] = job.trace() if job is not None else state.get("trace")
+    if trace is None:
+        return [note, *[gr.update()] * (len(VIEW_NAMES) + 2), gr.Button(interactive=True)]
+    step = min(int(state.get("shown") or 0), max(len(trace.records) - 1, 0))
+    return [note, *replay_views(trace, step), scrubber_for(trace, step), gr.Button(interactive=True)]
 
 
 def on_scrub(step: int, state: dict) -> list:
     trace = state.get("trace")
-    return render(trace, int(step) if trace is not None else None)
+    return replay_views(trace, int(step) if trace is not None else None)
 
 
 def on_step_by(delta: int, step: int, state: dict) -> list:
     """Previous / next step: the views and the slider move together."""
     trace = state.get("trace")
     if trace is None or not trace.records:
-        return [*render(trace), gr.Slider()]
+        return [*replay_views(trace), gr.Slider()]
     step = int(min(max(int(step or 0) + delta, 0), len(trace.records) - 1))
-    return [*render(trace, step), gr.Slider(value=step)]
+    return [*replay_views(trace, step), gr.Slider(value=step)]
 
 
 def on_play(step: int, state: dict):
     """Play the trace from the slider's step (from the start if at the end), one step a frame."""
     trace = state.get("trace")
     if trace is None or not trace.records:
-        yield [*render(trace), gr.Slider()]
+        yield [*replay_views(trace), gr.Slider()]
         return
     n = len(trace.records)
     start = int(step or 0)
     start = 0 if start >= n - 1 else start
     for s in range(start, n):
         t0 = time.perf_counter()
-        yield [*render(trace, s), gr.Slider(value=s)]
+        yield [*replay_views(trace, s), gr.Slider(value=s)]
         time.sleep(max(0.0, PLAY_SECONDS - (time.perf_counter() - t0)))
 
 
@@ -462,6 +518,7 @@ def on_compare(model_name: str, prompt: str, configs: list[str], state: dict, *v
             traces.append(Trace.from_dict(_decode_on_gpu(model_name, prompt, dataclasses.asdict(job.run.settings))))
         jobs = [None] * len(traces)
     current = None
+    state.update(compare_live=(0, len(jobs)), stop_note=None)  # until its table: see on_compare_end
     try:
         for i, (label, job) in enumerate(zip(labels, jobs)):
             if job is None:
@@ -470,9 +527,14 @@ def on_compare(model_name: str, prompt: str, configs: list[str], state: dict, *v
             yield f"Running **{label}** ({i + 1} of {len(jobs)})…", gr.update(), gr.update()
             while not job.wait(REFRESH_SECONDS):
                 pass
+            state["compare_live"] = (i + 1, len(jobs))
+            if state.get("stop_note"):  # an API client's Stop (the page cancels the event itself)
+                yield on_compare_end(state)
+                return
     finally:
         if current is not None:
             current.stop()
+    state["compare_live"] = None
     if _decode_on_gpu is None:
         traces = [job.trace() for job in jobs]
     rows = visuals.compare_table(traces, labels)
@@ -487,6 +549,18 @@ def on_compare(model_name: str, prompt: str, configs: list[str], state: dict, *v
               " \"correct\" is shown when the prompt is one of the embedded tasks' (arithmetic, story, copy).")
     yield (f"Compared {len(traces)} runs on the same prompt and seed.{scored}", table,
            visuals.compare_heatmaps(traces, labels))
+
+
+def on_compare_end(state: dict) -> list:
+    """After a compare's event: one stopped before its table says so (a finished one: nothing;
+    as on_run_end, the stream's own last frame and this one may both come)."""
+    progress = state.get("compare_live")
+    if not progress:
+        return [gr.update()] * 3
+    stopped_note(state)
+    done, total = progress
+    return [f"Stopped: {done} of {total} configurations had run; press **Compare** to compare them again.",
+            gr.update(), gr.update()]
 
 
 def on_tune(model_name: str, task: str, count: int, points: int, seed: int, state: dict):
@@ -861,19 +935,27 @@ def build_app(default_model: str = "embedded") -> gr.Blocks:
                                           api_name="compare", concurrency_id="device")
         # Stop ends this browser's running decode after its current forward and cancels
         # its queued ones (Gradio closes their generators, which stops their runs too)
-        stop_btn.click(named(on_stop, "state"), None, [message, *views, scrubber, run_btn], api_name="stop",
+        stop_btn.click(named(on_stop, "state"), None, [message], api_name="stop",
                        queue=False, cancels=[run_event, compare_event, *chat_events])
+        # after each run or chat turn (a cancelled one too: the page runs it once the stream is
+        # gone): a stopped run drawn as far as it got, Run enabled
+        for event in (run_event, *chat_events):
+            event.then(named(on_run_end, "state"), None, [message, text, *views, scrubber, run_btn],
+                       queue=False, **hidden)
+        compare_event.then(named(on_compare_end, "state"), None, [compare_msg, compare_table, compare_plot],
+                           queue=False, **hidden)
         chat_clear.click(lambda: [], None, [chatbot], queue=False, **hidden)
         # walking through a finished trace needs no device: every browser may do it at once
         free = dict(hidden, concurrency_limit=None)
         scrub = named(on_scrub, "step", "state")
-        scrubber.release(scrub, [scrubber], views, **free)
-        scrubber.input(scrub, [scrubber], views, trigger_mode="always_last", **free)  # keys and drags
+        scrubber.release(scrub, [scrubber], [text, *views], **free)
+        scrubber.input(scrub, [scrubber], [text, *views], trigger_mode="always_last", **free)  # keys and drags
         prev_btn.click(named(lambda st, step: on_step_by(-1, step, st), "state", "step"), [scrubber],
-                       [*views, scrubber], **free)
+                       [text, *views, scrubber], **free)
         next_btn.click(named(lambda st, step: on_step_by(1, step, st), "state", "step"), [scrubber],
-                       [*views, scrubber], **free)
-        play_event = play_btn.click(named(on_play, "step", "state"), [scrubber], [*views, scrubber], **free)
+                       [text, *views, scrubber], **free)
+        play_event = play_btn.click(named(on_play, "step", "state"), [scrubber], [text, *views, scrubber],
+                                    **free)
         for b in (prev_btn, next_btn, run_btn):
             b.click(None, None, None, cancels=[play_event], **hidden)
         export_btn.click(named(on_export, "state"), None, [export_msg, export_files], **hidden)

@@ -8,6 +8,7 @@ import pytest
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 
 import app  # noqa: E402
+import visuals  # noqa: E402
 from slowfast.session import DECODES, BackgroundRun, Controls, load_presets, preset_controls  # noqa: E402
 from slowfast.trace import Trace  # noqa: E402
 
@@ -108,13 +109,15 @@ def test_a_live_run_shows_every_step_in_order(tiny_dir):
     n = len(state["trace"].records)
     live = [f[-2].value for f in frames[:-1]]  # the scrubber follows the step shown
     assert live == list(range(n)) and all(f[-1].interactive is False for f in frames[:-1])
+    assert all(u == {"__type__": "update"} for u in app.on_run_end(state))  # the last frame drew it all
 
 
 def test_scrubber_replays_an_earlier_step(tiny_dir):
     state = {}
     drain(app.on_run(str(tiny_dir), "Hi", state, *values(sampler="baseline")))
-    canvas, *figs, status, explain = app.on_scrub(3, state)
+    text, canvas, *figs, status, explain = app.on_scrub(3, state)
     assert "replaying step 3" in status and "NFE 4" in status and "step 3 of" in explain
+    assert text == visuals.text_at(state["trace"], 3) != state["trace"].text  # the text as of step 3
     # the plots are cut at step 3 too: one token per forward, so 4 of 64 decoded
     for fig in figs:
         assert "step 3/63 · baseline" in fig.layout.title.text and "4/64 decoded" in fig.layout.title.text
@@ -154,18 +157,50 @@ def test_stop_ends_a_run_within_one_step(tiny_model):
 
 
 def test_on_stop_with_nothing_running():
-    assert app.on_stop({})[0] == "Nothing is running."
+    assert app.on_stop({}) == "Nothing is running."
+    assert all(u == {"__type__": "update"} for u in app.on_run_end({}))  # a finished run: nothing to redraw
 
 
 def test_stop_shows_the_run_as_far_as_it_got(tiny_dir):
+    """Stop, then the stream's end (the page runs on_run_end once Gradio has cancelled the
+    stream), in either order: the same note, the run drawn as far as it was shown, Run enabled."""
+    for stop_first in (True, False):
+        state = {}
+        gen = app.on_run(str(tiny_dir), "Hi", state, *values(sampler="baseline", gen_length=480, block_length=16,
+                                                              steps=480))
+        next(gen)  # step 0 on screen, the decoder going on
+        shown = state["shown"]
+        gen.close()  # Gradio cancels the stream
+        first = app.on_stop(state) if stop_first else None
+        message, text, canvas, *figs, status, explain, scrubber, run_button = app.on_run_end(state)
+        assert (first or app.on_stop(state)) == message
+        assert run_button.interactive and scrubber.value == shown and scrubber.interactive
+        n = len(state["trace"].records)
+        assert state["trace"].summary["stopped"] and shown == 0 and n < 479
+        if n > 1:  # the decoder was ahead of the step on screen (the usual case)
+            assert f"replaying step 0 of {n - 1}" in status and message == (
+                f"Stopped: decoding ended after {n} forwards; the slider, ◀ Step ▶ and ▶ Play show every step.")
+        else:
+            assert "stopped" in status and message == "Stopped: decoding ended after 1 forward."
+        assert app.on_run_end(state)[0] == message  # drawn again if asked again: the page may ask twice
+
+
+def test_stop_while_a_decoded_run_plays_back(tiny_dir):
+    """A fast model decodes before its steps are shown: Stop then ends the playback where it is
+    (an API client's Stop, whose stream Gradio does not cancel: the stream itself ends there)."""
     state = {}
-    gen = app.on_run(str(tiny_dir), "Hi", state, *values(sampler="baseline", gen_length=480, block_length=16,
-                                                          steps=480))
+    gen = app.on_run(str(tiny_dir), "Hi", state, *values(sampler="baseline", gen_length=32, block_length=32,
+                                                          steps=32))
     next(gen)
-    message, canvas, *figs, status, explain, scrubber, run_button = app.on_stop(state)
-    assert message.startswith("Stopped") and "stopped" in status and run_button.interactive
-    assert scrubber.maximum == len(state["trace"].records) - 1 < 479
-    gen.close()
+    assert state["run"].wait(60)
+    *_, status, explain, scrubber, button = next(gen)
+    assert "decoded; playing back step 1 of 31" in status and not button.interactive
+    assert app.on_stop(state).startswith("Stopped the playback")
+    message, text, *views, scrubber, run_button = next(gen)  # the stream's last frame
+    assert next(gen, None) is None and app.on_run_end(state)[0] == message
+    assert message == ("Stopped the playback: the run had already decoded all its 32 steps; the slider, ◀ Step ▶ "
+                       "and ▶ Play show every step.") and run_button.interactive and scrubber.value == 1
+    assert text.count(visuals.MASK_GLYPH) >= 1 and text != state["trace"].text
 
 
 def test_a_model_that_cannot_load_is_reported_and_nothing_breaks(tmp_path, tiny_dir):
@@ -334,6 +369,20 @@ def test_a_closed_compare_stops_its_current_run(tiny_dir):
     assert "compare" not in state
     assert DECODES.lock.acquire(timeout=30)  # nothing is left decoding
     DECODES.lock.release()
+    message, table, plot = app.on_compare_end(state)  # the page's next event says what happened
+    assert message.startswith("Stopped: 0 of 2 configurations had run") and table == {"__type__": "update"}
+    assert app.on_compare_end(state)[0] == message  # the same words however often the page asks
+
+
+def test_stop_from_an_api_client_ends_the_whole_compare(tiny_dir):
+    state = {}
+    gen = app.on_compare(str(tiny_dir), "Hi", ["baseline", "slowfast"], state,
+                         *values(gen_length=480, block_length=16, steps=480))
+    assert "(1 of 2)" in next(gen)[0]
+    assert app.on_stop(state).startswith("Stopped: decoding ended after")
+    message, *_ = next(gen)
+    assert message.startswith("Stopped: 1 of 2 configurations had run") and next(gen, None) is None
+    assert state["run"].trace().summary["stopped"] and "compare" not in state
 
 
 def test_a_closed_chat_turn_stops_its_run(tiny_dir):

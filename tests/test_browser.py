@@ -148,3 +148,40 @@ def test_run_slowfast_in_the_browser(server, tmp_path):
         fresh.screenshot(path=str(shots / "explorer-1024.png"))
         browser.close()
     assert (shots / "explorer-run.png").stat().st_size > 10_000
+
+
+def set_number(page, label: str, value) -> None:
+    box = page.locator(f"input[type=number][aria-label='number input for {label}']")
+    box.fill(str(value))
+    box.press("Enter")
+
+
+def test_stop_in_the_browser_leaves_the_run_on_screen_and_run_enabled(server):
+    """Stop while a run plays back (a small model decodes its 192 steps long before the page has
+    shown them at 0.08 s each): Gradio cancels the stream, and the page's next event draws the
+    run where it was (before, late frames left Run disabled and the views showing "Error")."""
+    with playwright.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=FLAGS)
+        page = browser.new_page(viewport={"width": 1400, "height": 900})
+        page.goto(server, wait_until="domcontentloaded")
+        page.locator("#run").wait_for(timeout=60_000)
+        page.locator("#sampler").get_by_label("baseline").check()
+        page.get_by_text("Generation", exact=True).click()  # the accordion with the lengths
+        for label in ("Generation length", "Block length", "Steps (baseline)"):
+            set_number(page, label, 192)
+        page.wait_for_function("() => document.querySelector('#check').innerText.includes('valid')", timeout=30_000)
+        page.locator("#run").click()
+        page.wait_for_function("() => /running|playing back/.test((document.querySelector('#status') || {}).innerText)",
+                               timeout=60_000)
+        page.locator("#stop").click(timeout=60_000)
+        page.wait_for_function("() => document.querySelector('#message').innerText.startsWith('Stopped')",
+                               timeout=60_000)
+        page.wait_for_function("() => !document.querySelector('#run').disabled", timeout=30_000)
+        status = page.locator("#status").inner_text()
+        assert "replaying step" in status or "stopped" in status, status
+        assert "Error" not in page.locator("body").inner_text()
+        shown = int(page.locator("#scrubber input[type=number]").input_value())
+        assert f"step {shown} " in status and shown < 191
+        page.locator("#next").click()  # the stopped run can be walked through
+        page.wait_for_function(STATUS_HAS, arg=f"step {shown + 1} ", timeout=30_000)
+        browser.close()

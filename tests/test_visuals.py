@@ -507,3 +507,13 @@ def test_special_tokens_show_as_glyphs():
     from visuals.canvas import _short
 
     assert _short("<|endoftext|>") == "∎" and _short("<|mdm_mask|>") == "◆" and _short("word") == "word"
+
+
+def test_text_at_forms_as_the_canvas_does(sf):
+    # committed tokens in order, each masked position a glyph (a masked tail as one), cut at the end of text
+    assert visuals.text_at(sf, 0) == f"a{MASK_GLYPH}"
+    assert visuals.text_at(sf, 1) == f"a{MASK_GLYPH} c{MASK_GLYPH}"
+    assert visuals.text_at(sf, 2) == "ab c"  # position 3 is <|eot_id|>: the text ends there
+    assert visuals.text_at(sf) == visuals.text_at(sf, 6) == sf.text  # the finished run: its own decoded text
+    unfinished = make_trace(sf.records, summary=dict(stopped=True), text="stale")
+    assert visuals.text_at(unfinished) == "ab c"  # a stopped run's last step is built like any other

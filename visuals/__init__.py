@@ -4,7 +4,7 @@ Every single-trace function takes ``(trace, step=None)``: ``step`` is a record i
 inclusive (None = the last record), so a scrubber can replay any step; partial traces
 and traces without records give a figure with a note rather than an error.
 """
-from .canvas import canvas_html, token_canvas
+from .canvas import canvas_html, text_at, token_canvas
 from .common import esc
 from .explain import explain_step
 from .compare import FIGURE_TITLES, compare_heatmaps, compare_table, figures_html, run_header
@@ -24,5 +24,5 @@ ALL_FIGURES = {
 __all__ = [
     "ALL_FIGURES", "FIGURE_TITLES", "MASK_GLYPH", "run_header", "TraceView", "argmax_stability", "cache_hits", "canvas_html", "certainty_heatmap",
     "compare_heatmaps", "compare_table", "convergence", "esc", "explain_step", "figures_html", "pareto_figure", "speed", "stage_timeline",
-    "token_canvas",
+    "text_at", "token_canvas",
 ]

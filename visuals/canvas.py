@@ -28,6 +28,30 @@ def _short(text: str) -> str:
     return text if len(text) <= CELL_CHARS else text[: CELL_CHARS - 1] + "…"
 
 
+def _is_end(text: str) -> bool:
+    return _short(text) == END_GLYPH
+
+
+def text_at(trace: Any, step: Optional[int] = None) -> str:
+    """The answer's text as of ``step``: the finished run's own ``trace.text`` at its last step;
+    before it, the committed tokens' strings in order up to the first end of text, each
+    still-masked position as ``MASK_GLYPH`` (so the text forms as the canvas does)."""
+    v = TraceView(trace, step)
+    if v.is_last and (trace.summary or {}).get("finished"):
+        return trace.text
+    strings = trace.token_strings or {}
+    parts = []
+    for token in v.tokens.tolist():
+        if token == int(trace.mask_id):
+            parts.append(MASK_GLYPH)
+            continue
+        text = strings.get(str(token), "")
+        if _is_end(text):
+            break
+        parts.append(text)
+    return "".join(parts).rstrip(MASK_GLYPH) + (MASK_GLYPH if parts and parts[-1] == MASK_GLYPH else "")
+
+
 def _hex_to_rgb(c: str) -> np.ndarray:
     return np.array([int(c[i: i + 2], 16) for i in (1, 3, 5)], dtype=float)
 
