@@ -14,6 +14,7 @@ runs under ``torchrun`` (``slowfast/distributed.py``).
 from __future__ import annotations
 
 import argparse
+import math
 import statistics
 import time
 from dataclasses import dataclass
@@ -32,15 +33,59 @@ SHAPES: dict[str, dict[str, Any]] = {
 }
 
 
+ONE_BLOCK = " (leave it out for one block: the generation length)"  # what a --block-length left out means
+
+
+def at_least(value: Optional[int], flag: str, low: int = 1, unset: str = "") -> None:
+    """Refuse a count below ``low`` (``None``, a flag left out, passes); ``unset`` says what leaving it out means."""
+    if value is not None and value < low:
+        raise ValueError(f"{flag}: {value} is not allowed; it must be >= {low}{unset}")
+
+
+def device_flag(value: Optional[str]) -> torch.device:
+    """``--device`` (default: CUDA when present), refused in one line when bad or absent here."""
+    from .models.loading import parse_device
+
+    try:
+        return parse_device(value)
+    except ValueError as exc:  # its message starts "device: "
+        raise ValueError(f"--{exc}") from None
+
+
+def check_shape(shape: str, layers: Optional[int], device: torch.device, dtype: torch.dtype) -> ModelConfig:
+    """The config of ``--shape`` at ``--layers``, refused before anything is built when the flags
+    are out of range or the weights would not fit this machine's memory (the estimate of
+    ``models.loading.check_memory``, which takes a model's name: weights + 20%)."""
+    from .models.loading import memory_available, memory_needed, parameter_count
+
+    if shape not in SHAPES:
+        raise ValueError(f"--shape: {shape!r} is not allowed; allowed: {', '.join(SHAPES)}")
+    depth = SHAPES[shape]["n_layers"]
+    if layers is not None and not 1 <= layers <= depth:
+        raise ValueError(f"--layers: {layers} is not allowed; allowed with --shape {shape}: 1 .. {depth}")
+
+    def needed(n: int) -> int:
+        return memory_needed(parameter_count(ModelConfig(**{**SHAPES[shape], "n_layers": n})), dtype)
+
+    cfg = ModelConfig(**{**SHAPES[shape], "n_layers": layers or depth})
+    available = memory_available(device)
+    if available is not None and needed(cfg.n_layers) > available:
+        fit = max((n for n in range(1, depth + 1) if needed(n) <= available), default=0)
+        raise ValueError(f"--shape: {shape} ({cfg.n_layers} layers) is not allowed here; it needs about "
+                         f"{needed(cfg.n_layers) / 1e9:.1f} GB in {str(dtype).replace('torch.', '')} and "
+                         f"{device.type} has {available / 1e9:.1f} GB; allowed: "
+                         + (f"--layers 1 .. {fit}" if fit else "a device with more memory")
+                         + ("" if device.type == "cuda" else ", or a GPU (--device cuda)"))
+    return cfg
+
+
 def sync(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
 
 
 def random_model(shape: str, layers: Optional[int], device: torch.device, dtype: torch.dtype) -> Transformer:
-    if shape not in SHAPES:
-        raise ValueError(f"shape: {shape!r} is not allowed; allowed: {', '.join(SHAPES)}")
-    cfg = ModelConfig(**{**SHAPES[shape], **({"n_layers": layers} if layers else {})})
+    cfg = check_shape(shape, layers, device, dtype)
     torch.manual_seed(0)
     with torch.device(device):
         net = Transformer(cfg).to(dtype)
@@ -123,9 +168,15 @@ def schedule_share(settings: CacheSettings, prompt_len: int, gen_length: int, fo
 def cmd_cache(args: argparse.Namespace) -> int:
     from .models.loading import load_model, parse_dtype
 
-    device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    device = device_flag(args.device)
     dtype = parse_dtype(args.dtype, device)
     settings = CacheSettings(kp=args.kp, kr=args.kr, rho=args.rho)
+    for value, flag in ((args.prompt_len, "--prompt-len"), (args.gen_length, "--gen-length"),
+                        (args.repeats, "--repeats")):
+        at_least(value, flag)
+    if args.layers is not None and not args.shape:
+        raise ValueError(f"--layers: {args.layers} is not allowed without --shape; allowed: --shape "
+                         f"{{{', '.join(SHAPES)}}} --layers N (a random-weight model of N layers)")
     if args.shape:
         net, label = random_model(args.shape, args.layers, device, dtype), f"random {args.shape}"
         if args.layers:
@@ -140,6 +191,9 @@ def cmd_cache(args: argparse.Namespace) -> int:
     for r in results:
         print(f"{r['case']:28s} {r['seconds'] * 1000:9.2f} {r['cost']:12.3f} {r['layer_cost']:12.3f} {r['rows']:16.3f}")
     n = max(settings.kp, settings.kr)
+    if net.cfg.n_layers == 1:  # layer 0 always refreshes: no layer reuses anything
+        print(f"over a schedule of {n} forwards, the model's only layer (layer 0) refreshes fully in every forward")
+        return 0
     share = schedule_share(settings, args.prompt_len, args.gen_length, n)
     print(f"over a schedule of {n} forwards, layers >= 1 recompute {share:.3f} of their rows on average")
     return 0
@@ -149,8 +203,9 @@ def cmd_samplers(args: argparse.Namespace) -> int:
     from .engine import GenerationSettings, generate
     from .models.loading import load_model
 
-    model = load_model(args.model, device=args.device, dtype=args.dtype)
-    common = dict(gen_length=args.gen_length, block_length=args.block_length, seed=args.seed, chat=not args.no_chat)
+    at_least(args.block_length, "--block-length", unset=ONE_BLOCK)
+    block = args.block_length or args.gen_length
+    common = dict(gen_length=args.gen_length, block_length=block, seed=args.seed, chat=not args.no_chat)
     configs = [
         ("baseline", GenerationSettings(sampler="baseline", steps=args.gen_length, **common)),
         ("slowfast", GenerationSettings(sampler="slowfast", **common)),
@@ -159,8 +214,12 @@ def cmd_samplers(args: argparse.Namespace) -> int:
         ("slowfast + cache", GenerationSettings(sampler="slowfast", cache={"kp": args.kp, "kr": args.kr,
                                                                             "rho": args.rho}, **common)),
     ]
+    for _, settings in configs:  # every setting checked before a model is loaded
+        settings.policy()
+        settings.cache_settings()
+    model = load_model(args.model, device=args.device, dtype=args.dtype)
     generate(model, args.prompt, configs[0][1])  # warm-up
-    print(f"model: {args.model} | prompt: {args.prompt!r} | gen {args.gen_length}, block {args.block_length}")
+    print(f"model: {args.model} | prompt: {args.prompt!r} | gen {args.gen_length}, block {block}")
     print(f"{'config':26s} {'NFE':>5s} {'tokens fed':>11s} {'seconds':>8s} {'tok/s':>8s} {'x by NFE':>9s} "
           f"{'x by time':>9s} same text as baseline")
     base = None
@@ -186,9 +245,17 @@ def cmd_render(args: argparse.Namespace) -> int:
         return [visuals.canvas_html(trace, step), visuals.certainty_heatmap(trace, step),
                 visuals.explain_step(trace, step)]
 
+    at_least(args.block_length, "--block-length", unset=ONE_BLOCK)
+    at_least(args.repeats, "--repeats")
+    if not 0.0 <= args.interval < math.inf:
+        raise ValueError(f"--interval: {args.interval:g} is not allowed; allowed: seconds >= 0")
+    if not 0.0 < args.budget <= 1.0:
+        raise ValueError(f"--budget: {args.budget:g} is not allowed; allowed: a share in (0, 1] (1: no limit)")
+    settings = GenerationSettings(sampler=args.sampler, gen_length=args.gen_length,
+                                  block_length=args.block_length or args.gen_length, steps=args.gen_length,
+                                  chat=not args.no_chat)
+    settings.policy()  # bad settings fail here, before a model is loaded
     model = load_model(args.model, device=args.device)
-    settings = GenerationSettings(sampler=args.sampler, gen_length=args.gen_length, block_length=args.block_length,
-                                  steps=args.gen_length, chat=not args.no_chat)
     generate(model, args.prompt, settings)  # warm-up
     alone, rendered, renders = [], [], 0
     for _ in range(args.repeats):  # interleaved, so that load on the machine hits both alike
@@ -226,7 +293,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     s.add_argument("--model", default="embedded")
     s.add_argument("--prompt", required=True)
     s.add_argument("--gen-length", type=int, default=128)
-    s.add_argument("--block-length", type=int, default=128)
+    s.add_argument("--block-length", type=int, default=None, help="default: the generation length (one block)")
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--no-chat", action="store_true")
     s.add_argument("--kp", type=int, default=100)
@@ -240,7 +307,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     r.add_argument("--prompt", default="Story: Ivy has three blue keys .")
     r.add_argument("--sampler", default="slowfast")
     r.add_argument("--gen-length", type=int, default=128)
-    r.add_argument("--block-length", type=int, default=128)
+    r.add_argument("--block-length", type=int, default=None, help="default: the generation length (one block)")
     r.add_argument("--interval", type=float, default=0.08, help="seconds each step is shown at least (the app uses 0.08)")
     r.add_argument("--budget", type=float, default=0.05,
                    help="share of the time drawing may take while the run decodes (the app uses 0.05); 1: no limit")
@@ -518,14 +585,20 @@ def cmd_tasks(args: argparse.Namespace) -> int:
     for path, flag in ((args.json, "--json"), (args.md, "--md")):
         if path:
             check_output_path(path, flag)
-    if args.threads < 1:
-        raise ValueError(f"--threads: {args.threads} is not allowed; it must be >= 1")
+    at_least(args.threads, "--threads")
+    at_least(args.gen_length, "--gen-length", unset=" (leave it out for the task's own)")
+    at_least(args.block_length, "--block-length", unset=ONE_BLOCK)
     only = [c.strip() for c in args.configs.split(",") if c.strip()] if args.configs else None
     thresholds = float_list(args.thresholds, "--thresholds")
     if args.task and args.jsonl:
         raise ValueError("--task and --jsonl: give one of them")
     if args.jsonl:
-        sets = [problem_set(count=args.count, jsonl=args.jsonl, gen_length=args.gen_length, chat=not args.no_chat)]
+        try:
+            sets = [problem_set(count=args.count, jsonl=args.jsonl, gen_length=args.gen_length,
+                                chat=not args.no_chat)]
+        except UnicodeDecodeError as exc:
+            raise ValueError(f"--jsonl: {args.jsonl} is not allowed; it is not UTF-8 text (byte {exc.start}); "
+                             "allowed: a UTF-8 file of JSON lines") from None
     else:
         names = [t.strip() for t in (args.task or ",".join(TASKS)).split(",") if t.strip()]
         sets = [problem_set(name, args.count, gen_length=args.gen_length) for name in names]
@@ -644,8 +717,9 @@ def cmd_overhead(args: argparse.Namespace) -> int:
     from .engine import GenerationSettings
     from .models.loading import load_model
 
-    if args.repeats < 1:
-        raise ValueError(f"--repeats: {args.repeats} is not allowed; it must be >= 1")
+    at_least(args.repeats, "--repeats")
+    at_least(args.threads, "--threads")
+    at_least(args.block_length, "--block-length", unset=ONE_BLOCK)
     params = dict(parse_param(p) for p in args.param)
     cache = dict(CACHE_PRESETS[args.cache_preset]) if args.cache_preset else None
     settings = GenerationSettings(sampler=args.sampler, gen_length=args.gen_length,

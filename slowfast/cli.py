@@ -2,8 +2,9 @@
 from __future__ import annotations
 
 import argparse
-import os
+import math
 import sys
+import tempfile
 from pathlib import Path
 from typing import Any, Optional
 
@@ -43,6 +44,16 @@ SAMPLER_FLAGS: list[tuple[tuple[str, ...], str, Any, str]] = [
     (("--top-p",), "top_p", float, "dream: nucleus filtering of each position's distribution (default off)"),
     (("--top-k",), "top_k", int, "dream: keep the k most likely tokens of each position (default off)"),
 ]
+
+
+STEPS_SAMPLERS = ("baseline", "dream")  # the samplers --steps changes; the others stop when the canvas is full
+
+
+def finite(flag: str, value: Any) -> Any:
+    """``value``, refused (ValueError) when it is a float that is not finite (inf, nan)."""
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ValueError(f"{flag}: {value} is not allowed; it must be a finite number")
+    return value
 
 
 def parse_param(text: str) -> tuple[str, Any]:
@@ -120,7 +131,7 @@ def build_parser() -> argparse.ArgumentParser:
 def cache_params(args: argparse.Namespace) -> Optional[dict[str, Any]]:
     """The cache parameters the flags ask for; None when the cache is off."""
     params: dict[str, Any] = dict(CACHE_PRESETS[args.cache_preset]) if args.cache_preset else {}
-    params.update({k: getattr(args, k) for k in ("kp", "kr", "rho") if getattr(args, k) is not None})
+    params.update({k: finite(f"--{k}", getattr(args, k)) for k in ("kp", "kr", "rho") if getattr(args, k) is not None})
     if args.no_layer0_refresh:
         params["refresh_first_layer"] = False
     if not (args.cache or args.cache_preset):
@@ -131,10 +142,11 @@ def cache_params(args: argparse.Namespace) -> Optional[dict[str, Any]]:
 
 
 def sampler_params(args: argparse.Namespace) -> dict[str, Any]:
-    params = {dest: getattr(args, dest) for _, dest, _, _ in SAMPLER_FLAGS if getattr(args, dest) is not None}
+    params = {dest: finite(flags[0], getattr(args, dest)) for flags, dest, _, _ in SAMPLER_FLAGS
+              if getattr(args, dest) is not None}
     for text in args.param:
         name, value = parse_param(text)
-        params[name] = value
+        params[name] = finite(f"--param {name}", value)
     return params
 
 
@@ -147,24 +159,33 @@ def summary_line(s: Summary) -> str:
 
 
 def check_output_path(path: str, flag: str) -> None:
-    """A file we can write at ``path`` (its folder exists and is writable; it is not a folder)."""
+    """A file we can write at ``path`` (its folder exists and takes a new file; it is not a folder)."""
+    if not str(path).strip():
+        raise ValueError(f"{flag}: {str(path)!r} is not allowed; allowed: a file path")
     target = Path(path)
     if target.is_dir():
         raise ValueError(f"{flag}: {path} is a folder; allowed: a file path")
     folder = target.parent
     if not folder.is_dir():
         raise ValueError(f"{flag}: the folder {folder} does not exist; create it first")
-    if not os.access(folder, os.W_OK):
-        raise ValueError(f"{flag}: the folder {folder} is not writable")
+    try:  # a real write, as the run's will be (permissions alone miss read-only mounts and /proc)
+        with tempfile.NamedTemporaryFile(dir=folder, prefix=f".{target.name}.", suffix=".check"):
+            pass
+    except OSError as exc:
+        raise ValueError(f"{flag}: the folder {folder} is not writable ({exc.strerror or exc})") from None
 
 
 def cmd_generate(args: argparse.Namespace) -> int:
     from .engine import GenerationSettings, Run, drain
     from .models.loading import load_model
 
+    if args.steps is not None and args.sampler in SAMPLERS and args.sampler not in STEPS_SAMPLERS:
+        raise ValueError(f"--steps: {args.steps} is not allowed with the {args.sampler} sampler (it stops when the "
+                         f"canvas is full); allowed: --steps with the {' or '.join(STEPS_SAMPLERS)} sampler")
     settings = GenerationSettings(
-        sampler=args.sampler, gen_length=args.gen_length, block_length=args.block_length or args.gen_length,
-        steps=args.steps or args.gen_length,
+        sampler=args.sampler, gen_length=args.gen_length,
+        block_length=args.gen_length if args.block_length is None else args.block_length,
+        steps=args.gen_length if args.steps is None else args.steps,
         temperature=args.temperature, seed=args.seed, cfg_scale=args.cfg_scale, chat=not args.no_chat,
         params=sampler_params(args), max_forwards_per_block=args.max_forwards_per_block,
         cache=cache_params(args),
@@ -172,7 +193,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
     settings.policy()  # bad settings fail here, before a model is loaded
     if not args.prompt.strip():
         raise ValueError("prompt: empty; allowed: any non-empty text")
-    if args.trace:
+    if args.trace is not None:
         check_output_path(args.trace, "--trace")  # before the run, so a finished run is never lost
     model = load_model(args.model, device=args.device, dtype=args.dtype,
                        trust_remote_code=args.trust_remote_code)
@@ -183,8 +204,13 @@ def cmd_generate(args: argparse.Namespace) -> int:
         status = 1
     print(trace.text)
     print(summary_line(trace.stats))
-    if args.trace:
-        trace.save(args.trace)
+    if args.trace is not None:
+        try:
+            trace.save(args.trace)
+        except OSError as exc:  # the text and summary above are the run's; only the file is missing
+            print(f"error: --trace: {args.trace} could not be written ({exc.strerror or exc}); the run's text and "
+                  "summary are above", file=sys.stderr)
+            return 1
         print(f"trace written to {args.trace}")
     return status
 
@@ -206,8 +232,7 @@ def main(argv: Optional[list[str]] = None) -> int:
             print(f"error: lm-eval needs lm_eval ({exc}); allowed: pip install lm_eval, then run this again",
                   file=sys.stderr)
             return 2
-        harness_main(argv[1:])
-        return 0
+        return harness_main(argv[1:])
     args = build_parser().parse_args(argv)
     from .models.loading import ModelLoadError
 

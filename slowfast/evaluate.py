@@ -265,15 +265,24 @@ def evaluate_task(model, task, n: int, sliders: bool, slider_n: int, progress=No
     return rep
 
 
+def job_label(task: str, block_length: Optional[int], gen_length: int) -> str:
+    """How a task run (in blocks of ``block_length``; None: one block) is named in the report."""
+    return task if block_length in (None, gen_length) else f"{task} (blocks of {block_length})"
+
+
 def label(r: TaskReport) -> str:
-    return r.task if r.block_length == r.gen_length else f"{r.task} (blocks of {r.block_length})"
+    return job_label(r.task, r.block_length, r.gen_length)
+
+
+def duration(seconds: float) -> str:
+    return f"{seconds / 60:.0f} min" if seconds >= 60 else f"{seconds:.0f} s"
 
 
 def markdown(reports: list[TaskReport], command: str, seconds: float, slider_n: int) -> str:
     lines = [
         "## Decoding (held out, greedy, through the engine)",
         "",
-        f"`{command}` ({seconds / 60:.0f} min on a 2-core CPU, one thread). "
+        f"`{command}` ({duration(seconds)} on a 2-core CPU, one thread). "
         "One block per run at the task's generation length unless the block column says otherwise. "
         "Baseline: one token per forward (steps = generation length). "
         "SlowFast: the reference-code defaults (6 exploration steps, horizon 0.3, window 2, std 1.0, "
@@ -328,39 +337,138 @@ def markdown(reports: list[TaskReport], command: str, seconds: float, slider_n: 
     return "\n".join(lines) + "\n"
 
 
-def main(argv: Optional[list[str]] = None) -> int:
-    from .models.loading import load_model
+DECODING_HEADING = "## Decoding (held out, greedy, through the engine)"
+
+
+def report_chunks(decoding: str) -> list[tuple[Optional[set[str]], str]]:
+    """A card's decoding text cut at its ``##`` and ``###`` headings: (the task labels of the
+    report's first table, the text) for each report ``markdown`` wrote, (None, text) for the rest."""
+    chunks: list[tuple[Optional[set[str]], list[str]]] = []
+    for line in decoding.strip().splitlines():
+        if line.startswith(DECODING_HEADING):
+            chunks.append((set(), [line]))
+        elif line.startswith(("## ", "### ")) or not chunks:
+            chunks.append((None, [line]))
+        else:
+            chunks[-1][1].append(line)
+    out = []
+    for labels, lines in chunks:
+        if labels is not None:
+            table = next((i for i, line in enumerate(lines) if line.startswith("| task |")), len(lines))
+            for line in lines[table + 2:]:
+                if not line.startswith("|"):
+                    break
+                labels.add(line.split("|")[1].strip())
+        out.append((labels, "\n".join(lines).strip()))
+    return out
+
+
+def merge_decoding(old: str, new: str, labels: set[str]) -> str:
+    """The card's decoding text with ``new`` (a report of the tasks ``labels``) in place of the
+    earlier reports of those tasks; reports of other tasks and the text around them are kept.
+    ValueError when an earlier report covers some of ``labels`` and other tasks too (it cannot
+    be replaced in part): checked before the run with ``new`` empty."""
+    out, placed, last_report = [], False, -1
+    for tasks, text in report_chunks(old or ""):
+        if tasks and tasks <= labels:
+            if not placed:
+                out.append(new.strip())
+                placed = True
+            last_report = len(out) - 1
+            continue
+        if tasks and tasks & labels:
+            made_by = text.split("`")[1] if text.count("`") >= 2 else "an earlier eval"
+            raise ValueError(f"--card: the card's report from `{made_by}` covers {', '.join(sorted(tasks))}, not "
+                             f"only this run's {', '.join(sorted(tasks & labels))}; allowed: a run of all of "
+                             "its tasks (it is replaced) or of none of them (it is kept)")
+        out.append(text)
+        if tasks is not None:
+            last_report = len(out) - 1
+    if not placed:
+        out.insert(last_report + 1, new.strip())
+    return "\n\n".join(t for t in out if t) + "\n"
+
+
+def parse_args(argv: Optional[list[str]]) -> argparse.Namespace:
     from .tasks import TASKS
 
     p = argparse.ArgumentParser(prog="python -m slowfast eval", description=__doc__.split("\n")[0])
     p.add_argument("--model", default="embedded")
     p.add_argument("--tasks", default=",".join(TASKS), help=f"comma-separated, from: {', '.join(TASKS)}")
     p.add_argument("--n", type=int, default=100, help="held-out prompts per task")
-    p.add_argument("--slider-task", default="story", help="task the slider sweep runs on ('' = none)")
+    p.add_argument("--slider-task", default=None,
+                   help="task the slider sweep runs on, one of --tasks ('' = none; default: story when it is run)")
     p.add_argument("--slider-n", type=int, default=30, help="held-out prompts per slider value")
     p.add_argument("--also-blocks", action="append", default=[], metavar="TASK=B",
                    help="also evaluate TASK in semi-autoregressive blocks of B (e.g. arithmetic=32)")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--json", type=Path, default=None, help="also write the figures here")
-    p.add_argument("--card", action="store_true", help="write the report into the model's card (its README.md)")
-    args = p.parse_args(argv)
-    import torch
+    p.add_argument("--card", action="store_true",
+                   help="write the report into the model's card (its training_info.json and README.md): the card's "
+                        "earlier reports of the same tasks are replaced, those of other tasks kept (a report that "
+                        "covers this run's tasks and others too is refused before the run)")
+    return p.parse_args(argv)
 
-    torch.set_num_threads(args.threads)
-    names = [t for t in args.tasks.split(",") if t]
+
+def jobs_of(args: argparse.Namespace) -> list[tuple[str, Optional[int]]]:
+    """(task, block length or None) per evaluation the flags ask for; ValueError on bad flags."""
+    from .tasks import TASKS
+
+    for flag in ("n", "slider_n", "threads"):
+        value = getattr(args, flag)
+        if value < 1:
+            raise ValueError(f"--{flag.replace('_', '-')}: {value} is not allowed; it must be an integer >= 1")
+    names = [t.strip() for t in args.tasks.split(",") if t.strip()]
     unknown = [t for t in names if t not in TASKS]
-    if unknown:
-        print(f"--tasks: {', '.join(unknown)} not known; allowed: {', '.join(TASKS)}", file=sys.stderr)
-        return 2
-    jobs = [(name, None) for name in names]
+    if unknown or not names:
+        raise ValueError(f"--tasks: {args.tasks!r} is not allowed; allowed: a comma-separated list of "
+                         f"{', '.join(TASKS)}")
+    if args.slider_task is None:
+        args.slider_task = "story" if "story" in names else ""
+    elif args.slider_task and args.slider_task not in names:
+        raise ValueError(f"--slider-task: {args.slider_task!r} is not allowed; allowed: one of --tasks "
+                         f"({', '.join(names)}) or '' (none)")
+    jobs: list[tuple[str, Optional[int]]] = [(name, None) for name in names]
     for spec in args.also_blocks:
         name, _, block = spec.partition("=")
-        if name not in TASKS or not block.isdigit() or TASKS[name].gen_length % int(block):
-            print(f"--also-blocks: {spec!r} is not allowed; use TASK=B with B dividing the task's "
-                  "generation length", file=sys.stderr)
-            return 2
+        if name not in TASKS or not block.isdigit() or int(block) < 1 or TASKS[name].gen_length % int(block):
+            raise ValueError(f"--also-blocks: {spec!r} is not allowed; use TASK=B with TASK one of "
+                             f"{', '.join(TASKS)} and B >= 1 dividing the task's generation length")
         jobs.append((name, int(block)))
+    return jobs
+
+
+def main(argv: Optional[list[str]] = None) -> int:
+    from .models.loading import ModelLoadError
+
+    args = parse_args(argv)
+    try:
+        return run(args, argv)
+    except (ValueError, ModelLoadError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+
+
+def run(args: argparse.Namespace, argv: Optional[list[str]]) -> int:
+    import torch
+
+    from .cli import check_output_path
+    from .models.loading import load_model
+    from .tasks import TASKS
+
+    jobs = jobs_of(args)
+    if args.json is not None:
+        check_output_path(str(args.json), "--json")  # before the run, so a finished run is never lost
+    torch.set_num_threads(args.threads)
     model = load_model(args.model, device="cpu", dtype="float32")
+    labels = {job_label(name, block, TASKS[name].gen_length) for name, block in jobs}
+    if args.card:
+        info_path = Path(model.folder or "") / "training_info.json"
+        if model.folder is None or not info_path.is_file():
+            raise ValueError(f"--card: {args.model} has no training_info.json; allowed: a model exported by "
+                             "python -m slowfast train (e.g. --model embedded)")
+        check_output_path(str(info_path), "--card")
+        merge_decoding(json.loads(info_path.read_text()).get("decoding", ""), "", labels)
     t0 = time.time()
     reports = []
     progress = lambda m: print(f"\r{m:60s}", end="", file=sys.stderr, flush=True)  # noqa: E731
@@ -374,14 +482,12 @@ def main(argv: Optional[list[str]] = None) -> int:
     if args.json:
         args.json.write_text(json.dumps([r.__dict__ for r in reports], indent=2) + "\n")
     if args.card:
-        folder = model.folder
-        info_path = folder / "training_info.json"
         info = json.loads(info_path.read_text())
-        info["decoding"] = md
+        info["decoding"] = merge_decoding(info.get("decoding", ""), md, labels)
         info_path.write_text(json.dumps(info, indent=2) + "\n")
         from .train import model_card
 
-        (folder / "README.md").write_text(model_card(info) + "\n")
+        (info_path.parent / "README.md").write_text(model_card(info) + "\n")
     return 0
 
 

@@ -989,8 +989,10 @@ def markdown(res: dict[str, Any]) -> str:
                          f"{fmt(v['decode_tokens_per_s'], '.1f')} |")
         lines.append("")
     p = res["profile"]
+    source = p["source"].rstrip()
+    source += "" if source.endswith((".", "!", "?")) else "."  # a trace's or a file's source has no full stop
     lines += ["### Projection from measured per-forward times (not a measured generation)", "",
-              f"Profile: {p['name']}. {p['source']} {p['interpolation'].capitalize()}. Tokens/s = gen_length / "
+              f"Profile: {p['name']}. {source} {p['interpolation'].capitalize()}. Tokens/s = gen_length / "
               "(sum over the profile's forwards of the measured ms of that forward's kind and length); "
               + (f"x anchor: against the anchor's eager tok/s above ({a['new_tokens']} new tokens at every gen "
                  f"length)." if a and a.get("tokens_per_s") else "x anchor: n/a (no anchor in this run)."), "",

@@ -78,6 +78,9 @@ def problem_set(task: Optional[str] = None, count: Optional[int] = 8, *, jsonl: 
     """A task's first ``count`` held-out prompts, or the first ``count`` lines of a JSONL file."""
     if count is not None and (isinstance(count, bool) or not isinstance(count, int) or count < 1):
         raise ValueError(f"count: {count!r} is not allowed; it must be an integer >= 1")
+    if gen_length is not None and (isinstance(gen_length, bool) or not isinstance(gen_length, int) or gen_length < 1):
+        raise ValueError(f"--gen-length: {gen_length!r} is not allowed; it must be an integer >= 1 "
+                         "(omit it for the default)")
     if jsonl is not None:
         problems = read_jsonl(jsonl, count)
         return ProblemSet(name=Path(jsonl).stem, gen_length=gen_length or DEFAULTS["gen_length"],

@@ -23,6 +23,7 @@ import argparse
 import csv
 import itertools
 import json
+import math
 import random
 import sys
 from pathlib import Path
@@ -52,11 +53,14 @@ CSV_COLUMNS = ("label", "sampler", *ALL_PARAMS, "accuracy", "nfe", "forwards", "
 def parse_value(name: str, text: str) -> Any:
     """A grid value for ``name``: an integer for integer parameters, else a number."""
     text = text.strip()
+    kind = "an integer" if isinstance(DEFAULTS[name], int) else "a finite number"
     try:
-        return int(text) if isinstance(DEFAULTS[name], int) and not isinstance(DEFAULTS[name], bool) else float(text)
+        value = int(text) if isinstance(DEFAULTS[name], int) and not isinstance(DEFAULTS[name], bool) else float(text)
     except ValueError:
-        kind = "an integer" if isinstance(DEFAULTS[name], int) else "a number"
-        raise ValueError(f"--grid: {name}={text!r} is not allowed; each value must be {kind}") from None
+        value = math.nan
+    if not math.isfinite(value):
+        raise ValueError(f"--grid: {name}={text!r} is not allowed; each value must be {kind}")
+    return value
 
 
 def parse_grid(specs: Iterable[str]) -> dict[str, list[Any]]:
@@ -75,10 +79,17 @@ def parse_grid(specs: Iterable[str]) -> dict[str, list[Any]]:
     return grid
 
 
-def _check_names(grid: dict[str, Sequence[Any]]) -> None:
+def _check_names(grid: dict[str, Sequence[Any]], samplers: Sequence[str], cache: str) -> None:
+    """Every axis is a known parameter that a chosen sampler (or the cache, when on) uses."""
     unknown = [n for n in grid if n not in ALL_PARAMS]
     if unknown:
         raise ValueError(f"sweep: unknown parameters {unknown}; allowed: {', '.join(ALL_PARAMS)}")
+    _check_samplers(samplers)
+    used = [n for s in samplers for n in SWEEP_PARAMS[s]] + ([] if cache == "off" else list(CACHE_PARAMS))
+    unused = [n for n in grid if n not in used]
+    if unused:
+        raise ValueError(f"--grid: {', '.join(unused)} is not allowed with samplers {', '.join(samplers)} and "
+                         f"cache {cache} (no point would use it); allowed: {', '.join(used)}")
 
 
 def _cache_choices(mode: str, has_cache_axes: bool) -> tuple[bool, bool]:
@@ -101,8 +112,7 @@ def grid_points(grid: dict[str, Sequence[Any]], samplers: Sequence[str] = ("slow
     """Every combination of the grid's values per sampler (a sampler with no axis in the grid
     runs once at its defaults), times the cache axes (kp, kr, rho; ``cache="auto"``: with the
     cache when the grid has a cache axis; ``"both"``: with and without)."""
-    _check_names(grid)
-    _check_samplers(samplers)
+    _check_names(grid, samplers, cache)
     without, with_ = _cache_choices(cache, any(n in grid for n in CACHE_PARAMS))
     caches: list[Optional[dict[str, Any]]] = [None] if without else []
     if with_:
@@ -134,8 +144,7 @@ def random_points(n: int, seed: int = 0, samplers: Sequence[str] = ("slowfast", 
     if isinstance(n, bool) or not isinstance(n, int) or n < 1:
         raise ValueError(f"random: {n!r} is not allowed; it must be an integer >= 1")
     fixed = dict(fixed or {})
-    _check_names(fixed)
-    _check_samplers(samplers)
+    _check_names(fixed, samplers, cache)
     without, with_ = _cache_choices(cache, any(name in fixed for name in CACHE_PARAMS))
     rng = random.Random(seed)
 
@@ -264,6 +273,11 @@ def pareto_front(points: Sequence[dict[str, Any]], accuracy: str = "accuracy", c
 # --- files ---------------------------------------------------------------------------------------
 
 
+def is_point(obj: Any) -> bool:
+    """Is ``obj`` a scored point as a results file holds it?"""
+    return isinstance(obj, dict) and "key" in obj and "accuracy" in obj and "nfe" in obj
+
+
 def load_points(path: str | Path) -> list[dict[str, Any]]:
     """The scored points in a JSONL results file (a line cut short by a crash is skipped)."""
     path = Path(path)
@@ -278,9 +292,66 @@ def load_points(path: str | Path) -> list[dict[str, Any]]:
         except json.JSONDecodeError:
             print(f"warning: {path}: skipped a line that is not JSON (a run cut short?)", file=sys.stderr)
             continue
-        if isinstance(obj, dict) and "key" in obj and "accuracy" in obj and "nfe" in obj:
+        if is_point(obj):
             points.append(obj)
     return points
+
+
+def check_results_file(path: str | Path, flag: str = "--out") -> None:
+    """Refuse (ValueError) an existing file that is not a results file: every non-empty line
+    must be a scored point, except a last line a crash cut short (it has no newline)."""
+    path = Path(path)
+    if not path.is_file():
+        return
+    allowed = "a results file of an earlier sweep (one scored point per line) or a new file"
+    try:
+        lines = path.read_text(encoding="utf-8").split("\n")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ValueError(f"{flag}: {path} cannot be read as text ({exc}); allowed: {allowed}") from None
+    for n, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            ok = is_point(json.loads(line))
+        except json.JSONDecodeError:
+            ok = n == len(lines)  # the last line, cut short before its newline
+        if not ok:
+            raise ValueError(f"{flag}: {path} line {n} is not a scored sweep point; allowed: {allowed}")
+
+
+def end_last_line(path: str | Path) -> None:
+    """Before appending to a results file: a last line a crash cut short is dropped (a whole
+    point that only lacks its newline gets one), so the next point starts a line of its own."""
+    path = Path(path)
+    if not path.is_file():
+        return
+    with open(path, "rb+") as f:
+        data = f.read()
+        if not data or data.endswith(b"\n"):
+            return
+        start = data.rfind(b"\n") + 1
+        try:
+            whole = is_point(json.loads(data[start:]))
+        except ValueError:  # not JSON (or not UTF-8): cut short
+            whole = False
+        if whole:
+            f.write(b"\n")
+        else:
+            f.truncate(start)
+            print(f"warning: {path}: dropped its last line, cut short by an earlier run", file=sys.stderr)
+
+
+def check_distinct(paths: Sequence[tuple[Optional[str], str]]) -> None:
+    """Refuse two flags that name the same file (the second write would replace the first)."""
+    seen: dict[Path, str] = {}
+    for path, flag in paths:
+        if not path:
+            continue
+        key = Path(path).expanduser().resolve()
+        if key in seen:
+            raise ValueError(f"{flag}: {path} is not allowed; it is the file of {seen[key]}, which it would "
+                             f"overwrite; allowed: another file name")
+        seen[key] = flag
 
 
 def csv_row(point: dict[str, Any], on_front: bool) -> dict[str, Any]:
@@ -337,6 +408,10 @@ def cmd_sweep(args: argparse.Namespace) -> int:
 
         if args.html:
             check_output_path(args.html, "--html")
+            check_distinct([(args.load, "--load"), (args.html, "--html")])
+        if not Path(args.load).is_file():
+            raise ValueError(f"--load: {args.load} does not exist (or is not a file), so it holds no scored points; "
+                             "allowed: a results file written by sweep --out")
         points = load_points(args.load)
         if not points:
             raise ValueError(f"--load: {args.load} holds no scored points")
@@ -359,17 +434,26 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     from .models.loading import load_model
 
     samplers = [s.strip() for s in args.samplers.split(",") if s.strip()]
+    _check_samplers(samplers)
     grid = parse_grid(args.grid)
-    if args.random:
+    for value, flag in ((args.random, "--random"), (args.block_length, "--block-length")):
+        if value is not None and value < 1:
+            raise ValueError(f"{flag}: {value} is not allowed; it must be an integer >= 1 (omit it for the default)")
+    if args.random is not None:
         points = random_points(args.random, args.seed, samplers, args.cache, fixed=grid, baseline=not args.no_baseline)
     else:
         if not grid:
             grid = {k: v for k, v in DEFAULT_GRID.items() if any(k in SWEEP_PARAMS[s] for s in samplers)}
         points = grid_points(grid, samplers, args.cache, baseline=not args.no_baseline)
     csv_path = args.csv or (str(Path(args.out).with_suffix(".csv")) if args.out else None)
-    for path, flag in ((args.out, "--out"), (csv_path, "--csv"), (args.html, "--html")):
+    outputs = ((args.out, "--out"), (csv_path, "--csv" if args.csv else "--csv (default: --out with .csv)"),
+               (args.html, "--html"))
+    for path, flag in outputs:
         if path:
             check_output_path(path, flag)
+    check_distinct([(args.jsonl, "--jsonl"), *outputs])
+    if args.out:
+        check_results_file(args.out)
     if args.task and args.jsonl:
         raise ValueError("--task and --jsonl: give one of them")
     problems = problem_set(args.task, args.count, jsonl=args.jsonl, gen_length=args.gen_length,
@@ -388,11 +472,15 @@ def cmd_sweep(args: argparse.Namespace) -> int:
         earlier = [p for p in load_points(args.out) if p["key"] in keys] if (args.out and dist.is_main) else []
         done = dist.broadcast([p["key"] for p in earlier])
         results = list(earlier)
+        todo = len(points) - len(done)
         if dist.is_main:
             print(f"model: {args.model} | machine: {machine_line(machine(device, args.threads, dist.world))}")
-            print(f"sweep: {len(points)} points ({len(done)} already in {args.out}, {len(points) - len(done)} to run) "
+            where = f"{len(done)} already in {args.out}, {todo} to run" if args.out else \
+                f"{todo} to run, not saved: no --out"
+            print(f"sweep: {len(points)} points ({where}) "
                   f"on {problems.describe()} | gen {problems.gen_length}, block {B}")
-        todo = len(points) - len(done)
+            if args.out and todo:
+                end_last_line(args.out)
         bar = progress_bar(todo * len(dist.shard(problems.problems)), "sweep", dist.is_main)
         last = [0]
 

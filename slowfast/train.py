@@ -639,40 +639,179 @@ def task_list(flag: str, value: str, allowed: Sequence[str]) -> set[str]:
     tasks = {t for t in value.split(",") if t}
     unknown = sorted(tasks - set(allowed))
     if unknown:
-        raise SystemExit(f"{flag}: {', '.join(unknown)} not allowed; allowed: {', '.join(allowed)}")
+        raise ValueError(f"{flag}: {', '.join(unknown)} not allowed; allowed: {', '.join(allowed)}")
     return tasks
+
+
+class BadFlag(SystemExit):
+    """A refused flag, as argparse refuses one: exit status 2 (its message is already on stderr)."""
+
+    def __init__(self, message: str):
+        super().__init__(message)
+        self.code = 2
+
+
+MIN_VOCAB = 256 + len(SPECIALS)  # the byte-level alphabet and the special tokens
+# flags that size the network: (our flag's dest, config.json's name)
+SHAPE_FLAGS = (("d_model", "d_model"), ("n_layers", "n_layers"), ("n_heads", "n_heads"),
+               ("mlp_hidden", "mlp_hidden_size"), ("max_seq_len", "max_sequence_length"))
+
+
+def flag_name(dest: str) -> str:
+    return "--" + dest.replace("_", "-")
+
+
+def check_args(args) -> tuple[set[str], set[str], torch.device]:
+    """Every flag checked before anything is created or loaded; a bad one raises ValueError
+    naming it. Returns the --suffix-tasks, the --event-tasks and the device."""
+    from .models.loading import parse_device
+
+    suffix_tasks = task_list("--suffix-tasks", args.suffix_tasks, SUFFIX_TASKS)
+    event_tasks = task_list("--event-tasks", args.event_tasks, EVENT_TASKS)
+    lows = {"steps": 1, "threads": 1, "eval_every": 1, "eval_n": 1, "d_model": 1, "n_layers": 1, "n_heads": 1,
+            "mlp_hidden": 1, "max_seq_len": 1, "warmup": 0, **{f"batch_{name}": 0 for name in TASKS}}
+    for dest, low in lows.items():
+        if getattr(args, dest) < low:
+            raise ValueError(f"{flag_name(dest)}: {getattr(args, dest)} is not allowed; it must be >= {low}")
+    if not any(getattr(args, f"batch_{name}") for name in TASKS):
+        raise ValueError(f"{', '.join(flag_name('batch_' + name) for name in TASKS)}: all 0 is not allowed; "
+                         "at least one task needs examples per step")
+    def share(v: float) -> bool:
+        return 0.0 <= v <= 1.0
+
+    for dest, ok, what in (("suffix_p", share, "a share in [0, 1]"), ("chunk_p", share, "a share in [0, 1]"),
+                           ("event_p", share, "a share in [0, 1]"), ("min_lr_ratio", share, "a ratio in [0, 1]"),
+                           ("lr", lambda v: v > 0, "a number above 0"),
+                           ("weight_decay", lambda v: v >= 0, "a number >= 0"),
+                           ("max_minutes", lambda v: v >= 0, "minutes >= 0 (0: no limit)"),
+                           ("ckpt_minutes", lambda v: v >= 0, "minutes >= 0")):
+        value = getattr(args, dest)
+        if not (math.isfinite(value) and ok(value)):
+            raise ValueError(f"{flag_name(dest)}: {value} is not allowed; allowed: {what}")
+    if args.ema and not 0.0 < args.ema < 1.0:
+        raise ValueError(f"--ema: {args.ema} is not allowed; allowed: a decay in (0, 1), or 0 (off)")
+    d, h = args.d_model, args.n_heads
+    if d % h or (d // h) % 2:
+        heads = ", ".join(str(n) for n in range(1, d + 1) if d % n == 0 and (d // n) % 2 == 0)
+        raise ValueError(f"--n-heads: {h} is not allowed with --d-model {d}; allowed: a divisor of --d-model that "
+                         f"leaves an even head size for RoPE: {heads or 'none (make --d-model even)'}")
+    if args.vocab_size < MIN_VOCAB:
+        raise ValueError(f"--vocab-size: {args.vocab_size} is not allowed; it must be >= {MIN_VOCAB} "
+                         f"(the 256 bytes and {len(SPECIALS)} special tokens)")
+    try:
+        device = parse_device(args.device)
+    except ValueError as exc:
+        raise ValueError(f"--{exc}") from None
+    for path, flag in ((args.out, "--out"), (args.work_dir, "--work-dir")):
+        if path.exists() and not path.is_dir():
+            raise ValueError(f"{flag}: {path} is a file; allowed: a folder (created when missing)")
+    if args.evaluate:
+        for name in ("config.json", "training_info.json"):
+            if not (args.out / name).is_file():
+                raise ValueError(f"--out: {args.out} has no {name}; allowed with --evaluate: a folder this "
+                                 "script exported")
+    return suffix_tasks, event_tasks, device
+
+
+def check_init_from(args) -> None:
+    """--init-from must be an exported folder whose network has the shape the flags ask for."""
+    from .models.loading import ModelLoadError, read_raw_config
+
+    folder = args.init_from
+    if not (folder / "config.json").is_file():
+        raise ValueError(f"--init-from: {folder} is not allowed; allowed: an exported model folder (config.json, "
+                         "model.safetensors and the tokenizer), e.g. slowfast/models/embedded")
+    try:
+        raw, _ = read_raw_config(folder)
+    except ModelLoadError as exc:
+        raise ValueError(f"--init-from: {exc}") from None
+    for dest, key in SHAPE_FLAGS:
+        if key in raw and raw[key] != getattr(args, dest):
+            raise ValueError(f"{flag_name(dest)}: {getattr(args, dest)} is not allowed with --init-from {folder}, "
+                             f"whose model has {key} {raw[key]}; allowed: {flag_name(dest)} {raw[key]}")
+
+
+def resume_state(args, device: torch.device) -> Optional[dict]:
+    """The work-dir's resume checkpoint (None on a fresh run); refused when the flags ask for
+    another network or tokenizer than the one it holds."""
+    state_path = args.work_dir / "state.pt"
+    if not (args.resume and state_path.exists()):
+        return None
+    try:
+        st = torch.load(state_path, map_location=device, weights_only=True)  # tensors and plain values only
+    except Exception as exc:  # noqa: BLE001 - any unreadable checkpoint is the same input error
+        raise ValueError(f"--work-dir: {state_path} cannot be read ({type(exc).__name__}); allowed: a work-dir "
+                         "this script wrote, or --no-resume to start over there") from None
+    saved = st.get("args", {})
+    for dest in [d for d, _ in SHAPE_FLAGS] + ["vocab_size"]:
+        if dest in saved and saved[dest] != getattr(args, dest):
+            flag = flag_name(dest)
+            raise ValueError(f"{flag}: {getattr(args, dest)} is not allowed; the run in {args.work_dir} was "
+                             f"started with {flag} {saved[dest]}; allowed: {flag} {saved[dest]} to resume it, or "
+                             "another --work-dir (or --no-resume) for a new run")
+    return st
+
+
+def check_canvases(tok, args) -> None:
+    """A fresh tokenizer must write each task's answers within its canvases, and the longest
+    training canvas (prompt + generation) must fit --max-seq-len."""
+    data = Data(tok)
+    rng = random.Random(123)
+    longest = 0
+    for name, task in TASKS.items():
+        lengths = GEN_LENGTHS.get(name, (task.gen_length,))
+        for _ in range(100):
+            ex = task.draw(rng, "train")
+            longest = max(longest, len(data.encode(ex.prompt)) + max(lengths))
+            if task.fills_canvas:  # a story is cut at the canvas
+                continue
+            n = len(data.encode(ex.target))
+            if n > min(lengths):
+                raise ValueError(f"--vocab-size: {args.vocab_size} is not allowed; with its {len(tok)} tokens an "
+                                 f"answer of {name} takes {n} tokens, more than its canvas of {min(lengths)}; "
+                                 f"allowed: a larger vocabulary (the default is 512)")
+    if longest > args.max_seq_len:
+        raise ValueError(f"--max-seq-len: {args.max_seq_len} is not allowed; a training canvas (prompt + "
+                         f"generation) takes up to {longest} tokens; allowed: >= {longest}")
 
 
 def main(argv: Optional[list[str]] = None) -> int:
     args = parse_args(argv)
-    suffix_tasks = task_list("--suffix-tasks", args.suffix_tasks, SUFFIX_TASKS)
-    event_tasks = task_list("--event-tasks", args.event_tasks, EVENT_TASKS)
-    for flag in ("suffix_p", "chunk_p", "event_p"):
-        if not 0.0 <= getattr(args, flag) <= 1.0:
-            raise SystemExit(f"--{flag.replace('_', '-')}: {getattr(args, flag)} is not a share in [0, 1]")
+    work: Path = args.work_dir
+    tok_dir = work / "tokenizer"
+    fresh_tok = None
+    try:  # every check before anything is created: a refused flag leaves no trace
+        suffix_tasks, event_tasks, device = check_args(args)
+        if not args.evaluate:
+            st = resume_state(args, device)
+            resume = st is not None
+            if args.init_from is not None and not resume:
+                check_init_from(args)
+            if not (resume and (tok_dir / "tokenizer.json").exists()) and args.init_from is None:
+                t0 = time.time()
+                fresh_tok = build_tokenizer(args.vocab_size, args.seed)
+                check_canvases(fresh_tok, args)
+                tok_seconds = time.time() - t0
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        raise BadFlag(str(exc)) from None
     torch.set_num_threads(args.threads)
     if args.evaluate:
         return evaluate_export(args)
-    device = torch.device(args.device)
-    work: Path = args.work_dir
     work.mkdir(parents=True, exist_ok=True)
     logfile = work / "train.log"
     state_path = work / "state.pt"
-    tok_dir = work / "tokenizer"
     command = "python -m slowfast train " + shlex.join(sys.argv[1:] if argv is None else argv)  # rerunnable as printed
 
-    resume = args.resume and state_path.exists()
-    if resume and (tok_dir / "tokenizer.json").exists():
+    if fresh_tok is not None:
+        fresh_tok.save_pretrained(str(tok_dir))
+        tok = load_tokenizer(tok_dir)  # train on exactly what ships
+        log(f"tokenizer: {len(tok)} tokens in {tok_seconds:.1f}s", logfile)
+    elif resume and (tok_dir / "tokenizer.json").exists():
         tok = load_tokenizer(tok_dir)
-    elif args.init_from is not None:  # continue training a shipped model: its own tokenizer
+    else:  # continue training a shipped model: its own tokenizer
         tok = load_tokenizer(args.init_from)
         tok.save_pretrained(str(tok_dir))
-    else:
-        t0 = time.time()
-        tok = build_tokenizer(args.vocab_size, args.seed)
-        tok.save_pretrained(str(tok_dir))
-        tok = load_tokenizer(tok_dir)  # train on exactly what ships
-        log(f"tokenizer: {len(tok)} tokens in {time.time() - t0:.1f}s", logfile)
     check_tokenizer(tok)
     data = Data(tok)
 
@@ -688,7 +827,6 @@ def main(argv: Optional[list[str]] = None) -> int:
                             lr=args.lr, betas=(0.9, 0.98), eps=1e-8)
     step, elapsed_before, best, history, commands = 0, 0.0, -1.0, [], []
     if resume:
-        st = torch.load(state_path, map_location=device, weights_only=True)  # tensors and plain values only
         net.load_state_dict(st["model"])
         opt.load_state_dict(st["opt"])
         step, elapsed_before, best, history = st["step"], st["elapsed"], st["best"], st["history"]
@@ -710,8 +848,6 @@ def main(argv: Optional[list[str]] = None) -> int:
                        "minutes_before": prior.get("minutes_before", 0.0) + prior.get("minutes_trained", 0.0)}
     ema_net = None  # the averaged weights that are evaluated and exported (--ema)
     if args.ema:
-        if not 0.0 < args.ema < 1.0:
-            raise SystemExit(f"--ema: {args.ema} is not a decay in (0, 1)")
         ema_net = Transformer(cfg).to(device)
         ema_net.load_state_dict(st["ema"] if resume and st.get("ema") else net.state_dict())
         ema_net.requires_grad_(False)
@@ -819,7 +955,9 @@ def main(argv: Optional[list[str]] = None) -> int:
         elif time.time() - last_ckpt > args.ckpt_minutes * 60:
             save_state()
             last_ckpt = time.time()
-    if not history or history[-1]["step"] != step:
+    if step == 0:  # stopped before training anything (--max-minutes): an untrained model is never exported
+        log("stopped before the first step: nothing evaluated or exported", logfile)
+    elif not history or history[-1]["step"] != step:
         run_eval()
     save_state()
     log(f"done at step {step}; best score {best:.3f}", logfile)
