@@ -44,7 +44,7 @@ from slowfast.session import (
     run_to_end,
     stream_steps,
 )
-from slowfast.tasks import TASKS
+from slowfast.tasks import TASKS, example_for
 from slowfast.trace import Trace, tokens_per_second
 
 PRESETS = load_presets(PRESETS_DIR)
@@ -57,6 +57,21 @@ REFRESH_SECONDS = 0.3  # how often a compare reports progress
 FRAME_SECONDS = 0.08  # a live run shows each step for at least this long (stream_steps)
 RENDER_BUDGET = 0.05  # while a run decodes, drawing may take at most this share of its time (bench render)
 PLAY_SECONDS = 0.35  # Play shows each step this long
+TUNE_COUNT, TUNE_POINTS = (2, 20), (2, 24)  # the Tune tab's ranges: prompts per setting, random settings
+
+
+def _slider_value(self: gr.Slider, payload: Any) -> Any:
+    """gr.Slider.preprocess without its bounds check (see below)."""
+    return payload if payload is None else gr.Number.round_to_precision(payload, self.precision)
+
+
+# A number typed into a slider's box reaches the handler even outside the slider's range: the
+# settings check then says what is allowed, Tune refuses it and the step slider clamps it
+# (Gradio's own bounds check answers a bare "Error" on every output). Class-wide: Gradio
+# rebuilds a component from its class whenever an event updates it, so an instance's own
+# method would be lost, and a subclass makes Gradio write an app.pyi stub next to this file.
+# Every slider of this app is one of ours.
+gr.Slider.preprocess = _slider_value
 POOL = ModelPool()
 CONTROL_NAMES = [f.name for f in dataclasses.fields(Controls)]
 PLOTS = ["certainty_heatmap", "stage_timeline", "convergence", "cache_hits", "speed"]
@@ -463,8 +478,14 @@ def on_run_end(state: dict) -> list:
 
 
 def on_scrub(step: int, state: dict) -> list:
+    """The views as of the slider's step; a step typed outside the run is clamped to it (and the
+    slider says so)."""
     trace = state.get("trace")
-    return replay_views(trace, int(step) if trace is not None else None)
+    if trace is None or not trace.records:
+        return [*replay_views(trace), gr.Slider()]
+    last = len(trace.records) - 1
+    shown = int(min(max(int(step or 0), 0), last))
+    return [*replay_views(trace, shown), gr.Slider(value=shown) if shown != step else gr.update()]
 
 
 def on_step_by(delta: int, step: int, state: dict) -> list:
@@ -567,6 +588,14 @@ def on_tune(model_name: str, task: str, count: int, points: int, seed: int, stat
     """A small random search, live: each scored point redraws the scatter and the front."""
     from slowfast.sweep import iter_sweep, pareto_front, random_points
 
+    for value, (low, high), name in ((count, TUNE_COUNT, "Prompts per setting"),
+                                     (points, TUNE_POINTS, "Random settings")):
+        if value is None or not low <= value <= high or value != int(value):
+            yield f"⚠️ {name}: {value} is not allowed; allowed: a whole number from {low} to {high}", None, None
+            return
+    if task not in TASKS:
+        yield f"⚠️ Task: {visuals.esc(str(task))} is not allowed; allowed: {', '.join(TASKS)}", None, None
+        return
     model, note = load(model_name, state.get("trust_remote_code", False))
     if model is None:
         yield f"⚠️ {note}", None, None
@@ -576,33 +605,44 @@ def on_tune(model_name: str, task: str, count: int, points: int, seed: int, stat
     except ValueError as exc:
         yield f"⚠️ {visuals.esc(str(exc))}", None, None
         return
+    state["tune_task"] = task
     scored: list[dict] = []
-    yield f"Scoring {len(todo)} settings on {int(count)} held-out **{task}** prompts…", gr.update(), gr.update()
+    what = f"{int(points)} random settings and the baseline" if len(todo) > int(points) else "settings"
+    yield f"Scoring {len(todo)} settings ({what}) on {int(count)} held-out **{task}** prompts…", gr.update(), \
+        gr.update()
     with DECODES.decoding("sweep"):  # one decoding at a time, as runs and compares
         for point in iter_sweep(model, task, todo, int(count), seed=int(seed or 0)):
             scored.append(point)
             front = pareto_front(scored)
             state["tune"] = front
-            on_front = {id(p) for p in front}
-            table = [[round(p["accuracy"], 3), round(p["nfe"], 1), round(p["tokens_fed"]),
-                      "yes" if id(p) in on_front else "", p["label"]] for p in front]  # the long label last
-            yield (f"{len(scored)} of {len(todo)} settings scored on {int(count)} **{task}** prompts; the front "
-                   "below is accuracy against NFE. Click a row to load its settings into the explorer.",
+            table = [[round(p["accuracy"], 3), round(p["nfe"], 1), round(p["tokens_fed"]), p["label"]]
+                     for p in front]  # the long label last
+            yield (f"{len(scored)} of {len(todo)} settings scored ({what}) on {int(count)} **{task}** prompts; "
+                   "the table lists the front: the settings no other beats on both accuracy and NFE. Click a row "
+                   "to load its settings (and one of the task's prompts) into the explorer.",
                    visuals.pareto_figure(scored, front), table)
 
 
-def on_tune_select(evt: gr.SelectData, request: gr.Request):
-    """A clicked row of the front: its settings into every control."""
+def on_tune_select(prompt: str, evt: gr.SelectData, request: gr.Request):
+    """A clicked row of the front: its settings into every control and, when the prompt box does
+    not hold a prompt of the sweep's task, that task's first held-out prompt (the sweep's
+    generation length is the task's)."""
     state = SESSIONS.get(getattr(request, "session_hash", None))
     front = state.get("tune") or []
     row = evt.index[0] if isinstance(evt.index, (list, tuple)) else evt.index
     if not isinstance(row, int) or not 0 <= row < len(front):
-        return ["", *[gr.update()] * len(CONTROL_NAMES)]
+        return ["", gr.update(), *[gr.update()] * len(CONTROL_NAMES)]
     settings = front[row]["settings"]
     values = preset_controls({"settings": settings})
     values["sampler"] = settings["sampler"]
     values["cache"] = settings.get("cache") is not None
-    return [f"Loaded **{visuals.esc(front[row]['label'])}** into the controls: press Run to watch it.",
+    task, found = state.get("tune_task"), example_for(prompt or "")
+    new_prompt = gr.update()
+    loaded = f"Loaded **{visuals.esc(front[row]['label'])}** into the controls"
+    if task in TASKS and (found is None or found[0].name != task):
+        new_prompt = gr.update(value=TASKS[task].examples("heldout", 1, seed=0)[0].prompt)
+        loaded += f", and a held-out **{task}** prompt into the prompt box"
+    return [f"{loaded}: press Run to watch it.", new_prompt,
             *[gr.update(value=values[n]) if n in values else gr.update() for n in CONTROL_NAMES]]
 
 
@@ -884,7 +924,8 @@ def build_app(default_model: str = "embedded") -> gr.Blocks:
                     compare_table = gr.Dataframe(
                         headers=["config", "correct", "NFE", "speedup by NFE", "tokens fed", "speedup by tokens fed",
                                  "seconds (this machine)", "speedup by time", "same text as the first", "text"],
-                        interactive=False, elem_id="compare-table")
+                        interactive=False, elem_id="compare-table", wrap=True,  # every column on screen
+                        column_widths=["12%", "6%", "5%", "8%", "7%", "8%", "8%", "8%", "7%", "31%"])
                     gr.Markdown("NFE and tokens fed are exact and repeatable; seconds are one measurement on this "
                                 "machine (shared, so they vary between runs). With the cache, SlowFast's truncated "
                                 "fast forwards also recompute cached rows, so it can need more forwards to converge.")
@@ -897,15 +938,15 @@ def build_app(default_model: str = "embedded") -> gr.Blocks:
                     with gr.Row():
                         tune_task = gr.Dropdown(TASK_NAMES, value=TASK_NAMES[0] if TASK_NAMES else None,
                                                 label="Task", elem_id="tune-task")
-                        tune_count = gr.Slider(2, 20, 4, step=1, label="Prompts per setting", elem_id="tune-count")
-                        tune_points = gr.Slider(2, 24, 6, step=1, label="Random settings", elem_id="tune-points")
+                        tune_count = gr.Slider(*TUNE_COUNT, 4, step=1, label="Prompts per setting", elem_id="tune-count")
+                        tune_points = gr.Slider(*TUNE_POINTS, 6, step=1, label="Random settings", elem_id="tune-points")
                         tune_seed = gr.Number(0, precision=0, label="Seed")
                     tune_btn = gr.Button("Sweep", elem_id="tune")
                     tune_msg = gr.Markdown(elem_id="tune-msg")
                     tune_plot = gr.Plot(show_label=False, elem_id="tune-plot")
-                    tune_table = gr.Dataframe(headers=["accuracy", "NFE", "tokens fed", "on the front", "setting"],
+                    tune_table = gr.Dataframe(headers=["accuracy", "NFE", "tokens fed", "setting"],
                                               interactive=False, elem_id="tune-table", wrap=True,
-                                              column_widths=["11%", "9%", "12%", "12%", "56%"])
+                                              column_widths=["11%", "9%", "12%", "68%"])
                 with gr.Tab("Export / replay"):
                     export_btn = gr.Button("Export trace and figures")
                     export_msg = gr.Markdown()
@@ -948,8 +989,8 @@ def build_app(default_model: str = "embedded") -> gr.Blocks:
         # walking through a finished trace needs no device: every browser may do it at once
         free = dict(hidden, concurrency_limit=None)
         scrub = named(on_scrub, "step", "state")
-        scrubber.release(scrub, [scrubber], [text, *views], **free)
-        scrubber.input(scrub, [scrubber], [text, *views], trigger_mode="always_last", **free)  # keys and drags
+        scrubber.release(scrub, [scrubber], [text, *views, scrubber], **free)
+        scrubber.input(scrub, [scrubber], [text, *views, scrubber], trigger_mode="always_last", **free)  # keys, drags
         prev_btn.click(named(lambda st, step: on_step_by(-1, step, st), "state", "step"), [scrubber],
                        [text, *views, scrubber], **free)
         next_btn.click(named(lambda st, step: on_step_by(1, step, st), "state", "step"), [scrubber],
@@ -962,7 +1003,7 @@ def build_app(default_model: str = "embedded") -> gr.Blocks:
         tune_btn.click(named(on_tune, "model", "task", "count", "points", "seed", "state", device=True),
                        [model, tune_task, tune_count, tune_points, tune_seed], [tune_msg, tune_plot, tune_table],
                        api_name="tune", concurrency_id="device")
-        tune_table.select(on_tune_select, None, [tune_msg, *controls], **hidden)
+        tune_table.select(on_tune_select, [prompt], [tune_msg, prompt, *controls], **hidden)
         upload.upload(named(on_replay, "trace_file", "state"), [upload],
                       [message, text, *views, scrubber, prompt, model, *controls], api_name="replay")
         for tab, name in zip(plot_tabs, PLOTS):  # a live run redraws only the visible plot

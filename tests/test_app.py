@@ -94,7 +94,7 @@ def test_run_streams_to_completion(tiny_dir):
         assert f"step {n - 1}/{n - 1}" in fig.layout.title.text and "64/64 decoded" in fig.layout.title.text
     assert len(next(t for t in heat.data if t.name == "confidence").z) == n  # one row per forward
     assert {"slow", "fast"} <= {t.name for t in timeline.data}
-    assert "horizon estimates" in {t.name for t in convergence.data}
+    assert "the window's horizon estimates" in {t.name for t in convergence.data}
     assert "cache off" not in cache.layout.title.text and "response hit rate" in {t.name for t in cache.data}
     decoded = next(t for t in speed.data if t.name == "tokens decoded").y
     assert len(decoded) == n and sum(decoded) == 64  # each of the 64 positions decoded once
@@ -115,7 +115,7 @@ def test_a_live_run_shows_every_step_in_order(tiny_dir):
 def test_scrubber_replays_an_earlier_step(tiny_dir):
     state = {}
     drain(app.on_run(str(tiny_dir), "Hi", state, *values(sampler="baseline")))
-    text, canvas, *figs, status, explain = app.on_scrub(3, state)
+    text, canvas, *figs, status, explain, slider = app.on_scrub(3, state)
     assert "replaying step 3" in status and "NFE 4" in status and "step 3 of" in explain
     assert text == visuals.text_at(state["trace"], 3) != state["trace"].text  # the text as of step 3
     # the plots are cut at step 3 too: one token per forward, so 4 of 64 decoded
@@ -465,10 +465,42 @@ def test_tune_scores_settings_live_and_a_clicked_row_loads_them(tiny_dir):
     session = app.SESSIONS.get("tune-test")
     session["tune"] = front
     evt = app.gr.SelectData(None, {"index": [len(front) - 1, 0], "value": table[-1][-1]})
-    message, *updates = app.on_tune_select(evt, SimpleNamespace(session_hash="tune-test"))
+    session["tune_task"] = "copy"
+    message, prompt, *updates = app.on_tune_select("Hi", evt, SimpleNamespace(session_hash="tune-test"))
     values = dict(zip(app.CONTROL_NAMES, updates))
     assert "Loaded" in message and values["sampler"]["value"] == front[-1]["settings"]["sampler"]
+    # "Hi" is no copy prompt: the row brings one of the task's (its generation length is the task's)
+    assert "held-out **copy** prompt" in message and app.example_for(prompt["value"])[0].name == "copy"
+    message, prompt, *_ = app.on_tune_select(prompt["value"], evt, SimpleNamespace(session_hash="tune-test"))
+    assert prompt == {"__type__": "update"} and "prompt" not in message  # a copy prompt stays
     app.SESSIONS.drop("tune-test")
+
+
+@pytest.mark.parametrize("count, points, word", [(999, 4, "Prompts per setting: 999"), (4, 1, "Random settings: 1"),
+                                                 (2.5, 4, "Prompts per setting: 2.5")])
+def test_tune_refuses_numbers_outside_its_sliders(count, points, word):
+    (message, plot, table), = app.on_tune("embedded", "copy", count, points, 0, {})
+    assert message.startswith(f"⚠️ {word} is not allowed") and plot is None and table is None
+
+
+def test_a_number_typed_outside_a_slider_reaches_the_settings_check():
+    # Gradio's own bounds check answers a bare "Error"; ours says what is allowed
+    assert app.gr.Slider(0, 1, 0.3).preprocess(5) == 5
+    assert app.gr.Slider(1, 16, 6, step=1, precision=0).preprocess(3.4) == 3
+    message = app.on_check("embedded", "Hi", *values(horizon_threshold=5.0))
+    assert message == "⚠️ horizon_threshold: 5.0 is outside the allowed range [0, 1]"
+
+
+def test_a_step_typed_outside_the_run_is_clamped(tiny_dir):
+    state = {}
+    drain(app.on_run(str(tiny_dir), "Hi", state, *values(sampler="baseline", gen_length=16, block_length=16,
+                                                          steps=16)))
+    *views, slider = app.on_scrub(999, state)
+    assert slider.value == 15 and "finished" in views[-2]
+    *views, slider = app.on_scrub(-3, state)
+    assert slider.value == 0 and "replaying step 0 of 15" in views[-2]
+    *views, slider = app.on_scrub(4, state)
+    assert slider == {"__type__": "update"} and "replaying step 4 of 15" in views[-2]
 
 
 def test_a_big_model_says_what_it_needs_before_loading(monkeypatch):

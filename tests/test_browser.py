@@ -166,7 +166,14 @@ def test_stop_in_the_browser_leaves_the_run_on_screen_and_run_enabled(server):
         page.goto(server, wait_until="domcontentloaded")
         page.locator("#run").wait_for(timeout=60_000)
         page.locator("#sampler").get_by_label("baseline").check()
-        page.get_by_text("Generation", exact=True).click()  # the accordion with the lengths
+        lengths = page.locator("input[type=number][aria-label='number input for Generation length']")
+        for _ in range(5):  # open the accordion with the lengths (a click before the page is ready is lost)
+            page.get_by_text("Generation", exact=True).click()
+            try:
+                lengths.wait_for(state="visible", timeout=5_000)
+                break
+            except playwright.Error:
+                pass
         for label in ("Generation length", "Block length", "Steps (baseline)"):
             set_number(page, label, 192)
         page.wait_for_function("() => document.querySelector('#check').innerText.includes('valid')", timeout=30_000)

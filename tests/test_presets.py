@@ -70,6 +70,8 @@ def test_preset_claims_hold_on_its_own_run(embedded, name):
             assert cycles(trace) >= value
         elif claim == "cycles_at_most":
             assert cycles(trace) <= value
+        elif claim == "fast_forwards_at_most":
+            assert sum(1 for r in trace.records if r.stage == "fast") <= value
         elif claim == "fast_step_decodes_at_least":
             assert max((len(r.decoded) for r in trace.records if r.stage == "fast"), default=0) >= value
         elif claim == "first_forward_decodes_share_at_least":

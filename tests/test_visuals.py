@@ -126,7 +126,7 @@ def test_stage_timeline_bands_spans_and_blocks(sf):
     assert set(slow.y) == {G} and set(slow.base if np.ndim(slow.base) else [slow.base]) == {0}
     np.testing.assert_array_equal(np.asarray(by_name(fig, "span start").y)[::2], STARTS)
     np.testing.assert_array_equal(np.asarray(by_name(fig, "span end").y)[::2], ENDS)
-    np.testing.assert_array_equal(by_name(fig, "horizon estimate").y, [4, 4, np.nan, 8, 6, 7, np.nan])
+    np.testing.assert_array_equal(by_name(fig, "this forward's horizon estimate").y, [4, 4, np.nan, 8, 6, 7, np.nan])
     assert "fed up to" not in [t.name for t in fig.data]  # every forward was full
     truncated = make_trace(sf.records[:2] + [record(2, "fast", (0, 4), None, None, [1], {}, fed_end=4)])
     np.testing.assert_array_equal(np.asarray(by_name(visuals.stage_timeline(truncated), "fed up to").y)[::2], [8, 8, 4])
@@ -141,7 +141,7 @@ def test_stage_timeline_bands_spans_and_blocks(sf):
 # --- convergence --------------------------------------------------------------------------------------------
 def test_convergence_shows_horizons_spread_threshold_and_freezes(sf):
     fig = visuals.convergence(sf)
-    h = by_name(fig, "horizon estimates")
+    h = by_name(fig, "the window's horizon estimates")
     assert list(zip(h.x, h.y)) == [(s[0], v) for s in SF_STEPS if s[3] for v in s[3]]
     np.testing.assert_array_equal(by_name(fig, "spread (std)").y, [0, 0, np.nan, 0, 1, 1.5, np.nan])
     assert list(by_name(fig, "std threshold 1").y) == [1.0, 1.0]
@@ -198,7 +198,7 @@ def test_cache_hit_rates_layer_heatmap_and_flops():
 def test_cache_off_still_shows_flops(sf):
     fig = visuals.cache_hits(sf)
     assert list(by_name(fig, "FLOPs").y) == [1000.0 * (i + 1) for i in range(len(SF_STEPS))]
-    assert any(a.text == "cache off" for a in fig.layout.annotations)
+    assert any(a.text.startswith("cache off") and a.yanchor == "bottom" and a.y == 1.0 for a in fig.layout.annotations)
 
 
 # --- speed --------------------------------------------------------------------------------------------------
@@ -424,7 +424,7 @@ def test_a_partial_trace_draws_what_was_done(sf):
     assert list(by_name(timeline, "slow").x) == [0, 1, 3] and list(by_name(timeline, "fast").x) == [2]
     np.testing.assert_array_equal(np.asarray(by_name(timeline, "span end").y)[::2], [4, 4, 4, 8])
     conv = visuals.convergence(partial)
-    h = by_name(conv, "horizon estimates")
+    h = by_name(conv, "the window's horizon estimates")
     assert list(zip(h.x, h.y)) == [(0, 4), (1, 4), (1, 4), (3, 8)]
     assert list(by_name(conv, "span froze").x) == [1]  # the second cycle had not frozen yet
     fast = visuals.speed(partial)
@@ -488,6 +488,18 @@ def test_explain_step_says_what_the_decoder_did(sf):
     assert "What you are seeing" in text and "arxiv.org/abs/2506.10848" in text
     assert "No steps yet" in visuals.explain_step(make_trace([]))
     assert "Run something" in visuals.explain_step(None)
+    assert "**Converged:**" in visuals.explain_step(sf, 1) and "earlier" not in visuals.explain_step(sf, 1)
+
+
+def test_explain_step_after_the_span_froze_earlier_in_the_slow_stage():
+    # the reference code runs every exploration forward: after the freeze, estimates no longer move the span
+    steps = [(0, "slow", (0, 4), [4], 0.0, [0], dict(cycle=1, estimate=4, frozen=False)),
+             (1, "slow", (0, 4), [4, 4], 0.0, [2], dict(cycle=1, estimate=4, frozen=True)),
+             (2, "slow", (0, 4), [4, 4], 0.0, [5], dict(cycle=1, estimate=7, frozen=True))]
+    text = visuals.explain_step(make_trace([record(*s) for s in steps]), 2)
+    assert "Horizon estimate: position 7" in text and "still masked when this forward ran" in text
+    assert "Converged earlier in this slow stage" in text and "frozen at 4" in text and "[4, 4]" in text
+    assert "**Converged:**" not in text
 
 
 def test_explain_step_on_every_stage_of_a_real_run(tiny_model):
@@ -517,3 +529,16 @@ def test_text_at_forms_as_the_canvas_does(sf):
     assert visuals.text_at(sf) == visuals.text_at(sf, 6) == sf.text  # the finished run: its own decoded text
     unfinished = make_trace(sf.records, summary=dict(stopped=True), text="stale")
     assert visuals.text_at(unfinished) == "ab c"  # a stopped run's last step is built like any other
+
+
+def test_compare_legend_names_every_runs_stages_once(sf):
+    base = make_trace([record(i, "baseline", None, None, None, [i], {}) for i in range(G)], sampler="baseline")
+    fig = visuals.compare_heatmaps([base, sf], ["baseline", "slowfast"])
+    shown = [t.name for t in fig.data if t.showlegend]
+    assert sorted(shown) == sorted(set(shown)) and {"baseline", "slow", "fast", "decoded", "span end"} <= set(shown)
+
+
+def test_convergence_says_when_no_position_is_left_to_watch(sf):
+    texts = lambda fig: [a.text for a in fig.layout.annotations]  # noqa: E731
+    assert "every position is decoded: no argmax left to watch" in texts(visuals.convergence(sf))
+    assert "every position is decoded: no argmax left to watch" not in texts(visuals.convergence(sf, 3))

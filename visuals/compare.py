@@ -66,7 +66,12 @@ def compare_heatmaps(traces: Sequence[Any], labels: Sequence[str]) -> go.Figure:
             suffix = "" if i == 1 else str(i)
             fig.add_annotation(note("no steps", xref=f"x{suffix} domain", yref=f"y{suffix} domain"))
             continue
-        fig.add_traces(certainty_traces(v, coloraxis="coloraxis", showlegend=i == 1), rows=1, cols=i)
+        fig.add_traces(certainty_traces(v, coloraxis="coloraxis"), rows=1, cols=i)
+    named: set = set()  # one legend entry per name: every run's stages, each once
+    for t in fig.data:
+        if isinstance(t, go.Scatter) and t.showlegend is not False and t.name:
+            t.showlegend = t.name not in named
+            named.add(t.name)
     max_gen = max(v.gen_length for v in views)
     fig.update_layout(layout("compare", views[0], "Certainty side by side (same colour scale; each run's own steps top to bottom)", 360,
                              coloraxis=dict(colorscale=scale, cmin=0.0, cmax=1.0, colorbar=bar)))

@@ -92,12 +92,22 @@ def _slowfast(view: TraceView) -> list[str]:
         k, cycle = _slow_index(view)
         lines.append(f"**Slow stage**, exploration forward {k} of {_g(lim.exploration_steps)} (cycle {cycle}, "
                      f"block {r.block}).")
+        prev = view.records[-2] if view.n > 1 else None
+        prev_info = SlowFastInfo.of(prev) if prev is not None else None
+        frozen_before = (prev is not None and prev.stage == Stage.SLOW and prev.block == r.block
+                         and prev_info is not None and prev_info.cycle == info.cycle and prev_info.frozen)
         if info.estimate is not None:
-            lines.append(f"**Horizon estimate: position {info.estimate}.** It is the farthest still-masked "
-                         f"position after the span start ({start}) whose certainty reaches the horizon threshold "
-                         f"{_g(lim.horizon)} (position and certainty: the model is sure that far ahead).")
+            lines.append(f"**Horizon estimate: position {info.estimate}.** It is the farthest position after the "
+                         f"span start ({start}), still masked when this forward ran, whose certainty reaches the "
+                         f"horizon threshold {_g(lim.horizon)} (position and certainty: the model is sure that far "
+                         "ahead).")
         horizons = r.horizons or []
-        if info.frozen:
+        if frozen_before:
+            lines.append(f"**Converged earlier in this slow stage:** the span end was frozen at {end} when the "
+                         f"window's estimates {horizons} agreed; this forward's estimate no longer moves it. The "
+                         f"reference code still runs all {_g(lim.exploration_steps)} exploration forwards, decoding "
+                         f"what is certain; then the fast stage decodes what is left of [{start}, {end}).")
+        elif info.frozen:
             lines.append(f"**Converged:** the last {window} estimates {horizons} have a {lim.spread_measure} of "
                          f"{(r.horizon_spread or 0):.2f} {below} {_g(lim.spread)} (or the slow stage used all its "
                          f"forwards), so the span is frozen at [{start}, {end}); the fast stage will decode it.")
@@ -156,7 +166,9 @@ def explain_step(trace: Any, step: Optional[int] = None) -> str:
                 else f"every masked position of the block with certainty >= {_g(lim.threshold)} (at least one)")
         body = [f"**Threshold** sampler (Fast-dLLM), block {r.block}: commits {rule}. This forward decoded "
                 f"{len(r.decoded)}: {_positions(view, list(r.decoded)) or 'none'}. Unlike SlowFast it has no "
-                "slow stage and no span: it never looks at how far ahead the model is sure."]
+                "slow stage and estimates no horizon: its span is simply the current block"
+                + (f" [{r.span[0]}, {r.span[1]})" if r.span is not None else "")
+                + ", whatever the model is sure of."]
     else:
         body = [f"Stage `{esc(r.stage)}`: decoded {len(r.decoded)} positions."]
     return "\n\n".join([head, *body, f"<details><summary>What is SlowFast?</summary>\n\n{INTRO}\n\n</details>"])

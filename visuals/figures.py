@@ -123,7 +123,7 @@ def stage_timeline(trace: Any, step: Optional[int] = None) -> go.Figure:
     infos = [SlowFastInfo.of(r) for r in v.records]
     estimate = np.array([np.nan if i is None or i.estimate is None else i.estimate for i in infos], dtype=float)
     if np.isfinite(estimate).any():
-        data.append(go.Scatter(x=v.steps, y=estimate, mode="markers", name="horizon estimate",
+        data.append(go.Scatter(x=v.steps, y=estimate, mode="markers", name="this forward's horizon estimate",
                                marker=dict(symbol="diamond-open", size=6, color="#9467bd"),
                                hovertemplate="step %{x}: horizon estimate %{y}<extra></extra>"))
     st, pos = v.decoded_pairs
@@ -167,7 +167,7 @@ def convergence(trace: Any, step: Optional[int] = None) -> go.Figure:
     if hx:
         level, along = staircase(v.spans[:, 1], v.steps)
         data += [
-            go.Scatter(x=hx, y=hy, mode="markers", name="horizon estimates", xaxis=a["x"], yaxis=a["y"],
+            go.Scatter(x=hx, y=hy, mode="markers", name="the window's horizon estimates", xaxis=a["x"], yaxis=a["y"],
                        marker=dict(size=6, color="#9467bd", opacity=0.7),
                        hovertemplate="step %{x}: horizon %{y}<extra></extra>"),
             go.Scatter(x=along, y=level, mode="lines", name="span end", xaxis=a["x"], yaxis=a["y"],
@@ -208,6 +208,9 @@ def convergence(trace: Any, step: Optional[int] = None) -> go.Figure:
                    xaxis=b["x"], yaxis=b["y"], marker=dict(symbol="square", size=4, color="#bbbbbb"),
                    customdata=da[earlier], hovertemplate="position %{x}: decoded at step %{customdata}<extra></extra>"),
     ]
+    if not (da < 0).any():
+        annotations.append(note("every position is decoded: no argmax left to watch", xref=f"{b['x']} domain",
+                                yref=f"{b['y']} domain"))
     axes[axis_key(a["x"])].update(range=_axis_steps(v), title=dict(
         text=f"step · (a) horizon estimates in the window, their {spread_name} vs the threshold, span freezes"))
     axes[axis_key(b["x"])].update(range=[-0.5, G - 0.5], title=dict(
@@ -265,11 +268,11 @@ def cache_hits(trace: Any, step: Optional[int] = None) -> go.Figure:
     if counts is None:
         fig = go.Figure([flops_bar], layout(
             "cache", v, f"dLLM-Cache: cache off · FLOPs per step · {v.step_label(esc)}", 260,
-            annotations=[note("cache off", x=0.99, y=0.97)],
+            annotations=[note("cache off: every forward computes every row", x=1.0, y=1.0)],
             xaxis=dict(title=dict(text="step"), range=_axis_steps(v), **step_ticks(v.n_total)),
             yaxis=dict(title=dict(text="FLOPs"), rangemode="tozero"),
         ))
-        fig.layout.annotations[0].update(xanchor="right", yanchor="top")
+        fig.layout.annotations[0].update(xanchor="right", yanchor="bottom")  # above the bars, not on them
         return fig
     prompt = hit_rate(counts["prompt_reused"], counts["prompt_recomputed"], axis=1)
     response = hit_rate(counts["response_reused"], counts["response_recomputed"], axis=1)
