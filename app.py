@@ -736,6 +736,9 @@ def on_check(model_name: str, prompt: str, *values) -> str:
     return f"⚠️ {message}" if message else "✓ Settings are valid."
 
 
+SHOW_THE_RUN_ON_A_PHONE = ("() => { if (window.innerWidth < 700) "
+                           "document.querySelector('#message')?.scrollIntoView({behavior: 'smooth'}); }")
+
 CSS = """
 #explain { font-size: 0.92em; }
 #playback button { min-width: 0; }
@@ -959,6 +962,8 @@ def build_app(default_model: str = "embedded") -> gr.Blocks:
         # the API: /run, /stop, /compare, /replay, /chat with the settings' own parameter names
         queue_note = queue_note_for(demo)  # said at once when the device is busy
         run_btn.click(queue_note, None, [message], queue=False, **hidden)
+        # on a phone the views sit below every control: bring the run into view as it starts
+        run_btn.click(None, None, None, js=SHOW_THE_RUN_ON_A_PHONE, **hidden)
         compare_btn.click(queue_note, None, [compare_msg], queue=False, **hidden)
         run_event = run_btn.click(named(on_run, "model", "prompt", "state", *CONTROL_NAMES, device=True),
                                   [model, prompt, *controls], [message, text, *views, scrubber, run_btn],
