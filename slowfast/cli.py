@@ -11,7 +11,7 @@ from typing import Any, Optional
 from .bench import add_parser as add_bench_parser
 from .cache import CACHE_PRESETS
 from .params import DEFAULTS
-from .samplers import SAMPLERS
+from .samplers import SAMPLERS, STEPS_SAMPLERS
 from .sweep import add_parser as add_sweep_parser
 from .trace import Summary
 
@@ -44,9 +44,6 @@ SAMPLER_FLAGS: list[tuple[tuple[str, ...], str, Any, str]] = [
     (("--top-p",), "top_p", float, "dream: nucleus filtering of each position's distribution (default off)"),
     (("--top-k",), "top_k", int, "dream: keep the k most likely tokens of each position (default off)"),
 ]
-
-
-STEPS_SAMPLERS = ("baseline", "dream")  # the samplers --steps changes; the others stop when the canvas is full
 
 
 def finite(flag: str, value: Any) -> Any:

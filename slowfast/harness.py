@@ -19,7 +19,7 @@ model_args (``key=value``, comma separated):
 * ``pretrained`` (``embedded``): anything ``load_model`` takes: ``embedded``, a folder, a hub id.
 * ``sampler`` (``slowfast``): baseline, slowfast, threshold, dream.
 * ``gen_length`` (96), ``block_length`` (= gen_length), ``steps`` (= gen_length; baseline and
-  dream only), ``temperature`` (0), ``seed`` (0), ``cfg_scale`` (0), ``max_forwards_per_block``.
+  dream only, refused with the others), ``temperature`` (0), ``seed`` (0), ``cfg_scale`` (0), ``max_forwards_per_block``.
 * ``chat`` (default: true when the tokenizer has a chat template): each context is sent as
   one user turn of the template, as ``python -m slowfast generate`` sends a prompt. With
   lm_eval's ``--apply_chat_template`` lm_eval renders the conversation itself (few-shot
@@ -61,7 +61,7 @@ from .cache import CACHE_PRESETS, CacheSettings
 from .engine import MAX_INT, GenerationSettings, Run, drain, first_end
 from .models.loading import DLLM, ModelLoadError, default_device, load_model, parse_device
 from .params import DEFAULTS
-from .samplers import SAMPLERS
+from .samplers import SAMPLERS, STEPS_SAMPLERS
 
 log = logging.getLogger(__name__)
 
@@ -124,6 +124,9 @@ def build_settings(sampler: str = "slowfast", gen_length: Any = None, block_leng
         raise ValueError(f"sampler: {sampler!r} is not allowed; allowed: {', '.join(SAMPLERS)}")
     G = _int("gen_length", DEFAULTS["gen_length"] if gen_length is None else gen_length)
     B = G if block_length is None else _int("block_length", block_length)
+    if steps is not None and sampler not in STEPS_SAMPLERS:
+        raise ValueError(f"steps: {steps!r} is not allowed with the {sampler} sampler (it stops when the canvas is "
+                         f"full); allowed: steps with the {' or '.join(STEPS_SAMPLERS)} sampler")
     S = G if steps is None else _int("steps", steps)
     cache_params = _cache_dict(cache)
     policy_cls = SAMPLERS[sampler]

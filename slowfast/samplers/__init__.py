@@ -15,6 +15,7 @@ SAMPLERS: dict[str, type[Policy]] = {
     "threshold": ThresholdPolicy,
     "dream": DreamPolicy,
 }
+STEPS_SAMPLERS = ("baseline", "dream")  # the samplers ``steps`` sets; the others stop when the canvas is full
 
 
 def make_policy(name: str, params: Optional[dict[str, Any]] = None) -> Policy:
@@ -33,5 +34,5 @@ def thresholds_of(settings: dict[str, Any]) -> Thresholds:
         return Thresholds()
 
 
-__all__ = ["SAMPLERS", "Decision", "DecodingStalled", "Layout", "Observation", "Policy", "Scoring", "Stage", "Thresholds",
+__all__ = ["SAMPLERS", "STEPS_SAMPLERS", "Decision", "DecodingStalled", "Layout", "Observation", "Policy", "Scoring", "Stage", "Thresholds",
            "make_policy", "thresholds_of"]
