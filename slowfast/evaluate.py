@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import shlex
 import sys
 import time
@@ -278,11 +279,12 @@ def duration(seconds: float) -> str:
     return f"{seconds / 60:.0f} min" if seconds >= 60 else f"{seconds:.0f} s"
 
 
-def markdown(reports: list[TaskReport], command: str, seconds: float, slider_n: int) -> str:
+def markdown(reports: list[TaskReport], command: str, seconds: float, slider_n: int, threads: int = 1) -> str:
     lines = [
         "## Decoding (held out, greedy, through the engine)",
         "",
-        f"`{command}` ({duration(seconds)} on a 2-core CPU, one thread). "
+        f"`{command}` ({duration(seconds)} on a {os.cpu_count()}-core CPU, "
+        f"{'one thread' if threads == 1 else f'{threads} threads'}). "
         "One block per run at the task's generation length unless the block column says otherwise. "
         "Baseline: one token per forward (steps = generation length). "
         "SlowFast: the reference-code defaults (6 exploration steps, horizon 0.3, window 2, std 1.0, "
@@ -477,7 +479,7 @@ def run(args: argparse.Namespace, argv: Optional[list[str]]) -> int:
                                      args.slider_n, progress, block))
     print(file=sys.stderr)
     command = "python -m slowfast eval " + shlex.join(sys.argv[1:] if argv is None else argv)  # rerunnable as printed
-    md = markdown(reports, command.strip(), time.time() - t0, args.slider_n)
+    md = markdown(reports, command.strip(), time.time() - t0, args.slider_n, args.threads)
     print(md)
     if args.json:
         args.json.write_text(json.dumps([r.__dict__ for r in reports], indent=2) + "\n")

@@ -166,6 +166,11 @@ def test_markdown_reads_short_runs_in_seconds():
     assert evaluate.duration(5) == "5 s" and evaluate.duration(480) == "8 min"
 
 
+def test_markdown_states_the_threads_it_ran_on():  # it said "one thread" whatever --threads was
+    assert "-core CPU, 2 threads)" in evaluate.markdown([], "cmd", 5, 10, threads=2)
+    assert "-core CPU, one thread)" in evaluate.markdown([], "cmd", 5, 10)
+
+
 # --- lm-eval ----------------------------------------------------------------------------------------
 
 
