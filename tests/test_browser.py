@@ -156,10 +156,13 @@ def set_number(page, label: str, value) -> None:
     box.press("Enter")
 
 
-def test_stop_in_the_browser_leaves_the_run_on_screen_and_run_enabled(server):
+def test_stop_in_the_browser_leaves_the_run_on_screen_and_run_enabled(server, monkeypatch):
     """Stop while a run plays back (a small model decodes its 192 steps long before the page has
-    shown them at 0.08 s each): Gradio cancels the stream, and the page's next event draws the
+    shown them, one frame at least every FRAME_SECONDS): Gradio cancels the stream, and the page's next event draws the
     run where it was (before, late frames left Run disabled and the views showing "Error")."""
+    import app
+
+    monkeypatch.setattr(app, "FRAME_SECONDS", 0.2)  # a 38 s playback: Stop lands in it on a busy machine too
     with playwright.sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, args=FLAGS)
         page = browser.new_page(viewport={"width": 1400, "height": 900})
