@@ -416,10 +416,10 @@ def jobs_of(args: argparse.Namespace) -> list[tuple[str, Optional[int]]]:
     """(task, block length or None) per evaluation the flags ask for; ValueError on bad flags."""
     from .tasks import TASKS
 
+    from .bench import at_least
+
     for flag in ("n", "slider_n", "threads"):
-        value = getattr(args, flag)
-        if value < 1:
-            raise ValueError(f"--{flag.replace('_', '-')}: {value} is not allowed; it must be an integer >= 1")
+        at_least(getattr(args, flag), f"--{flag.replace('_', '-')}")
     names = [t.strip() for t in args.tasks.split(",") if t.strip()]
     unknown = [t for t in names if t not in TASKS]
     if unknown or not names:

@@ -428,7 +428,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
 
     import torch
 
-    from .bench import machine, machine_line, progress_bar
+    from .bench import at_least, machine, machine_line, progress_bar
     from .cli import check_output_path
     from .distributed import setup
     from .models.loading import load_model
@@ -437,8 +437,8 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     _check_samplers(samplers)
     grid = parse_grid(args.grid)
     for value, flag in ((args.random, "--random"), (args.block_length, "--block-length")):
-        if value is not None and value < 1:
-            raise ValueError(f"{flag}: {value} is not allowed; it must be an integer >= 1 (omit it for the default)")
+        at_least(value, flag, unset=" (omit it for the default)")
+    at_least(args.threads, "--threads")
     if args.random is not None:
         points = random_points(args.random, args.seed, samplers, args.cache, fixed=grid, baseline=not args.no_baseline)
     else:
@@ -461,8 +461,6 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     B = args.block_length or problems.gen_length
     for point in points:  # bad settings fail here, before a model is loaded
         point_settings(point, problems.gen_length, B, problems.chat).policy()
-    if args.threads < 1:
-        raise ValueError(f"--threads: {args.threads} is not allowed; it must be >= 1")
     torch.set_num_threads(args.threads)
     dist = setup(args.device)
     try:

@@ -664,15 +664,14 @@ def flag_name(dest: str) -> str:
 def check_args(args) -> tuple[set[str], set[str], torch.device]:
     """Every flag checked before anything is created or loaded; a bad one raises ValueError
     naming it. Returns the --suffix-tasks, the --event-tasks and the device."""
-    from .models.loading import parse_device
+    from .bench import at_least, device_flag
 
     suffix_tasks = task_list("--suffix-tasks", args.suffix_tasks, SUFFIX_TASKS)
     event_tasks = task_list("--event-tasks", args.event_tasks, EVENT_TASKS)
     lows = {"steps": 1, "threads": 1, "eval_every": 1, "eval_n": 1, "d_model": 1, "n_layers": 1, "n_heads": 1,
             "mlp_hidden": 1, "max_seq_len": 1, "warmup": 0, **{f"batch_{name}": 0 for name in TASKS}}
     for dest, low in lows.items():
-        if getattr(args, dest) < low:
-            raise ValueError(f"{flag_name(dest)}: {getattr(args, dest)} is not allowed; it must be >= {low}")
+        at_least(getattr(args, dest), flag_name(dest), low)
     if not any(getattr(args, f"batch_{name}") for name in TASKS):
         raise ValueError(f"{', '.join(flag_name('batch_' + name) for name in TASKS)}: all 0 is not allowed; "
                          "at least one task needs examples per step")
@@ -698,10 +697,7 @@ def check_args(args) -> tuple[set[str], set[str], torch.device]:
     if args.vocab_size < MIN_VOCAB:
         raise ValueError(f"--vocab-size: {args.vocab_size} is not allowed; it must be >= {MIN_VOCAB} "
                          f"(the 256 bytes and {len(SPECIALS)} special tokens)")
-    try:
-        device = parse_device(args.device)
-    except ValueError as exc:
-        raise ValueError(f"--{exc}") from None
+    device = device_flag(args.device)
     for path, flag in ((args.out, "--out"), (args.work_dir, "--work-dir")):
         if path.exists() and not path.is_dir():
             raise ValueError(f"{flag}: {path} is a file; allowed: a folder (created when missing)")
