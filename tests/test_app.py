@@ -8,8 +8,14 @@ import pytest
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 
 import app  # noqa: E402
+import explorer.run  # noqa: E402
+from explorer import sessions  # noqa: E402
 import visuals  # noqa: E402
-from slowfast.session import DECODES, BackgroundRun, Controls, load_presets, preset_controls  # noqa: E402
+import gradio as gr  # noqa: E402
+from slowfast.session import (  # noqa: E402
+    DECODES, PRESETS_DIR, BackgroundRun, Controls, DeviceEvents, load_presets, preset_controls,
+)
+from slowfast.tasks import example_for  # noqa: E402
 from slowfast.trace import Trace  # noqa: E402
 
 
@@ -42,7 +48,7 @@ def test_app_builds_with_every_control(demo):
 
 
 def test_a_busy_device_tells_a_queued_browser_how_long_it_will_wait():
-    events = app.DeviceEvents()
+    events = DeviceEvents()
     assert events.note(0) == ""  # free: nothing to say
     key = events.start()
     assert events.note(2).startswith("⏳ 3 runs are ahead")  # no history yet: no time promised
@@ -132,7 +138,7 @@ def test_step_buttons_and_play_move_the_views_and_the_slider(tiny_dir):
     assert slider.value == 4 and "replaying step 4" in views[-2]
     *views, slider = app.on_step_by(1, 15, state)
     assert slider.value == 15  # clamped at the last step
-    app.PLAY_SECONDS = 0.0
+    explorer.run.PLAY_SECONDS = 0.0
     frames = list(app.on_play(13, state))
     assert [f[-1].value for f in frames] == [13, 14, 15]
     assert [f[-1].value for f in app.on_play(15, state)][:2] == [0, 1]  # from the start when at the end
@@ -276,7 +282,7 @@ def test_replay_restores_every_control_and_reproduces_the_run(tiny_dir, tmp_path
     path = original.save(tmp_path / "t.json")
     out = app.on_replay(str(path), {})
     prompt, model, controls = out[11], out[12], out[13:]
-    d = app.Controls()  # controls the trace does not mention (another sampler's) keep their values
+    d = Controls()  # controls the trace does not mention (another sampler's) keep their values
     restored = [c.get("value", getattr(d, n)) for c, n in zip(controls, app.CONTROL_NAMES)]
     assert sum("value" in c for c in controls) >= 18
     assert dict(zip(app.CONTROL_NAMES, restored))["exploration_steps"] == 3
@@ -294,7 +300,7 @@ def test_the_space_branch_returns_json_and_shows_the_finished_run(tiny_dir, monk
         crossed.append(out)
         return out
 
-    monkeypatch.setattr(app, "_decode_on_gpu", spaces.GPU(duration=app.gpu_seconds)(worker))
+    monkeypatch.setattr(sessions, "decode_on_gpu", spaces.GPU(duration=app.gpu_seconds)(worker))
     state = {}
     message, text, canvas, *figs, status, explain, scrubber, run_button = drain(
         app.on_run(str(tiny_dir), "Hi", state, *values(sampler="slowfast")))
@@ -322,7 +328,7 @@ def test_replay_rejects_a_bad_file(tmp_path):
 
 
 def test_every_preset_fills_valid_controls():
-    presets = load_presets(app.PRESETS_DIR)
+    presets = load_presets(PRESETS_DIR)
     assert len(presets) >= 6 and any(p.get("explanation") for p in presets.values())
     for name, preset in presets.items():
         Controls(**preset_controls(preset)).settings()
@@ -340,7 +346,7 @@ def test_chat_turns_carry_the_conversation(tiny_dir, tiny_model):
     first = drain(app.on_chat(str(tiny_dir), "Hello there", [], state, *values(sampler="threshold")))
     history = first[-2]
     assert [m["role"] for m in history] == ["user", "assistant"] and history[1]["content"] == state["trace"].text
-    as_sent = app.gr.Chatbot().preprocess(app.gr.Chatbot().postprocess(history))  # what the browser sends back
+    as_sent = gr.Chatbot().preprocess(gr.Chatbot().postprocess(history))  # what the browser sends back
     drain(app.on_chat(str(tiny_dir), "And now?", as_sent, state, *values(sampler="threshold")))
     expected = tiny_model.encode_chat(history + [{"role": "user", "content": "And now?"}])
     assert state["trace"].prompt_ids == expected and state["trace"].prompt == "And now?"
@@ -464,13 +470,13 @@ def test_tune_scores_settings_live_and_a_clicked_row_loads_them(tiny_dir):
     assert [row[-1] for row in table] == [p["label"] for p in front]
     session = app.SESSIONS.get("tune-test")
     session["tune"] = front
-    evt = app.gr.SelectData(None, {"index": [len(front) - 1, 0], "value": table[-1][-1]})
+    evt = gr.SelectData(None, {"index": [len(front) - 1, 0], "value": table[-1][-1]})
     session["tune_task"] = "copy"
     message, prompt, *updates = app.on_tune_select("Hi", evt, SimpleNamespace(session_hash="tune-test"))
     values = dict(zip(app.CONTROL_NAMES, updates))
     assert "Loaded" in message and values["sampler"]["value"] == front[-1]["settings"]["sampler"]
     # "Hi" is no copy prompt: the row brings one of the task's (its generation length is the task's)
-    assert "held-out **copy** prompt" in message and app.example_for(prompt["value"])[0].name == "copy"
+    assert "held-out **copy** prompt" in message and example_for(prompt["value"])[0].name == "copy"
     message, prompt, *_ = app.on_tune_select(prompt["value"], evt, SimpleNamespace(session_hash="tune-test"))
     assert prompt == {"__type__": "update"} and "prompt" not in message  # a copy prompt stays
     app.SESSIONS.drop("tune-test")
@@ -485,8 +491,8 @@ def test_tune_refuses_numbers_outside_its_sliders(count, points, word):
 
 def test_a_number_typed_outside_a_slider_reaches_the_settings_check():
     # Gradio's own bounds check answers a bare "Error"; ours says what is allowed
-    assert app.gr.Slider(0, 1, 0.3).preprocess(5) == 5
-    assert app.gr.Slider(1, 16, 6, step=1, precision=0).preprocess(3.4) == 3
+    assert gr.Slider(0, 1, 0.3).preprocess(5) == 5
+    assert gr.Slider(1, 16, 6, step=1, precision=0).preprocess(3.4) == 3
     message = app.on_check("embedded", "Hi", *values(horizon_threshold=5.0))
     assert message == "⚠️ horizon_threshold: 5.0 is outside the allowed range [0, 1]"
 

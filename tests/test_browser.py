@@ -27,6 +27,7 @@ def free_port() -> int:
 def server(tiny_dir):
     os.environ["GRADIO_ANALYTICS_ENABLED"] = "False"
     import app
+    import explorer.run
 
     model = os.environ.get("SLOWFAST_TEST_MODEL", str(tiny_dir))
     demo = app.build_app(model)
@@ -161,8 +162,9 @@ def test_stop_in_the_browser_leaves_the_run_on_screen_and_run_enabled(server, mo
     shown them, one frame at least every FRAME_SECONDS): Gradio cancels the stream, and the page's next event draws the
     run where it was (before, late frames left Run disabled and the views showing "Error")."""
     import app
+    import explorer.run
 
-    monkeypatch.setattr(app, "FRAME_SECONDS", 0.2)  # a 38 s playback: Stop lands in it on a busy machine too
+    monkeypatch.setattr(explorer.run, "FRAME_SECONDS", 0.2)  # a 38 s playback: Stop lands in it on a busy machine too
     with playwright.sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, args=FLAGS)
         page = browser.new_page(viewport={"width": 1400, "height": 900})

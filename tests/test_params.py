@@ -13,7 +13,7 @@ from slowfast.cli import build_parser  # noqa: E402
 from slowfast.engine import GenerationSettings, generate  # noqa: E402
 from slowfast.params import BY_NAME, DEFAULTS, PARAMETERS, markdown_table  # noqa: E402
 from slowfast.samplers import make_policy  # noqa: E402
-from slowfast.session import Controls, load_presets, preset_controls  # noqa: E402
+from slowfast.session import PRESETS_DIR, Controls, load_presets, preset_controls  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 OFF = {"max_forwards_per_block": 0, "max_cycles": 0, "slow_confidence_threshold": 0.0, "factor": 0.0,
@@ -89,7 +89,7 @@ def test_the_readme_table_is_the_definition():
 
 
 def test_every_preset_and_trace_setting_loads_back(tiny_model):
-    for name, preset in load_presets(app.PRESETS_DIR).items():
+    for name, preset in load_presets(PRESETS_DIR).items():
         s = GenerationSettings.from_dict(preset["settings"])
         s.policy()
         Controls(**preset_controls(preset)).settings()

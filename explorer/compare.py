@@ -1,0 +1,91 @@
+"""Compare: the same prompt and seed under several configurations."""
+from __future__ import annotations
+
+import dataclasses
+
+import gradio as gr
+
+import visuals
+from slowfast.session import BackgroundRun
+from slowfast.tasks import TASKS
+from slowfast.trace import Trace
+from explorer.controls import controls_from
+from explorer.run import stopped_note
+from explorer import sessions
+from explorer.sessions import load
+
+
+REFRESH_SECONDS = 0.3  # how often a compare reports progress
+COMPARE_CONFIGS = ["baseline", "slowfast", "slowfast + cache", "threshold", "dream"]
+
+
+def on_compare(model_name: str, prompt: str, configs: list[str], state: dict, *values):
+    """Run each configuration in turn (one decoding at a time), saying which one runs; a
+    cancelled or abandoned compare stops its current run at once."""
+    model, note = load(model_name, state.get("trust_remote_code", False))
+    if model is None:
+        yield f"⚠️ {note}", None, None
+        return
+    if not configs:
+        yield "Pick at least one configuration.", None, None
+        return
+    base = controls_from(values)
+    jobs, labels = [], []
+    for label in configs:  # every configuration is checked before anything decodes
+        c = dataclasses.replace(base, sampler=label.split(" ")[0], cache=label.endswith("cache"))
+        try:
+            jobs.append(BackgroundRun(model, prompt, c.settings(), label=label))
+        except ValueError as exc:
+            yield f"⚠️ {label}: {exc}", None, None
+            return
+        labels.append(label)
+    if sessions.decode_on_gpu is not None:  # Space: each configuration is one GPU call
+        traces = []
+        for i, (label, job) in enumerate(zip(labels, jobs)):
+            yield f"Running **{label}** ({i + 1} of {len(jobs)})…", gr.update(), gr.update()
+            traces.append(Trace.from_dict(sessions.decode_on_gpu(model_name, prompt, dataclasses.asdict(job.run.settings))))
+        jobs = [None] * len(traces)
+    current = None
+    state.update(compare_live=(0, len(jobs)), stop_note=None)  # until its table: see on_compare_end
+    try:
+        for i, (label, job) in enumerate(zip(labels, jobs)):
+            if job is None:
+                break
+            current = state["run"] = job.start()
+            yield f"Running **{label}** ({i + 1} of {len(jobs)})…", gr.update(), gr.update()
+            while not job.wait(REFRESH_SECONDS):
+                pass
+            state["compare_live"] = (i + 1, len(jobs))
+            if state.get("stop_note"):  # an API client's Stop (the page cancels the event itself)
+                yield on_compare_end(state)
+                return
+    finally:
+        if current is not None:
+            current.stop()
+    state["compare_live"] = None
+    if sessions.decode_on_gpu is None:
+        traces = [job.trace() for job in jobs]
+    rows = visuals.compare_table(traces, labels)
+    table = [[r["label"], "—" if r["correct"] is None else "yes" if r["correct"] else "no", r["nfe"],
+              f"{r['speedup_nfe']:.2f}x", r["tokens_fed"], f"{r['speedup_tokens']:.2f}x",
+              round(r["seconds"], 3), f"{r['speedup']:.2f}x", "yes" if r["same_text"] else "no", r["text"]]
+             for r in rows]
+    state["compare"] = traces
+    task = rows[0]["task"] if rows else None
+    scored = (f" The prompt is a **{task}** problem: \"correct\" is its scorer's verdict "
+              f"({TASKS[task].primary_metric.replace('_', ' ')})." if task else
+              " \"correct\" is shown when the prompt is one of the embedded tasks' (arithmetic, story, copy).")
+    yield (f"Compared {len(traces)} runs on the same prompt and seed.{scored}", table,
+           visuals.compare_heatmaps(traces, labels))
+
+
+def on_compare_end(state: dict) -> list:
+    """After a compare's event: one stopped before its table says so (a finished one: nothing;
+    as on_run_end, the stream's own last frame and this one may both come)."""
+    progress = state.get("compare_live")
+    if not progress:
+        return [gr.update()] * 3
+    stopped_note(state)
+    done, total = progress
+    return [f"Stopped: {done} of {total} configurations had run; press **Compare** to compare them again.",
+            gr.update(), gr.update()]

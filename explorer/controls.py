@@ -1,0 +1,101 @@
+"""The controls: presets, a variant's defaults, the settings check, the model picker and its chat template."""
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+from typing import Optional
+
+import gradio as gr
+
+from slowfast.models.loading import EMBEDDED_DIR, KNOWN_MODELS
+from slowfast.samplers.slowfast import VARIANT_DEFAULTS
+from slowfast.session import Controls, check_controls, preset_controls
+from explorer.sessions import POOL, PRESETS
+
+
+CONTROL_NAMES = [f.name for f in dataclasses.fields(Controls)]
+
+
+def controls_from(values: tuple) -> Controls:
+    return Controls(**dict(zip(CONTROL_NAMES, values)))
+
+
+def on_preset(name: str):
+    preset = PRESETS.get(name)
+    if preset is None:
+        return [gr.update()] * (len(CONTROL_NAMES) + 2)
+    values = preset_controls(preset)
+    updates = [gr.update(value=values[n]) if n in values else gr.update() for n in CONTROL_NAMES]
+    explanation = f"**{preset['name']}**: {preset.get('description', '')}"
+    if preset.get("explanation"):
+        explanation += f"\n\n*What to look for:* {preset['explanation']}"
+    prompt = gr.update(value=preset["prompt"]) if preset.get("prompt") else gr.update()
+    return [*updates, prompt, explanation]
+
+
+VARIANT_CONTROLS = ("exploration_steps", "horizon_threshold", "stability_window", "std_threshold",
+                    "high_confidence_threshold", "slow_confidence_threshold", "max_cycles")
+
+
+def on_variant(variant: str):
+    """A variant's defaults into its sliders (unset ones at the sliders' "default" 0)."""
+    d = VARIANT_DEFAULTS[variant]
+    return [d.get(n) or 0 if n in ("slow_confidence_threshold", "max_cycles") else d[n] for n in VARIANT_CONTROLS]
+
+
+def model_choices(default_model: str) -> list:
+    """The picker's entries: (name, size, memory, cache) for the models we know."""
+    out = [("embedded · 5M · runs offline on a CPU", "embedded")]
+    for name, info in KNOWN_MODELS.items():
+        size = f"{info.parameters / 1e9:.1f}B" if info.parameters >= 1e9 else f"{info.parameters / 1e6:.0f}M"
+        out.append((f"{name} · {size} · {info.weight_bytes('bfloat16') / 1e9:.0f} GB bf16 / "
+                    f"{info.weight_bytes('float32') / 1e9:.0f} GB fp32 · cache {'yes' if info.cache else 'no'}", name))
+    if default_model not in [v for _, v in out]:
+        out.insert(0, (default_model, default_model))
+    return out
+
+
+def on_check(model_name: str, prompt: str, *values) -> str:
+    model = POOL.models.get((model_name or "").strip())  # never loads on a keystroke
+    try:
+        message = check_controls(controls_from(values), model, prompt if model is not None else None)
+    except (TypeError, ValueError) as exc:
+        message = str(exc)
+    return f"⚠️ {message}" if message else "✓ Settings are valid."
+
+
+def resolve_local(model_name: str) -> Optional[Path]:
+    """The local folder of ``model_name`` without downloading (None for a hub id)."""
+    name = (model_name or "").strip()
+    if name == "embedded":
+        return EMBEDDED_DIR
+    folder = Path(name).expanduser()
+    return folder if name and folder.is_dir() else None
+
+
+def chat_template_of(model_name: str) -> Optional[bool]:
+    """Whether a model has a chat template, as far as we know without loading it (None: unknown)."""
+    model = POOL.models.get((model_name or "").strip())
+    if model is not None:
+        return model.has_chat_template
+    folder = resolve_local(model_name)
+    if folder is None:
+        return None
+    if (folder / "chat_template.jinja").is_file() or (folder / "chat_template.json").is_file():
+        return True
+    try:
+        return bool(json.loads((folder / "tokenizer_config.json").read_text()).get("chat_template"))
+    except (OSError, ValueError, AttributeError):
+        return None
+
+
+def on_model_change(model_name: str):
+    """The chat box and the template checkbox follow the model: shown where it has a template."""
+    has = chat_template_of(model_name)
+    if has is False:
+        return (gr.Checkbox(value=False, interactive=False, info="this model has no chat template: the prompt "
+                                                                  "is fed as plain text"),
+                gr.Accordion(visible=False))
+    return gr.Checkbox(value=True, interactive=True, info="wrap the prompt in the tokenizer's chat template"), \
+        gr.Accordion(visible=True)

@@ -1,0 +1,60 @@
+"""Export and replay of trace files."""
+from __future__ import annotations
+
+import shutil
+import tempfile
+from pathlib import Path
+
+import gradio as gr
+
+import visuals
+from slowfast.session import preset_controls
+from slowfast.trace import Trace
+from explorer.controls import CONTROL_NAMES
+from explorer.run import render, scrubber_for
+
+
+def on_export(state: dict):
+    trace = state.get("trace")
+    if trace is None:
+        return "Run or replay something first.", None
+    if state.get("export_dir"):  # one export folder per browser session, replaced each time
+        shutil.rmtree(state["export_dir"], ignore_errors=True)
+    folder = Path(tempfile.mkdtemp(prefix="slowfast-export-"))
+    state["export_dir"] = str(folder)
+    trace_path = trace.save(folder / "trace.json")
+    figs = {name: fn(trace) for name, fn in visuals.ALL_FIGURES.items()}
+    html_path = folder / "figures.html"
+    html_path.write_text(visuals.figures_html(figs, f"SlowFast Explorer: {trace.settings.get('sampler')} run",
+                                              visuals.run_header(trace)), encoding="utf-8")
+    return f"Exported {len(trace.records)} steps.", [str(trace_path), str(html_path)]
+
+
+def on_replay(file, state: dict):
+    keep = [gr.update()] * (2 + len(CONTROL_NAMES))
+    if file is None:
+        return ["", "", *render(state.get("trace")), gr.Slider(), *keep]
+    path = file if isinstance(file, str) else getattr(file, "name", file)
+    try:
+        trace = Trace.load(path)  # checked in full and size-capped before anything renders
+    except (ValueError, OSError) as exc:
+        return [f"⚠️ Not a trace file: {visuals.esc(str(exc))}", "", *render(state.get("trace")), gr.Slider(), *keep]
+    finally:
+        forget_upload(path)
+    state["trace"] = trace
+    values = preset_controls({"settings": trace.settings})
+    return [f"Replaying a trace of **{visuals.esc(trace.model)}** ({trace.settings['sampler']}, "
+            f"{len(trace.records)} steps); no model needed. The prompt, model and every control are as in "
+            "that run: Run decodes it again.", trace.text, *render(trace), scrubber_for(trace),
+            gr.update(value=trace.prompt), gr.update(value=trace.model),
+            *[gr.update(value=values[n]) if n in values else gr.update() for n in CONTROL_NAMES]]
+
+
+def forget_upload(path) -> None:
+    """Delete an uploaded file once read (only files in Gradio's upload folder)."""
+    try:
+        p = Path(str(path)).resolve()
+        if p.is_file() and p.is_relative_to(Path(gr.utils.get_upload_folder()).resolve()):
+            p.unlink()
+    except OSError:
+        pass

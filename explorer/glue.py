@@ -1,0 +1,112 @@
+"""Gradio adapters: handlers wired with named parameters and this browser's session, a slider check that leaves range errors to our messages."""
+from __future__ import annotations
+
+import asyncio
+import inspect
+import threading
+import time
+from typing import Any, Optional
+
+import anyio
+import gradio as gr
+
+from explorer.sessions import DEVICE, SESSIONS
+
+
+def _slider_value(self: gr.Slider, payload: Any) -> Any:
+    """gr.Slider.preprocess without its bounds check (see below)."""
+    return payload if payload is None else gr.Number.round_to_precision(payload, self.precision)
+
+
+# A number typed into a slider's box reaches the handler even outside the slider's range: the
+# settings check then says what is allowed, Tune refuses it and the step slider clamps it
+# (Gradio's own bounds check answers a bare "Error" on every output). Class-wide: Gradio
+# rebuilds a component from its class whenever an event updates it, so an instance's own
+# method would be lost, and a subclass makes Gradio write an app.pyi stub next to this file.
+# Every slider of this app is one of ours.
+gr.Slider.preprocess = _slider_value
+
+
+def named(fn, *names: str, device: bool = False):
+    """``fn`` wired for Gradio: a signature naming its inputs, so the API's parameters are
+    ``prompt``, ``gen_length``, ... (Gradio reads them from the signature), and its ``state``
+    argument (where ``names`` has "state") taken from this browser's server-side session.
+    ``device``: a generator that holds the device; its time is logged in ``DEVICE``."""
+    at = names.index("state") if "state" in names else None
+    shown = [n for n in names if n != "state"]
+
+    def with_state(args: tuple, request: Optional[gr.Request]) -> list:
+        args = list(args)
+        if len(args) == len(shown) + 1:  # Gradio passes the request in its place in the signature
+            request = args.pop()
+        if at is not None:
+            args.insert(at, SESSIONS.get(getattr(request, "session_hash", None)))
+        return args
+
+    if inspect.isgeneratorfunction(fn):
+        # An async generator, so that Gradio's cancel (Stop, a client's cancel) raises right
+        # here instead of waiting for the garbage collector: the session's run stops at once.
+        async def wrapper(*args, request: Optional[gr.Request] = None):
+            args = with_state(args, request)
+            state = args[at] if at is not None else {}
+            gen = fn(*args)
+            mine: list = []  # the runs this event started
+            token = DEVICE.start() if device else None
+            ended = threading.Event()
+
+            def end(_task=None) -> None:
+                """The event is over, however it ended: its runs stop after their current
+                forward, its generator is closed and its device time logged (once)."""
+                if ended.is_set():
+                    return
+                ended.set()
+                # (on the device, the session's latest run is this event's even when it began
+                # in the frame being computed as the event was cancelled)
+                for job in [*mine, state.get("run") if device else None]:
+                    if job is not None and not job.done.is_set():
+                        job.stop()
+                if token is not None:
+                    DEVICE.end(token)
+                threading.Thread(target=close_when_idle, args=(gen,), daemon=True).start()
+
+            # Gradio closes its own wrapper around this generator when an event is cancelled
+            # between two frames, not this generator (that waits for the garbage collector):
+            # the end of the event's task is what says for sure that nobody is watching.
+            task = asyncio.current_task()
+            if task is not None and GRADIO_EVENT_TASK in task.get_name():
+                task.add_done_callback(end)
+            try:
+                while True:
+                    item = await anyio.to_thread.run_sync(next, gen, DONE)
+                    job = state.get("run") if device else None  # only device events start runs
+                    if job is not None and not any(job is j for j in mine):
+                        mine.append(job)
+                    if item is DONE:
+                        return
+                    yield item
+            finally:
+                end()
+    else:
+        def wrapper(*args, request: Optional[gr.Request] = None):
+            return fn(*with_state(args, request))
+    wrapper.__name__, wrapper.__doc__ = fn.__name__, fn.__doc__
+    wrapper.__annotations__ = {"request": gr.Request}
+    wrapper.__signature__ = inspect.Signature(
+        [inspect.Parameter(n, inspect.Parameter.POSITIONAL_OR_KEYWORD) for n in shown]
+        + [inspect.Parameter("request", inspect.Parameter.POSITIONAL_OR_KEYWORD, default=None,
+                             annotation=gr.Request)])
+    return wrapper
+
+
+DONE = object()
+GRADIO_EVENT_TASK = "<gradio-sep>"  # in the name Gradio's queue gives each event's task
+
+
+def close_when_idle(gen) -> None:
+    """Close a generator that another thread may still be running (its finally runs)."""
+    for _ in range(600):
+        try:
+            gen.close()
+            return
+        except ValueError:  # generator already executing
+            time.sleep(0.05)

@@ -1,0 +1,296 @@
+"""The page: every component and event."""
+from __future__ import annotations
+
+from typing import Any
+
+import gradio as gr
+
+import visuals
+from slowfast.cache import CACHE_PRESETS
+from slowfast.samplers.slowfast import VARIANT_DEFAULTS
+from slowfast.session import DEFAULT_PROMPT, Controls, example_prompts
+from explorer.compare import COMPARE_CONFIGS, on_compare, on_compare_end
+from explorer.controls import (
+    CONTROL_NAMES,
+    VARIANT_CONTROLS,
+    chat_template_of,
+    model_choices,
+    on_check,
+    on_model_change,
+    on_preset,
+    on_variant,
+)
+from explorer.files import on_export, on_replay
+from explorer.glue import named
+from explorer.run import PLOTS, on_chat, on_play, on_run, on_run_end, on_scrub, on_step_by, on_stop
+from explorer.sessions import (
+    MAX_UPLOAD,
+    PRESETS,
+    QUEUE_SIZE,
+    TASK_NAMES,
+    allowed_models,
+    on_unload,
+    queue_note_for,
+)
+from explorer.tune import TUNE_COUNT, TUNE_POINTS, on_tune, on_tune_select
+
+
+SHOW_THE_RUN_ON_A_PHONE = ("() => { if (window.innerWidth < 700) "
+                           "document.querySelector('#message')?.scrollIntoView({behavior: 'smooth'}); }")
+
+
+CSS = """
+#explain { font-size: 0.92em; }
+#playback button { min-width: 0; }
+"""
+
+
+def build_app(default_model: str = "embedded") -> gr.Blocks:
+    d = Controls()
+    examples = example_prompts()
+    has_chat = chat_template_of(default_model)
+    # Gradio's own temporary files (uploads, downloads) are deleted an hour after they were made
+    with gr.Blocks(title="SlowFast Explorer", delete_cache=(600, 3600)) as demo:
+        gr.Markdown("# SlowFast Explorer\nWatch a diffusion LLM unmask its answer step by step, and see what "
+                    "[SlowFast sampling](https://arxiv.org/abs/2506.10848), Fast-dLLM's threshold and dLLM-Cache "
+                    "change. Pick a preset or type a prompt, press **Run**, then step through the run.")
+        with gr.Row():
+            with gr.Column(scale=1, min_width=340):
+                model = gr.Dropdown(model_choices(default_model), value=default_model, allow_custom_value=True,
+                                    label="Model", info="hub ids download once (a model too big for this machine is "
+                                                        "refused with what it needs); or type a local folder")
+                trust = gr.Checkbox(False, label="Allow the model's own code (trust_remote_code)",
+                                    visible=allowed_models() is None,
+                                    info="⚠️ only for a folder or hub id you trust: its Python runs on this "
+                                         "machine. Off: such models are refused with a message.")
+                prompt = gr.Textbox(DEFAULT_PROMPT, label="Prompt", lines=2, elem_id="prompt")
+                with gr.Row():
+                    run_btn = gr.Button("Run", variant="primary", elem_id="run")
+                    stop_btn = gr.Button("Stop", variant="stop", elem_id="stop")
+                check = gr.Markdown(elem_id="check")
+                c: dict[str, Any] = {}
+                c["sampler"] = gr.Radio(["baseline", "slowfast", "threshold", "dream"], value=d.sampler,
+                                        label="Sampler", elem_id="sampler",
+                                        info="LLaDA baseline, SlowFast (Wei et al. 2025), Fast-dLLM threshold, "
+                                             "Dream's own decoding")
+                c["cache"] = gr.Checkbox(d.cache, label="dLLM-Cache (feature reuse)")
+                preset = gr.Dropdown(list(PRESETS), value=None, label="Preset", elem_id="preset",
+                                     info="paper settings and teaching scenarios; choosing one fills the controls")
+                explanation = gr.Markdown()
+                example = gr.Dropdown(list(examples), value=None, label="Example prompt")
+                c["chat"] = gr.Checkbox(d.chat if has_chat is not False else False, label="Apply the chat template",
+                                        interactive=has_chat is not False,
+                                        info="this model has no chat template: the prompt is fed as plain text"
+                                        if has_chat is False else "wrap the prompt in the tokenizer's chat template")
+                with gr.Accordion("Chat (instruct models)", open=False, visible=has_chat is not False) as chat_box:
+                    chatbot = gr.Chatbot(label="Conversation", height=240)
+                    chat_msg = gr.Textbox(label="Message", placeholder="Ask the instruct model; Enter sends")
+                    with gr.Row():
+                        chat_send = gr.Button("Send")
+                        chat_clear = gr.Button("Clear")
+                with gr.Accordion("Generation", open=False):
+                    c["gen_length"] = gr.Slider(8, 1024, d.gen_length, step=8, label="Generation length",
+                                                info="gen_length: positions to generate")
+                    c["block_length"] = gr.Slider(8, 1024, d.block_length, step=8, label="Block length",
+                                                  info="block_length: semi-autoregressive blocks, left to right")
+                    c["steps"] = gr.Slider(1, 1024, d.steps, step=1, label="Steps (baseline)",
+                                           info="steps: forwards in all, a multiple of the number of blocks")
+                    c["temperature"] = gr.Slider(0, 2, d.temperature, step=0.05, label="Temperature",
+                                                 info="0 = greedy; > 0 Gumbel noise in float64")
+                    c["seed"] = gr.Number(d.seed, precision=0, label="Seed", info="0 .. 2^63-1")
+                    c["cfg_scale"] = gr.Slider(0, 5, d.cfg_scale, step=0.1, label="CFG scale",
+                                               info="cfg_scale: classifier-free guidance (0 = off)")
+                    c["max_forwards_per_block"] = gr.Slider(
+                        0, 4096, d.max_forwards_per_block, step=1, label="Forward cap per block (0 = default)",
+                        info="max_forwards_per_block: a run that needs more ends with a message "
+                             "(default 2 x block_length + 16)")
+                with gr.Accordion("SlowFast", open=True):
+                    c["variant"] = gr.Radio(list(VARIANT_DEFAULTS), value=d.variant, label="Variant",
+                                            info="reference = the published code; paper = the paper's text")
+                    c["exploration_steps"] = gr.Slider(1, 16, d.exploration_steps, step=1,
+                                                       label="Exploration steps (slow stage)",
+                                                       elem_id="exploration-steps",
+                                                       info="k_exploration_steps / K_max: forwards per slow stage")
+                    c["horizon_threshold"] = gr.Slider(0, 1, d.horizon_threshold, step=0.01,
+                                                       label="Horizon confidence threshold",
+                                                       info="cycle_len_confidence_threshold / tau_min_conf: certainty "
+                                                            "a masked position needs to extend the span")
+                    c["stability_window"] = gr.Slider(1, 8, d.stability_window, step=1, label="Stability window",
+                                                      info="cycle_length_stability_window / W_hist: horizon "
+                                                           "estimates compared for convergence")
+                    c["std_threshold"] = gr.Slider(0, 5, d.std_threshold, step=0.1, label="Stability threshold",
+                                                   info="cycle_length_stability_std_dev_threshold: the span "
+                                                        "freezes when the spread falls below it")
+                    c["high_confidence_threshold"] = gr.Slider(0, 1, d.high_confidence_threshold, step=0.01,
+                                                               label="High-confidence threshold",
+                                                               info="high_confidence_threshold / tau_high_conf: "
+                                                                    "decode all above it if at least two")
+                    c["slow_confidence_threshold"] = gr.Slider(
+                        0, 1, d.slow_confidence_threshold, step=0.01, label="Slow-stage threshold (0 = high-confidence)",
+                        info="high_conf_for_parallel_decode_discovery: the slow stage's parallel decode (dream 0.8)")
+                    c["max_cycles"] = gr.Slider(0, 4096, d.max_cycles, step=1, label="Cycle cap per block (0 = default)",
+                                                info="max_sub_cycles_per_block: a block that needs more slow/fast "
+                                                     "cycles ends the run with a message (256; dream 4096)")
+                    c["stop_when_full"] = gr.Checkbox(d.stop_when_full, label="Stop a slow stage when the block is full",
+                                                      info="ours, off in the published code: skips slow-stage "
+                                                           "forwards that can decode nothing")
+                with gr.Accordion("Baseline", open=False):
+                    c["remasking"] = gr.Radio(["low_confidence", "random"], value=d.remasking, label="Remasking",
+                                              info="remasking: which positions each step unmasks")
+                with gr.Accordion("Threshold (Fast-dLLM)", open=False):
+                    c["threshold"] = gr.Slider(0, 1, d.threshold, step=0.01, label="Confidence threshold",
+                                               info="threshold: unmask every masked position above it (at least 1)")
+                    c["factor"] = gr.Slider(0, 4, d.factor, step=0.1, label="Factor (0 = off)",
+                                            info="factor: unmask the largest n with c(n) >= 1 - factor/(n+1)")
+                with gr.Accordion("Dream's decoding", open=False):
+                    c["alg"] = gr.Radio(["entropy", "maskgit_plus", "topk_margin", "origin"], value=d.alg,
+                                        label="Confidence (alg)", info="negative entropy, top-1 probability, "
+                                                                       "top1 - top2 margin, or random (origin)")
+                    c["alg_temp"] = gr.Slider(0, 2, d.alg_temp, step=0.05, label="Position temperature (alg_temp)",
+                                              info="0 = the most confident positions; > 0 sample positions")
+                    c["eps"] = gr.Slider(0.0001, 0.1, d.eps, step=0.0001, label="Schedule end (eps)",
+                                         info="the timestep schedule runs from 1 to eps over `steps` forwards")
+                    c["top_p"] = gr.Slider(0.01, 1, d.top_p, step=0.01, label="top_p (1 = off)")
+                    c["top_k"] = gr.Slider(0, 200, d.top_k, step=1, label="top_k (0 = off)")
+                with gr.Accordion("dLLM-Cache", open=False):
+                    c["kp"] = gr.Slider(1, 500, d.kp, step=1, label="Prompt refresh interval K_p",
+                                        info="prompt_interval_steps: prompt features recomputed every K_p forwards")
+                    c["kr"] = gr.Slider(1, 100, d.kr, step=1, label="Response refresh interval K_r",
+                                        info="gen_interval_steps: response features recomputed every K_r forwards")
+                    c["rho"] = gr.Slider(0, 1, d.rho, step=0.05, label="V-verify ratio rho",
+                                         info="transfer_ratio: share of response rows recomputed in between")
+                    c["refresh_first_layer"] = gr.Checkbox(d.refresh_first_layer, label="Always refresh layer 0")
+                    gr.Markdown("Paper settings: " + ", ".join(
+                        f"`{k}` K_p={v['kp']} K_r={v['kr']} rho={v['rho']}" for k, v in CACHE_PRESETS.items()))
+            with gr.Column(scale=2):
+                message = gr.Markdown(elem_id="message")
+                status = gr.Markdown(elem_id="status")
+                text = gr.Textbox(label="Text", lines=2, interactive=False, elem_id="text")
+                canvas = gr.HTML(elem_id="canvas")
+                with gr.Row(elem_id="playback", equal_height=False):
+                    prev_btn = gr.Button("◀ Step", size="sm", scale=0, min_width=70, elem_id="prev")
+                    play_btn = gr.Button("▶ Play", size="sm", scale=0, min_width=70, elem_id="play")
+                    next_btn = gr.Button("Step ▶", size="sm", scale=0, min_width=70, elem_id="next")
+                    scrubber = gr.Slider(0, 1, 0, step=1, label="Step", interactive=False, elem_id="scrubber",
+                                         info="after a run: any step's canvas, plots and explanation", scale=4)
+                explain = gr.Markdown(visuals.explain_step(None), elem_id="explain")
+                with gr.Tabs():
+                    plot_tabs, plots = [], []
+                    for label, elem in (("Certainty", "heatmap"), ("Stages", "stages"), ("Convergence", "convergence"),
+                                        ("Cache", "cache"), ("Speed", "speed")):
+                        with gr.Tab(label) as tab:
+                            plots.append(gr.Plot(elem_id=elem, show_label=False))
+                        plot_tabs.append(tab)
+                    heat, stages, conv, cache_plot, speed = plots
+                with gr.Tab("Compare"):
+                    configs = gr.CheckboxGroup(COMPARE_CONFIGS, value=["baseline", "slowfast", "slowfast + cache"],
+                                               label="Configurations (same prompt, seed and sliders; the first is "
+                                                     "the reference for the speedups)")
+                    compare_btn = gr.Button("Compare", elem_id="compare")
+                    compare_msg = gr.Markdown()
+                    compare_table = gr.Dataframe(
+                        headers=["config", "correct", "NFE", "speedup by NFE", "tokens fed", "speedup by tokens fed",
+                                 "seconds (this machine)", "speedup by time", "same text as the first", "text"],
+                        interactive=False, elem_id="compare-table")
+                    gr.Markdown("NFE and tokens fed are exact and repeatable; seconds are one measurement on this "
+                                "machine (shared, so they vary between runs). With the cache, SlowFast's truncated "
+                                "fast forwards also recompute cached rows, so it can need more forwards to converge.")
+                    compare_plot = gr.Plot(show_label=False)
+                with gr.Tab("Tune"):
+                    gr.Markdown("A random search over SlowFast's and the threshold sampler's parameters (and "
+                                "the cache's, on models that have one), each point scored on held-out task "
+                                "prompts for accuracy and NFE; the baseline at one token per forward is the "
+                                "reference. `python -m slowfast sweep` runs larger ones.")
+                    with gr.Row():
+                        tune_task = gr.Dropdown(TASK_NAMES, value=TASK_NAMES[0] if TASK_NAMES else None,
+                                                label="Task", elem_id="tune-task")
+                        tune_count = gr.Slider(*TUNE_COUNT, 4, step=1, label="Prompts per setting", elem_id="tune-count")
+                        tune_points = gr.Slider(*TUNE_POINTS, 6, step=1, label="Random settings", elem_id="tune-points")
+                        tune_seed = gr.Number(0, precision=0, label="Seed")
+                    tune_btn = gr.Button("Sweep", elem_id="tune")
+                    tune_msg = gr.Markdown(elem_id="tune-msg")
+                    tune_plot = gr.Plot(show_label=False, elem_id="tune-plot")
+                    tune_table = gr.Dataframe(headers=["accuracy", "NFE", "tokens fed", "setting"],
+                                              interactive=False, elem_id="tune-table", wrap=True,
+                                              column_widths=["11%", "9%", "12%", "68%"])
+                with gr.Tab("Export / replay"):
+                    export_btn = gr.Button("Export trace and figures")
+                    export_msg = gr.Markdown()
+                    export_files = gr.File(label="Downloads", file_count="multiple")
+                    upload = gr.File(label="Replay a trace file (no model needed; restores the prompt and controls)",
+                                     file_types=[".json"], type="filepath", elem_id="upload")
+
+        controls = [c[n] for n in CONTROL_NAMES]
+        views = [canvas, heat, stages, conv, cache_plot, speed, status, explain]
+        hidden = dict(api_visibility="undocumented")  # the page's own wiring, not an API
+        # the API: /run, /stop, /compare, /replay, /chat with the settings' own parameter names
+        queue_note = queue_note_for(demo)  # said at once when the device is busy
+        run_btn.click(queue_note, None, [message], queue=False, **hidden)
+        # on a phone the views sit below every control: bring the run into view as it starts
+        run_btn.click(None, None, None, js=SHOW_THE_RUN_ON_A_PHONE, **hidden)
+        compare_btn.click(queue_note, None, [compare_msg], queue=False, **hidden)
+        run_event = run_btn.click(named(on_run, "model", "prompt", "state", *CONTROL_NAMES, device=True),
+                                  [model, prompt, *controls], [message, text, *views, scrubber, run_btn],
+                                  api_name="run", concurrency_id="device", concurrency_limit=1)
+        chat_events = [
+            trigger(named(on_chat, "model", "message", "history", "state", *CONTROL_NAMES, device=True),
+                    [model, chat_msg, chatbot, *controls], [message, text, *views, scrubber, run_btn, chatbot, chat_msg],
+                    concurrency_id="device", **(dict(api_name="chat") if i == 0 else hidden))
+            for i, trigger in enumerate((chat_send.click, chat_msg.submit))]
+        compare_event = compare_btn.click(named(on_compare, "model", "prompt", "configs", "state", *CONTROL_NAMES,
+                                                device=True),
+                                          [model, prompt, configs, *controls],
+                                          [compare_msg, compare_table, compare_plot],
+                                          api_name="compare", concurrency_id="device")
+        # Stop ends this browser's running decode after its current forward and cancels
+        # its queued ones (Gradio closes their generators, which stops their runs too)
+        stop_btn.click(named(on_stop, "state"), None, [message], api_name="stop",
+                       queue=False, cancels=[run_event, compare_event, *chat_events])
+        # after each run or chat turn (a cancelled one too: the page runs it once the stream is
+        # gone): a stopped run drawn as far as it got, Run enabled
+        for event in (run_event, *chat_events):
+            event.then(named(on_run_end, "state"), None, [message, text, *views, scrubber, run_btn],
+                       queue=False, **hidden)
+        compare_event.then(named(on_compare_end, "state"), None, [compare_msg, compare_table, compare_plot],
+                           queue=False, **hidden)
+        chat_clear.click(lambda: [], None, [chatbot], queue=False, **hidden)
+        # walking through a finished trace needs no device: every browser may do it at once
+        free = dict(hidden, concurrency_limit=None)
+        scrub = named(on_scrub, "step", "state")
+        scrubber.release(scrub, [scrubber], [text, *views, scrubber], **free)
+        scrubber.input(scrub, [scrubber], [text, *views, scrubber], trigger_mode="always_last", **free)  # keys, drags
+        prev_btn.click(named(lambda st, step: on_step_by(-1, step, st), "state", "step"), [scrubber],
+                       [text, *views, scrubber], **free)
+        next_btn.click(named(lambda st, step: on_step_by(1, step, st), "state", "step"), [scrubber],
+                       [text, *views, scrubber], **free)
+        play_event = play_btn.click(named(on_play, "step", "state"), [scrubber], [text, *views, scrubber],
+                                    **free)
+        for b in (prev_btn, next_btn, run_btn):
+            b.click(None, None, None, cancels=[play_event], **hidden)
+        export_btn.click(named(on_export, "state"), None, [export_msg, export_files], **hidden)
+        tune_btn.click(named(on_tune, "model", "task", "count", "points", "seed", "state", device=True),
+                       [model, tune_task, tune_count, tune_points, tune_seed], [tune_msg, tune_plot, tune_table],
+                       api_name="tune", concurrency_id="device")
+        tune_table.select(on_tune_select, [prompt], [tune_msg, prompt, *controls], **hidden)
+        upload.upload(named(on_replay, "trace_file", "state"), [upload],
+                      [message, text, *views, scrubber, prompt, model, *controls], api_name="replay")
+        for tab, name in zip(plot_tabs, PLOTS):  # a live run redraws only the visible plot
+            tab.select(named(lambda st, name=name: st.update(tab=name), "state"), None, None, queue=False, **hidden)
+        preset.change(on_preset, [preset], [*controls, prompt, explanation], **hidden)
+        example.change(lambda k: examples.get(k, gr.update()), [example], [prompt], **hidden)
+        c["variant"].input(on_variant, [c["variant"]], [c[n] for n in VARIANT_CONTROLS], **hidden)
+        model.change(on_model_change, [model], [c["chat"], chat_box], queue=False, **hidden)
+        trust.change(named(lambda st, on: st.update(trust_remote_code=bool(on)), "state", "trust_remote_code"),
+                     [trust], None, queue=False, **hidden)
+        gr.on([x.change for x in controls] + [prompt.change, model.change], on_check,
+              [model, prompt, *controls], [check], queue=False, **hidden)
+        demo.unload(on_unload)
+        demo.controls = c  # every control by its setting name (tests check them against params.py)
+    return demo
+
+
+def launch(demo: gr.Blocks, **kwargs):
+    """Serve ``demo`` with the limits a public host needs (see the README's SECURITY)."""
+    demo.queue(default_concurrency_limit=1, max_size=QUEUE_SIZE)
+    kwargs.setdefault("show_error", True)  # Gradio's own input checks say what is wrong, not a bare "Error"
+    return demo.launch(max_file_size=MAX_UPLOAD, css=CSS, **kwargs)
