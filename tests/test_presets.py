@@ -10,7 +10,7 @@ from slowfast.engine import first_end, generate
 from slowfast.evaluate import cycles, spearman, story_failure
 from slowfast.models import load_model
 from slowfast.session import DEFAULT_PROMPT, PRESETS_DIR, Controls, example_prompts, load_presets, preset_controls
-from slowfast.tasks import TASKS, Example
+from slowfast.tasks import TASKS, Example, verdict
 
 PRESETS = load_presets(PRESETS_DIR)
 WITH_PROMPT = [name for name, p in PRESETS.items() if p.get("prompt")]
@@ -57,6 +57,16 @@ def score(prompt: str, text: str) -> bool:
     return text.strip() == prompt[len("Copy: "):-len(" A:")]
 
 
+def verdict_step(embedded, prompt: str, trace) -> int:
+    """The step that decoded the token where the run's verdict stops (its ``where``)."""
+    found = verdict(prompt, trace.text)
+    assert found is not None and found.where is not None, found
+    strings = embedded.token_strings([int(t) for t in trace.tokens])
+    assert "".join(strings).startswith(trace.text)
+    ends = np.cumsum([len(s) for s in strings])
+    return int(trace.decoded_at()[int(np.searchsorted(ends, found.where, side="right"))])
+
+
 @pytest.mark.parametrize("name", WITH_PROMPT)
 def test_preset_claims_hold_on_its_own_run(embedded, name):
     preset = PRESETS[name]
@@ -70,6 +80,14 @@ def test_preset_claims_hold_on_its_own_run(embedded, name):
             assert cycles(trace) >= value
         elif claim == "cycles_at_most":
             assert cycles(trace) <= value
+        elif claim == "forwards_at_least":
+            assert len(trace.records) >= value
+        elif claim == "forwards_at_most":
+            assert len(trace.records) <= value
+        elif claim == "verdict_reason":  # what the run view's verdict says at the end of the run
+            assert verdict(preset["prompt"], trace.text).reason == value
+        elif claim == "verdict_decoded_at_step":  # the step that wrote the token where the verdict stops
+            assert verdict_step(embedded, preset["prompt"], trace) == value
         elif claim == "fast_forwards_at_most":
             assert sum(1 for r in trace.records if r.stage == "fast") <= value
         elif claim == "fast_step_decodes_at_least":

@@ -4,13 +4,15 @@ that training never sees, and a scorer per task.
 ``TASKS[name].examples(split, n, seed)`` gives ``Example(prompt, target, meta)``;
 ``TASKS[name].score(example, output_text)`` gives a dict whose ``primary_metric`` key is
 what the acceptance bar is measured on. ``gen_length`` is the generation length to use.
+``verdict(prompt, text)`` is the scorer's verdict on a run for a prompt in a task's format,
+with the reason and where in the output its checker found it going wrong (``Task.diagnose``).
 """
 from __future__ import annotations
 
 from typing import Optional
 
 from .arithmetic import Arithmetic
-from .base import SPLITS, Example, Task, is_heldout
+from .base import SPLITS, Diagnosis, Example, Task, is_heldout
 from .copy_letters import Copy
 from .story import Story
 
@@ -38,4 +40,7 @@ def example_for(prompt: str) -> Optional[tuple[Task, Example]]:
     return None
 
 
-__all__ = ["SPLITS", "TASKS", "Example", "Task", "example_for", "get_task", "heldout_prompts", "is_heldout"]
+from .verdict import Verdict, verdict  # noqa: E402 (it reads example_for)
+
+__all__ = ["SPLITS", "TASKS", "Diagnosis", "Example", "Task", "Verdict", "example_for", "get_task",
+           "heldout_prompts", "is_heldout", "verdict"]

@@ -17,7 +17,7 @@ from __future__ import annotations
 import random
 import re
 
-from .base import Example, Task
+from .base import Diagnosis, Example, Task
 
 ANSWER_RE = re.compile(r"The answer is (-?\d+)")
 PROMPT_RE = re.compile(r"^Q: (\d+)((?:[+-]\d+)+)=\? A:$")
@@ -66,6 +66,44 @@ class Arithmetic(Task):
         found = ANSWER_RE.findall(output_text)
         answer_correct = bool(found) and int(found[-1]) == int(example.meta["answer"])
         return {"answer_correct": answer_correct, "exact_match": output_text.strip() == example.target.strip()}
+
+    def diagnose(self, example: Example, output_text: str) -> Diagnosis:
+        """The answer read as ``score`` reads it (the last ``The answer is N``) against the
+        expected one; when it is wrong, ``where`` is the first character at which the output
+        departs from the worked steps (the layout is fixed, so that is the first wrong step,
+        or the answer itself when the steps are right) and the reason names that clause."""
+        found = ANSWER_RE.findall(output_text)
+        expected = written(example.meta["answer"])
+        if self.correct(example, output_text):
+            return Diagnosis(True, f"the answer is {found[-1]}, as expected")
+        said = (f"the answer is {found[-1]}, expected {expected}" if found
+                else f"there is no final answer ('The answer is ...'), expected {expected}")
+        got, want = clauses(output_text), clauses(example.target)
+        for i, (start, text) in enumerate(got):
+            if i >= len(want):
+                return Diagnosis(False, f"{said}: '{text}' follows the answer", start)
+            if text != want[i][1]:
+                raw = CLAUSE_RE.match(output_text, start).group(0)  # with its trailing spaces
+                where = start + next((k for k, (x, y) in enumerate(zip(raw, want[i][1])) if x != y),
+                                     min(len(raw), len(want[i][1])))
+                if want[i][1].startswith("The answer") and text.startswith("The answer"):
+                    return Diagnosis(False, f"{said}; the working before it is right", where)
+                return Diagnosis(False, f"{said}: operation {i + 1} reads '{text}', expected '{want[i][1]}'"
+                                 if i + 1 < len(want) else f"{said}: '{text}' is where the answer should be", where)
+        end = len(output_text.rstrip())
+        if not got:
+            return Diagnosis(False, f"{said}: the output is empty", end)
+        return Diagnosis(False, f"{said}: the output stops after '{got[-1][1]}'", end)
+
+
+CLAUSE_RE = re.compile(r"[^,.\s][^,.]*")
+
+
+def clauses(text: str) -> list[tuple[int, str]]:
+    """The clauses of a worked answer (``12-3=09``, ``The answer is 11``) with their offsets:
+    what lies between commas and full stops, stripped. Comparing clause by clause against the
+    worked steps finds the first wrong one whatever the punctuation between them."""
+    return [(m.start(), m.group(0).rstrip()) for m in CLAUSE_RE.finditer(text)]
 
 
 def written(n: int) -> str:

@@ -19,6 +19,27 @@ class Example:
     meta: dict[str, Any] = field(default_factory=dict)
 
 
+@dataclass(frozen=True)
+class Diagnosis:
+    """Why an output passes or fails its task's checker: ``correct`` is ``Task.correct``'s
+    answer, ``reason`` one short sentence, ``where`` the character offset in the output where
+    the checker found it going wrong (None when it is right)."""
+
+    correct: bool
+    reason: str
+    where: Optional[int] = None
+
+
+def first_difference(text: str, target: str) -> tuple[int, int]:
+    """Where ``text`` first departs from ``target``, both stripped as the exact-match scorers
+    compare them: (offset in ``text``, offset in ``target.strip()``). The offset is where the
+    shorter one ends when it is a prefix of the other."""
+    lead = len(text) - len(text.lstrip())
+    out, want = text.strip(), target.strip()
+    j = next((i for i, (a, b) in enumerate(zip(out, want)) if a != b), min(len(out), len(want)))
+    return lead + j, j
+
+
 def is_heldout(key: str, percent: int = 10) -> bool:
     """Fixed split by a stable hash of the problem, so no seed can leak held-out items into training."""
     return zlib.crc32(key.encode("utf-8")) % 100 < percent
@@ -84,6 +105,13 @@ class Task(ABC):
     def correct(self, example: Example, output_text: str) -> bool:
         """Whether ``output_text`` passes the task's primary metric."""
         return bool(self.score(example, output_text)[self.primary_metric])
+
+    def diagnose(self, example: Example, output_text: str) -> Diagnosis:
+        """``correct``'s answer with the reason and where in ``output_text`` it goes wrong.
+        Tasks refine this from their own checker; the default says only right or wrong."""
+        if self.correct(example, output_text):
+            return Diagnosis(True, f"the output passes the {self.name} checker")
+        return Diagnosis(False, f"the output fails the {self.name} checker ({self.primary_metric})")
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(name={self.name!r}, gen_length={self.gen_length})"

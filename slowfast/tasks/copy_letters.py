@@ -13,7 +13,7 @@ import random
 import re
 import string
 
-from .base import Example, Task
+from .base import Diagnosis, Example, Task, first_difference
 
 PROMPT_RE = re.compile(r"^Copy: ([a-z](?: [a-z])*)\. A:$")
 
@@ -41,3 +41,27 @@ class Copy(Task):
 
     def score(self, example: Example, output_text: str) -> dict[str, float | bool]:
         return {"exact_match": output_text.strip() == example.target.strip()}
+
+    def diagnose(self, example: Example, output_text: str) -> Diagnosis:
+        """The exact match, and where it fails: the first character of ``output_text`` that
+        departs from the copy, named by the letter (or the space or full stop) expected there."""
+        if self.correct(example, output_text):
+            return Diagnosis(True, f"all {len(example.meta['letters'])} letters are copied")
+        where, j = first_difference(output_text, example.target)
+        out, want = output_text.strip(), example.target.strip()
+        n = j // 2 + 1  # the letter at (or the separator after) offset j of the copy
+        if j >= len(out):  # the output is a beginning of the copy
+            if not out:
+                return Diagnosis(False, "the output is empty", where)
+            if want[j] == ".":
+                return Diagnosis(False, "the full stop after the last letter is missing", where)
+            return Diagnosis(False, f"the copy stops after letter {n if j % 2 else n - 1}", where)
+        if j >= len(want):
+            return Diagnosis(False, f"the copy is followed by {out[j:j + 12]!r}", where)
+        got = "a space" if out[j].isspace() else re.match(r"[^\s.]+|\S", out[j:]).group(0)
+        shown = got if got == "a space" else repr(got)
+        if want[j] in " .":
+            after = f"after letter {n}" if want[j] == " " else "after the last letter"
+            expected = "a space" if want[j] == " " else "the full stop"
+            return Diagnosis(False, f"{after} the output has {shown}, expected {expected}", where)
+        return Diagnosis(False, f"letter {n} is {shown}, expected {want[j]!r}", where)

@@ -23,8 +23,10 @@ from __future__ import annotations
 
 import random
 import re
+from dataclasses import dataclass
+from typing import Optional
 
-from .base import Example, Task
+from .base import Diagnosis, Example, Task
 
 NAMES = ["Mia", "Tom", "Sam", "Ana", "Ben", "Eva", "Leo", "Zoe", "Max", "Ivy", "Dan", "Kim"]
 COLOURS = ["red", "blue", "green", "white", "black", "pink", "gold", "brown"]
@@ -100,6 +102,21 @@ class Story(Task):
         ok, sentences, reason = check_story(example.prompt, output_text)
         return {"consistent": ok, "sentences": float(sentences), "error": reason}
 
+    def diagnose(self, example: Example, output_text: str) -> Diagnosis:
+        """The checker's verdict with the word it stopped at: ``where`` is that word's offset
+        in ``output_text``, the reason names the slot (count, change, colour, name, ...) and
+        the sentence it is in."""
+        walk = walk_story(example.prompt, output_text)
+        correct = self.correct(example, output_text)
+        if correct:
+            return Diagnosis(True, f"the story is consistent ({walk.sentences} sentences checked)")
+        where = None
+        if walk.word is not None:
+            where = list(re.finditer(r"\S+", output_text))[walk.word].start()
+        elif not output_text.strip():
+            where = 0
+        return Diagnosis(False, walk.said or walk.reason, where)
+
 
 # ----------------------------------------------------------------------------- the checker
 PROMPT_RE = re.compile(r"^Story: (\w+) has (\w+) (\w+) (\w+) \.$")
@@ -113,25 +130,65 @@ def check_story(prompt: str, text: str) -> tuple[bool, int, str]:
     """(consistent, complete sentences checked, reason) for a continuation of ``prompt``.
 
     Walks the grammar word by word with the story's state; the last word may be cut (a
-    prefix of an allowed word) and the last sentence may be unfinished.
+    prefix of an allowed word) and the last sentence may be unfinished. (``walk_story`` is
+    the same walk with where it stopped and a reason in words.)
     """
+    walk = walk_story(prompt, text)
+    return walk.ok, walk.sentences, walk.reason
+
+
+@dataclass(frozen=True)
+class StoryWalk:
+    """The checker's walk over a continuation: ``reason`` as ``check_story`` gives it
+    (``word 12 'four': expected one of [...]``), ``word`` the index among ``text.split()`` of
+    the word it rejected (None when it passes, or fails before any word), ``said`` the
+    reason in words (``the count in 'Now Mia has four red apples' should be five``)."""
+
+    ok: bool
+    sentences: int
+    reason: str
+    word: Optional[int] = None
+    said: str = ""
+
+
+def _alternatives(allowed: list[str]) -> str:
+    """``five``, ``one or two``, ``At, The or Mia``, ``one of warm, calm, ...``."""
+    shown = ["a full stop" if a == "." else a for a in allowed]
+    if len(shown) <= 3:
+        return ", ".join(shown[:-1]) + (" or " if len(shown) > 1 else "") + shown[-1]
+    return "one of " + ", ".join(shown[:8]) + (", ..." if len(shown) > 8 else "")
+
+
+def _sentence(words: list[str], pos: int, start: int) -> str:
+    """The sentence (from word ``start``) that word ``pos`` is in, without its full stop."""
+    end = pos + 1 if words[pos] == "." else next((j for j in range(pos + 1, len(words)) if words[j] == "."), len(words))
+    shown = words[start:end]
+    if len(shown) > 12:  # no full stop where one belongs: show the words up to the rejected one
+        shown = words[max(start, pos - 8):pos + 3]
+        return "... " + " ".join(shown) + " ..."
+    return " ".join(shown)
+
+
+def walk_story(prompt: str, text: str) -> StoryWalk:
+    """``check_story``'s walk, keeping which word it rejected and why, in words."""
     m = PROMPT_RE.match(prompt.strip())
     if not m or m.group(1) not in NAMES or m.group(2) not in NUMBERS or m.group(3) not in COLOURS:
-        return False, 0, "the prompt is not a story prompt"
+        return StoryWalk(False, 0, "the prompt is not a story prompt", said="the prompt is not a story prompt")
     hero, colour = m.group(1), m.group(3)
     count = NUMBERS.index(m.group(2))
     obj = next((o for o in OBJECTS if noun(o, count) == m.group(4)), None)
     if obj is None:
-        return False, 0, "the prompt's object is not known"
+        return StoryWalk(False, 0, "the prompt's object is not known", said="the prompt's object is not known")
     words = text.split()
     if not words:
-        return False, 0, "empty continuation"
+        return StoryWalk(False, 0, "empty continuation", said="the continuation is empty")
     trailing_cut = not text[-1].isspace()  # the last word may be a cut-off prefix
     pos = 0
+    start = 0  # where the sentence being read began
     sentences = 0
 
-    def take(allowed) -> str:
-        nonlocal pos
+    def take(allowed, what: str = "") -> str:
+        nonlocal pos, start
         if pos >= len(words):
             raise StopIteration
         w = words[pos]
@@ -141,41 +198,54 @@ def check_story(prompt: str, text: str) -> tuple[bool, int, str]:
             pos += 1
             if w not in allowed:
                 raise StopIteration  # a valid beginning of the last word
+            if w == ".":
+                start = pos
             return w
-        raise _Reject(f"word {pos + 1} {w!r}: expected one of {allowed[:8]}")
+        sentence = _sentence(words, pos, start)
+        if not allowed:
+            said = f"the {what} in '{sentence}' is not possible: {hero} has {NUMBERS[count]}"
+        elif what:
+            said = f"the {what} in '{sentence}' should be {_alternatives(allowed)}"
+        else:
+            said = f"{w!r} in '{sentence}' should be {_alternatives(allowed)}"
+        raise _Reject(f"word {pos + 1} {w!r}: expected one of {allowed[:8]}", said)
+
+    def change(k_allowed: list[int]) -> int:
+        return NUMBERS.index(take([NUMBERS[i] for i in k_allowed], "change"))
 
     try:
         while True:
-            first = take(["At", "The", hero])
+            first = take(["At", "The", hero], "first word")
             if first == "The":
                 take(THINGS), take("is"), take(MOODS), take(".")
                 sentences += 1
                 continue
             if first == "At":
-                take("the"), take(PLACES), take(hero), take("finds")
-                k = NUMBERS.index(take([NUMBERS[i] for i in range(1, STEP_MAX + 1) if count + i <= COUNT_MAX]))
-                take("more"), take(colour), take(noun(obj, k)), take(".")
+                take("the"), take(PLACES, "place"), take(hero, "name"), take("finds")
+                k = change([i for i in range(1, STEP_MAX + 1) if count + i <= COUNT_MAX])
+                take("more"), take(colour, "colour"), take(noun(obj, k), "object"), take(".")
                 count += k
             else:
                 verb = take(["loses", "meets"])
                 if verb == "loses":
-                    k = NUMBERS.index(take([NUMBERS[i] for i in range(1, STEP_MAX + 1) if count - i >= 1]))
-                    take(colour), take(noun(obj, k)), take(".")
+                    k = change([i for i in range(1, STEP_MAX + 1) if count - i >= 1])
+                    take(colour, "colour"), take(noun(obj, k), "object"), take(".")
                     count -= k
                 else:
-                    friend = take([x for x in NAMES if x != hero])
-                    take("."), take(friend), take("gives"), take(hero)
+                    friend = take([x for x in NAMES if x != hero], "friend")
+                    take("."), take(friend, "friend"), take("gives"), take(hero, "name")
                     sentences += 1
-                    k = NUMBERS.index(take([NUMBERS[i] for i in range(1, STEP_MAX + 1) if count + i <= COUNT_MAX]))
-                    take("more"), take(colour), take(noun(obj, k)), take(".")
+                    k = change([i for i in range(1, STEP_MAX + 1) if count + i <= COUNT_MAX])
+                    take("more"), take(colour, "colour"), take(noun(obj, k), "object"), take(".")
                     count += k
             sentences += 1
-            take("Now"), take(hero), take("has"), take(NUMBERS[count]), take(colour), take(noun(obj, count)), take(".")
+            take("Now"), take(hero, "name"), take("has"), take(NUMBERS[count], "count")
+            take(colour, "colour"), take(noun(obj, count), "object"), take(".")
             sentences += 1
     except StopIteration:
-        return True, sentences, ""
+        return StoryWalk(True, sentences, "")
     except _Reject as exc:
-        return False, sentences, str(exc)
+        return StoryWalk(False, sentences, exc.args[0], pos, exc.args[1])
 
 
 def count_events(strings: list[str]) -> list[tuple[int, int, int]]:
