@@ -15,7 +15,7 @@ from explorer.controls import (  # noqa: F401
 from explorer.files import forget_upload, on_export, on_replay  # noqa: F401
 from explorer.glue import GRADIO_EVENT_TASK, named  # noqa: F401
 from explorer.layout import build_app, launch
-from explorer.run import on_chat, on_play, on_run, on_run_end, on_scrub, on_step_by, on_stop  # noqa: F401
+from explorer.run import on_chat, on_run, on_run_end, on_stop  # noqa: F401
 from explorer.sessions import (  # noqa: F401
     DEVICE, POOL, PRESETS, SESSIONS, decode_for_space, device_waiting, end_session, gpu_seconds, load, loading_note,
     release_memory,

@@ -6,28 +6,29 @@ import dataclasses
 import gradio as gr
 
 import visuals
-from slowfast.session import BackgroundRun
+from slowfast.session import BackgroundRun, stream_batches
 from slowfast.tasks import TASKS
 from slowfast.trace import Trace
 from explorer.controls import controls_from
-from explorer.run import stopped_note
+from explorer.run import RENDER_BUDGET, STREAM_SECONDS, new_run_id, stopped_note, verdict_of
+from visuals.player import PlayerStream, dumps, whole_run
 from explorer import sessions
 from explorer.sessions import load
 
 
-REFRESH_SECONDS = 0.3  # how often a compare reports progress
 COMPARE_CONFIGS = ["baseline", "slowfast", "slowfast + cache", "threshold", "dream"]
 
 
 def on_compare(model_name: str, prompt: str, configs: list[str], state: dict, *values):
-    """Run each configuration in turn (one decoding at a time), saying which one runs; a
-    cancelled or abandoned compare stops its current run at once."""
+    """Run each configuration in turn (one decoding at a time), saying which one runs, each
+    streaming into the compare player's slot (the runs then play side by side on one step
+    axis); a cancelled or abandoned compare stops its current run at once."""
     model, note = load(model_name, state.get("trust_remote_code", False))
     if model is None:
-        yield f"⚠️ {note}", None, None
+        yield f"⚠️ {note}", gr.update(), gr.update()
         return
     if not configs:
-        yield "Pick at least one configuration.", None, None
+        yield "Pick at least one configuration.", gr.update(), gr.update()
         return
     base = controls_from(values)
     jobs, labels = [], []
@@ -36,7 +37,7 @@ def on_compare(model_name: str, prompt: str, configs: list[str], state: dict, *v
         try:
             jobs.append(BackgroundRun(model, prompt, c.settings(), label=label))
         except ValueError as exc:
-            yield f"⚠️ {label}: {exc}", None, None
+            yield f"⚠️ {label}: {visuals.esc(str(exc))}", gr.update(), gr.update()
             return
         labels.append(label)
     if sessions.decode_on_gpu is not None:  # Space: each configuration is one GPU call
@@ -47,14 +48,20 @@ def on_compare(model_name: str, prompt: str, configs: list[str], state: dict, *v
         jobs = [None] * len(traces)
     current = None
     state.update(compare_live=(0, len(jobs)), stop_note=None)  # until its table: see on_compare_end
+    streams = [PlayerStream(new_run_id(), slot=i, label=label) for i, label in enumerate(labels)]
     try:
-        for i, (label, job) in enumerate(zip(labels, jobs)):
+        for i, (label, job, stream) in enumerate(zip(labels, jobs, streams)):
             if job is None:
                 break
             current = state["run"] = job.start()
-            yield f"Running **{label}** ({i + 1} of {len(jobs)})…", gr.update(), gr.update()
-            while not job.wait(REFRESH_SECONDS):
-                pass
+            running = f"Running **{label}** ({i + 1} of {len(jobs)})…"
+            yield running, gr.update(), gr.update()
+            for trace, done in stream_batches(job, STREAM_SECONDS, budget=RENDER_BUDGET):
+                if state.get("stop_note"):
+                    break
+                update = stream.end(trace, verdict=verdict_of(trace)) if done else stream.update(trace)
+                if update is not None:  # each configuration's steps reach the browser as it decodes
+                    yield running, gr.update(), dumps(update)
             state["compare_live"] = (i + 1, len(jobs))
             if state.get("stop_note"):  # an API client's Stop (the page cancels the event itself)
                 yield on_compare_end(state)
@@ -65,6 +72,10 @@ def on_compare(model_name: str, prompt: str, configs: list[str], state: dict, *v
     state["compare_live"] = None
     if sessions.decode_on_gpu is None:
         traces = [job.trace() for job in jobs]
+        player = gr.update()
+    else:
+        player = dumps([whole_run(t, new_run_id(), verdict=verdict_of(t), slot=i, label=label)
+                        for i, (t, label) in enumerate(zip(traces, labels))])
     rows = visuals.compare_table(traces, labels)
     table = [[r["label"], "—" if r["correct"] is None else "yes" if r["correct"] else "no", r["nfe"],
               f"{r['speedup_nfe']:.2f}x", r["tokens_fed"], f"{r['speedup_tokens']:.2f}x",
@@ -75,8 +86,7 @@ def on_compare(model_name: str, prompt: str, configs: list[str], state: dict, *v
     scored = (f" The prompt is a **{task}** problem: \"correct\" is its scorer's verdict "
               f"({TASKS[task].primary_metric.replace('_', ' ')})." if task else
               " \"correct\" is shown when the prompt is one of the embedded tasks' (arithmetic, story, copy).")
-    yield (f"Compared {len(traces)} runs on the same prompt and seed.{scored}", table,
-           visuals.compare_heatmaps(traces, labels))
+    yield f"Compared {len(traces)} runs on the same prompt and seed.{scored}", table, player
 
 
 def on_compare_end(state: dict) -> list:

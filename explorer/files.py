@@ -11,10 +11,12 @@ import visuals
 from slowfast.session import preset_controls
 from slowfast.trace import Trace
 from explorer.controls import CONTROL_NAMES
-from explorer.run import render, scrubber_for
+from explorer.run import result, run_message, verdict_of
+from visuals.player import player_html, plotly_bundle, whole_run
 
 
 def on_export(state: dict):
+    """The trace file and an offline HTML page that plays it (the same player as the page's)."""
     trace = state.get("trace")
     if trace is None:
         return "Run or replay something first.", None
@@ -23,31 +25,36 @@ def on_export(state: dict):
     folder = Path(tempfile.mkdtemp(prefix="slowfast-export-"))
     state["export_dir"] = str(folder)
     trace_path = trace.save(folder / "trace.json")
-    figs = {name: fn(trace) for name, fn in visuals.ALL_FIGURES.items()}
-    html_path = folder / "figures.html"
-    html_path.write_text(visuals.figures_html(figs, f"SlowFast Explorer: {trace.settings.get('sampler')} run",
-                                              visuals.run_header(trace)), encoding="utf-8")
+    html_path = folder / "player.html"  # the page's player with the run inlined, Plotly too: works offline
+    html_path.write_text(player_html([whole_run(trace, "export", verdict=verdict_of(trace))],
+                                     f"SlowFast Explorer: {trace.settings.get('sampler')} run",
+                                     visuals.run_header(trace), plotly_js=plotly_bundle()), encoding="utf-8")
     return f"Exported {len(trace.records)} steps.", [str(trace_path), str(html_path)]
 
 
 def on_replay(file, state: dict):
     keep = [gr.update()] * (2 + len(CONTROL_NAMES))
     if file is None:
-        return ["", "", *render(state.get("trace")), gr.Slider(), *keep]
+        return ["", gr.update(), gr.update(), gr.update(), *keep]
     path = file if isinstance(file, str) else getattr(file, "name", file)
     try:
         trace = Trace.load(path)  # checked in full and size-capped before anything renders
     except (ValueError, OSError) as exc:
-        return [f"⚠️ Not a trace file: {visuals.esc(str(exc))}", "", *render(state.get("trace")), gr.Slider(), *keep]
+        return [f"⚠️ Not a trace file: {visuals.esc(str(exc))}", gr.update(), gr.update(), gr.update(), *keep]
     finally:
         forget_upload(path)
     state["trace"] = trace
     values = preset_controls({"settings": trace.settings})
     return [f"Replaying a trace of **{visuals.esc(trace.model)}** ({trace.settings['sampler']}, "
             f"{len(trace.records)} steps); no model needed. The prompt, model and every control are as in "
-            "that run: Run decodes it again.", trace.text, *render(trace), scrubber_for(trace),
+            "that run: Run decodes it again.", *result_with_player(trace),
             gr.update(value=trace.prompt), gr.update(value=trace.model),
             *[gr.update(value=values[n]) if n in values else gr.update() for n in CONTROL_NAMES]]
+
+
+def result_with_player(trace: Trace) -> list:
+    text, status = result(trace)
+    return [text, run_message(trace), status]
 
 
 def forget_upload(path) -> None:

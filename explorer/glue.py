@@ -91,8 +91,10 @@ def named(fn, *names: str, device: bool = False):
             return fn(*with_state(args, request))
     wrapper.__name__, wrapper.__doc__ = fn.__name__, fn.__doc__
     wrapper.__annotations__ = {"request": gr.Request}
+    own = inspect.signature(fn).parameters  # a parameter of fn's own with a default keeps it (optional in the API)
     wrapper.__signature__ = inspect.Signature(
-        [inspect.Parameter(n, inspect.Parameter.POSITIONAL_OR_KEYWORD) for n in shown]
+        [inspect.Parameter(n, inspect.Parameter.POSITIONAL_OR_KEYWORD,
+                           default=own[n].default if n in own else inspect.Parameter.empty) for n in shown]
         + [inspect.Parameter("request", inspect.Parameter.POSITIONAL_OR_KEYWORD, default=None,
                              annotation=gr.Request)])
     return wrapper

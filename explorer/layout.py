@@ -5,7 +5,7 @@ from typing import Any
 
 import gradio as gr
 
-import visuals
+from visuals.player import player_files, plotly_path
 from slowfast.cache import CACHE_PRESETS
 from slowfast.samplers.slowfast import VARIANT_DEFAULTS
 from slowfast.session import DEFAULT_PROMPT, Controls, example_prompts
@@ -22,7 +22,7 @@ from explorer.controls import (
 )
 from explorer.files import on_export, on_replay
 from explorer.glue import named
-from explorer.run import PLOTS, on_chat, on_play, on_run, on_run_end, on_scrub, on_step_by, on_stop
+from explorer.run import on_chat, on_run, on_run_end, on_stop
 from explorer.sessions import (
     MAX_UPLOAD,
     PRESETS,
@@ -39,10 +39,21 @@ SHOW_THE_RUN_ON_A_PHONE = ("() => { if (window.innerWidth < 700) "
                            "document.querySelector('#message')?.scrollIntoView({behavior: 'smooth'}); }")
 
 
-CSS = """
-#explain { font-size: 0.92em; }
-#playback button { min-width: 0; }
-"""
+STOP_THE_PLAYERS = "() => window.SlowFastPlayer ? window.SlowFastPlayer.stopAll() : ''"
+PLAYER_FILES = player_files()
+CSS = PLAYER_FILES["player.css"]
+
+
+def player_component(elem_id: str, compare: bool = False) -> gr.HTML:
+    """The browser player (visuals/player/): its value is the server's latest message (a JSON
+    string of per-step deltas), which the player adds to the run it keeps; Plotly.js comes from
+    the plotly package, served as a static file."""
+    mount = (f"const player = SlowFastPlayer.mount(element, {{compare: {'true' if compare else 'false'}}});\n"
+             "watch('value', () => player.receive(props.value));\n"
+             "if (props.value) player.receive(props.value);\n")
+    return gr.HTML("", html_template="<div class='sfp-host'></div>", js_on_load=PLAYER_FILES["player.js"] + mount,
+                   head=f'<script src="/gradio_api/file={plotly_path()}"></script>', elem_id=elem_id,
+                   padding=False, container=False)
 
 
 def build_app(default_model: str = "embedded") -> gr.Blocks:
@@ -67,6 +78,7 @@ def build_app(default_model: str = "embedded") -> gr.Blocks:
                 with gr.Row():
                     run_btn = gr.Button("Run", variant="primary", elem_id="run")
                     stop_btn = gr.Button("Stop", variant="stop", elem_id="stop")
+                playback = gr.Textbox(visible=False)  # what Stop paused in the browser ("step/last")
                 check = gr.Markdown(elem_id="check")
                 c: dict[str, Any] = {}
                 c["sampler"] = gr.Radio(["baseline", "slowfast", "threshold", "dream"], value=d.sampler,
@@ -164,64 +176,52 @@ def build_app(default_model: str = "embedded") -> gr.Blocks:
                         f"`{k}` K_p={v['kp']} K_r={v['kr']} rho={v['rho']}" for k, v in CACHE_PRESETS.items()))
             with gr.Column(scale=2):
                 message = gr.Markdown(elem_id="message")
-                status = gr.Markdown(elem_id="status")
-                text = gr.Textbox(label="Text", lines=2, interactive=False, elem_id="text")
-                canvas = gr.HTML(elem_id="canvas")
-                with gr.Row(elem_id="playback", equal_height=False):
-                    prev_btn = gr.Button("◀ Step", size="sm", scale=0, min_width=70, elem_id="prev")
-                    play_btn = gr.Button("▶ Play", size="sm", scale=0, min_width=70, elem_id="play")
-                    next_btn = gr.Button("Step ▶", size="sm", scale=0, min_width=70, elem_id="next")
-                    scrubber = gr.Slider(0, 1, 0, step=1, label="Step", interactive=False, elem_id="scrubber",
-                                         info="after a run: any step's canvas, plots and explanation", scale=4)
-                explain = gr.Markdown(visuals.explain_step(None), elem_id="explain")
                 with gr.Tabs():
-                    plot_tabs, plots = [], []
-                    for label, elem in (("Certainty", "heatmap"), ("Stages", "stages"), ("Convergence", "convergence"),
-                                        ("Cache", "cache"), ("Speed", "speed")):
-                        with gr.Tab(label) as tab:
-                            plots.append(gr.Plot(elem_id=elem, show_label=False))
-                        plot_tabs.append(tab)
-                    heat, stages, conv, cache_plot, speed = plots
-                with gr.Tab("Compare"):
-                    configs = gr.CheckboxGroup(COMPARE_CONFIGS, value=["baseline", "slowfast", "slowfast + cache"],
-                                               label="Configurations (same prompt, seed and sliders; the first is "
-                                                     "the reference for the speedups)")
-                    compare_btn = gr.Button("Compare", elem_id="compare")
-                    compare_msg = gr.Markdown()
-                    compare_table = gr.Dataframe(
-                        headers=["config", "correct", "NFE", "speedup by NFE", "tokens fed", "speedup by tokens fed",
-                                 "seconds (this machine)", "speedup by time", "same text as the first", "text"],
-                        interactive=False, elem_id="compare-table")
-                    gr.Markdown("NFE and tokens fed are exact and repeatable; seconds are one measurement on this "
-                                "machine (shared, so they vary between runs). With the cache, SlowFast's truncated "
-                                "fast forwards also recompute cached rows, so it can need more forwards to converge.")
-                    compare_plot = gr.Plot(show_label=False)
-                with gr.Tab("Tune"):
-                    gr.Markdown("A random search over SlowFast's and the threshold sampler's parameters (and "
-                                "the cache's, on models that have one), each point scored on held-out task "
-                                "prompts for accuracy and NFE; the baseline at one token per forward is the "
-                                "reference. `python -m slowfast sweep` runs larger ones.")
-                    with gr.Row():
-                        tune_task = gr.Dropdown(TASK_NAMES, value=TASK_NAMES[0] if TASK_NAMES else None,
-                                                label="Task", elem_id="tune-task")
-                        tune_count = gr.Slider(*TUNE_COUNT, 4, step=1, label="Prompts per setting", elem_id="tune-count")
-                        tune_points = gr.Slider(*TUNE_POINTS, 6, step=1, label="Random settings", elem_id="tune-points")
-                        tune_seed = gr.Number(0, precision=0, label="Seed")
-                    tune_btn = gr.Button("Sweep", elem_id="tune")
-                    tune_msg = gr.Markdown(elem_id="tune-msg")
-                    tune_plot = gr.Plot(show_label=False, elem_id="tune-plot")
-                    tune_table = gr.Dataframe(headers=["accuracy", "NFE", "tokens fed", "setting"],
-                                              interactive=False, elem_id="tune-table", wrap=True,
-                                              column_widths=["11%", "9%", "12%", "68%"])
-                with gr.Tab("Export / replay"):
-                    export_btn = gr.Button("Export trace and figures")
-                    export_msg = gr.Markdown()
-                    export_files = gr.File(label="Downloads", file_count="multiple")
-                    upload = gr.File(label="Replay a trace file (no model needed; restores the prompt and controls)",
-                                     file_types=[".json"], type="filepath", elem_id="upload")
+                    with gr.Tab("Run"):
+                        # the browser's player: it keeps the run it is sent and draws any step of it
+                        player = player_component("player")
+                        # for API clients: a run's text and status line when it ends (the player shows both)
+                        api_text = gr.Textbox(visible=False, label="text")
+                        api_status = gr.Textbox(visible=False, label="status")
+                    with gr.Tab("Compare"):
+                        configs = gr.CheckboxGroup(COMPARE_CONFIGS, value=["baseline", "slowfast", "slowfast + cache"],
+                                                   label="Configurations (same prompt, seed and sliders; the first is "
+                                                         "the reference for the speedups)")
+                        compare_btn = gr.Button("Compare", elem_id="compare")
+                        compare_msg = gr.Markdown()
+                        compare_table = gr.Dataframe(
+                            headers=["config", "correct", "NFE", "speedup by NFE", "tokens fed", "speedup by tokens fed",
+                                     "seconds (this machine)", "speedup by time", "same text as the first", "text"],
+                            interactive=False, elem_id="compare-table")
+                        gr.Markdown("NFE and tokens fed are exact and repeatable; seconds are one measurement on this "
+                                    "machine (shared, so they vary between runs). With the cache, SlowFast's truncated "
+                                    "fast forwards also recompute cached rows, so it can need more forwards to converge.")
+                        compare_player = player_component("compare-player", compare=True)
+                    with gr.Tab("Tune"):
+                        gr.Markdown("A random search over SlowFast's and the threshold sampler's parameters (and "
+                                    "the cache's, on models that have one), each point scored on held-out task "
+                                    "prompts for accuracy and NFE; the baseline at one token per forward is the "
+                                    "reference. `python -m slowfast sweep` runs larger ones.")
+                        with gr.Row():
+                            tune_task = gr.Dropdown(TASK_NAMES, value=TASK_NAMES[0] if TASK_NAMES else None,
+                                                    label="Task", elem_id="tune-task")
+                            tune_count = gr.Slider(*TUNE_COUNT, 4, step=1, label="Prompts per setting", elem_id="tune-count")
+                            tune_points = gr.Slider(*TUNE_POINTS, 6, step=1, label="Random settings", elem_id="tune-points")
+                            tune_seed = gr.Number(0, precision=0, label="Seed")
+                        tune_btn = gr.Button("Sweep", elem_id="tune")
+                        tune_msg = gr.Markdown(elem_id="tune-msg")
+                        tune_plot = gr.Plot(show_label=False, elem_id="tune-plot")
+                        tune_table = gr.Dataframe(headers=["accuracy", "NFE", "tokens fed", "setting"],
+                                                  interactive=False, elem_id="tune-table", wrap=True,
+                                                  column_widths=["11%", "9%", "12%", "68%"])
+                    with gr.Tab("Export / replay"):
+                        export_btn = gr.Button("Export the trace and a page that plays it")
+                        export_msg = gr.Markdown()
+                        export_files = gr.File(label="Downloads", file_count="multiple")
+                        upload = gr.File(label="Replay a trace file (no model needed; restores the prompt and controls)",
+                                         file_types=[".json"], type="filepath", elem_id="upload")
 
         controls = [c[n] for n in CONTROL_NAMES]
-        views = [canvas, heat, stages, conv, cache_plot, speed, status, explain]
         hidden = dict(api_visibility="undocumented")  # the page's own wiring, not an API
         # the API: /run, /stop, /compare, /replay, /chat with the settings' own parameter names
         queue_note = queue_note_for(demo)  # said at once when the device is busy
@@ -230,52 +230,38 @@ def build_app(default_model: str = "embedded") -> gr.Blocks:
         run_btn.click(None, None, None, js=SHOW_THE_RUN_ON_A_PHONE, **hidden)
         compare_btn.click(queue_note, None, [compare_msg], queue=False, **hidden)
         run_event = run_btn.click(named(on_run, "model", "prompt", "state", *CONTROL_NAMES, device=True),
-                                  [model, prompt, *controls], [message, text, *views, scrubber, run_btn],
+                                  [model, prompt, *controls], [message, api_text, player, api_status, run_btn],
                                   api_name="run", concurrency_id="device", concurrency_limit=1)
         chat_events = [
             trigger(named(on_chat, "model", "message", "history", "state", *CONTROL_NAMES, device=True),
-                    [model, chat_msg, chatbot, *controls], [message, text, *views, scrubber, run_btn, chatbot, chat_msg],
+                    [model, chat_msg, chatbot, *controls], [message, api_text, player, api_status, run_btn, chatbot, chat_msg],
                     concurrency_id="device", **(dict(api_name="chat") if i == 0 else hidden))
             for i, trigger in enumerate((chat_send.click, chat_msg.submit))]
         compare_event = compare_btn.click(named(on_compare, "model", "prompt", "configs", "state", *CONTROL_NAMES,
                                                 device=True),
                                           [model, prompt, configs, *controls],
-                                          [compare_msg, compare_table, compare_plot],
+                                          [compare_msg, compare_table, compare_player],
                                           api_name="compare", concurrency_id="device")
         # Stop ends this browser's running decode after its current forward and cancels
         # its queued ones (Gradio closes their generators, which stops their runs too)
-        stop_btn.click(named(on_stop, "state"), None, [message], api_name="stop",
-                       queue=False, cancels=[run_event, compare_event, *chat_events])
+        # (the browser's players pause at once, before the server hears of it; what they paused goes along)
+        stop_btn.click(named(on_stop, "state", "playback"), [playback], [message], api_name="stop",
+                       queue=False, cancels=[run_event, compare_event, *chat_events], js=STOP_THE_PLAYERS)
         # after each run or chat turn (a cancelled one too: the page runs it once the stream is
         # gone): a stopped run drawn as far as it got, Run enabled
         for event in (run_event, *chat_events):
-            event.then(named(on_run_end, "state"), None, [message, text, *views, scrubber, run_btn],
+            event.then(named(on_run_end, "state"), None, [message, api_text, player, api_status, run_btn],
                        queue=False, **hidden)
-        compare_event.then(named(on_compare_end, "state"), None, [compare_msg, compare_table, compare_plot],
+        compare_event.then(named(on_compare_end, "state"), None, [compare_msg, compare_table, compare_player],
                            queue=False, **hidden)
         chat_clear.click(lambda: [], None, [chatbot], queue=False, **hidden)
-        # walking through a finished trace needs no device: every browser may do it at once
-        free = dict(hidden, concurrency_limit=None)
-        scrub = named(on_scrub, "step", "state")
-        scrubber.release(scrub, [scrubber], [text, *views, scrubber], **free)
-        scrubber.input(scrub, [scrubber], [text, *views, scrubber], trigger_mode="always_last", **free)  # keys, drags
-        prev_btn.click(named(lambda st, step: on_step_by(-1, step, st), "state", "step"), [scrubber],
-                       [text, *views, scrubber], **free)
-        next_btn.click(named(lambda st, step: on_step_by(1, step, st), "state", "step"), [scrubber],
-                       [text, *views, scrubber], **free)
-        play_event = play_btn.click(named(on_play, "step", "state"), [scrubber], [text, *views, scrubber],
-                                    **free)
-        for b in (prev_btn, next_btn, run_btn):
-            b.click(None, None, None, cancels=[play_event], **hidden)
         export_btn.click(named(on_export, "state"), None, [export_msg, export_files], **hidden)
         tune_btn.click(named(on_tune, "model", "task", "count", "points", "seed", "state", device=True),
                        [model, tune_task, tune_count, tune_points, tune_seed], [tune_msg, tune_plot, tune_table],
                        api_name="tune", concurrency_id="device")
         tune_table.select(on_tune_select, [prompt], [tune_msg, prompt, *controls], **hidden)
         upload.upload(named(on_replay, "trace_file", "state"), [upload],
-                      [message, text, *views, scrubber, prompt, model, *controls], api_name="replay")
-        for tab, name in zip(plot_tabs, PLOTS):  # a live run redraws only the visible plot
-            tab.select(named(lambda st, name=name: st.update(tab=name), "state"), None, None, queue=False, **hidden)
+                      [message, api_text, player, api_status, prompt, model, *controls], api_name="replay")
         preset.change(on_preset, [preset], [*controls, prompt, explanation], **hidden)
         example.change(lambda k: examples.get(k, gr.update()), [example], [prompt], **hidden)
         c["variant"].input(on_variant, [c["variant"]], [c[n] for n in VARIANT_CONTROLS], **hidden)
@@ -292,5 +278,6 @@ def build_app(default_model: str = "embedded") -> gr.Blocks:
 def launch(demo: gr.Blocks, **kwargs):
     """Serve ``demo`` with the limits a public host needs (see the README's SECURITY)."""
     demo.queue(default_concurrency_limit=1, max_size=QUEUE_SIZE)
+    gr.set_static_paths([plotly_path()])  # the players' Plotly.js, and nothing else of the package
     kwargs.setdefault("show_error", True)  # Gradio's own input checks say what is wrong, not a bare "Error"
     return demo.launch(max_file_size=MAX_UPLOAD, css=CSS, **kwargs)

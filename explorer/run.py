@@ -1,110 +1,96 @@
-"""Run, chat, Stop and the step controls."""
+"""Run, chat and Stop: a run streams into the browser's player as per-step deltas."""
 from __future__ import annotations
 
 import dataclasses
 import time
+import uuid
 from typing import Optional
 
 import gradio as gr
 
 import visuals
-from slowfast.session import BackgroundRun, stream_steps
-from slowfast.trace import Trace, tokens_per_second
+from slowfast.session import BackgroundRun, stream_batches
+from slowfast.tasks import verdict
+from slowfast.trace import Trace
+from visuals.player import PlayerStream, dumps, status_numbers, whole_run
 from explorer.controls import controls_from
 from explorer import sessions
 from explorer.sessions import load, loading_note
 
 
-FRAME_SECONDS = 0.08  # a live run shows each step for at least this long (stream_steps)
-RENDER_BUDGET = 0.05  # while a run decodes, drawing may take at most this share of its time (bench render)
-PLAY_SECONDS = 0.35  # Play shows each step this long
-PLOTS = ["certainty_heatmap", "stage_timeline", "convergence", "cache_hits", "speed"]
-VIEW_NAMES = ["canvas", *PLOTS, "status", "explain"]  # what render() returns, in order
+STREAM_SECONDS = 0.05  # a live run sends its new steps at most this often (the browser draws every one)
+RENDER_BUDGET = 0.05  # while a run decodes, computing and sending steps may take at most this share of its time
 
 
-def render(trace: Optional[Trace], step: Optional[int] = None, only: Optional[str] = None) -> list:
-    """Canvas, the five plots and the status line for ``trace`` as of ``step``. With ``only``
-    (a live run) just that plot is redrawn: the one on the visible tab."""
-    if trace is None:
-        return ["", *[None] * len(PLOTS), "", visuals.explain_step(None)]
-    figs = [getattr(visuals, name)(trace, step) if only in (None, name) else gr.update() for name in PLOTS]
-    return [visuals.canvas_html(trace, step), *figs, status_line(trace, step, live=only is not None),
-            visuals.explain_step(trace, step)]
+def new_run_id() -> str:
+    return uuid.uuid4().hex[:12]
 
 
-def replay_views(trace: Optional[Trace], step: Optional[int] = None) -> list:
-    """The text as of ``step``, then ``render``'s views: what the step controls show."""
-    return ["" if trace is None else visuals.text_at(trace, step), *render(trace, step)]
+def verdict_of(trace: Trace) -> Optional[dict]:
+    """The task's verdict on a finished run whose prompt is in a task's format (None otherwise)."""
+    if not (trace.stats.finished and isinstance(trace.prompt, str)):
+        return None
+    found = verdict(trace.prompt, trace.text)
+    return None if found is None else dataclasses.asdict(found)
 
 
-def status_line(trace: Trace, step: Optional[int] = None, live: bool = False) -> str:
-    """``live``: a frame of a streaming run (the decoder may be ahead of the step shown)."""
-    records = trace.records if step is None else trace.records[: step + 1]
-    if not records:
-        return "No steps yet."
-    last = records[-1]
+def run_message(trace: Trace, note: str = "", label: str = "", slot: int = 0) -> str:
+    """A whole run for the player (replay, a Space's finished run)."""
+    return dumps(whole_run(trace, new_run_id(), note, verdict_of(trace), slot=slot, label=label))
+
+
+def idle(message: str, busy: bool = False) -> list:
+    """A message with the player as it is: Run enabled unless ``busy``."""
+    return [message, gr.update(), gr.update(), gr.update(), gr.Button(interactive=not busy)]
+
+
+def result(trace: Trace) -> list:
+    """What an API client reads when a run ends: the text and the status line (the page's
+    player shows both itself; these two outputs are hidden)."""
     s = trace.stats
-    ended = s.finished or s.stopped or bool(s.error)
-    state = ("finished" if s.finished else "stopped" if s.stopped
-             else f"ended: {visuals.esc(s.error)}" if s.error else "running")
-    if live:
-        state = "running" if not ended else f"decoded; playing back step {last.step} of {len(trace.records) - 1}"
-    elif step is not None and step < len(trace.records) - 1:
-        state = f"replaying step {step} of {len(trace.records) - 1}"
-    decoded = sum(len(r.decoded) for r in records)
-    seconds = sum(r.ms for r in records) / 1000
-    cache = f" | cache {s.cache_bytes / 2**20:.1f} MiB" if s.cache_bytes else ""
-    return (f"**{state}** | step {last.step} ({last.stage}) | NFE {last.nfe} | decoded {decoded}/{trace.gen_length} "
-            f"| tokens fed {sum(r.tokens_fed for r in records)} | {seconds:.2f} s | "
-            f"{tokens_per_second(decoded, seconds):.1f} tokens/s{cache}")
-
-
-def scrubber_for(trace: Optional[Trace], step: Optional[int] = None, live: bool = False):
-    """The step slider for ``trace`` at ``step`` (None = last); still during a live run."""
-    n = len(trace.records) if trace is not None else 0
-    value = max(n - 1, 0) if step is None else step
-    return gr.Slider(minimum=0, maximum=max(n - 1, 1), value=value, step=1, interactive=n > 1 and not live)
+    state = "finished" if s.finished else "stopped" if s.stopped else f"ended: {s.error}" if s.error else "stopped"
+    line = status_numbers(trace, len(trace.records) - 1) if trace.records else "no steps"
+    return [trace.text, f"{state} | {line}"]
 
 
 def on_run(model_name: str, prompt, state: dict, *values):
-    """Stream a run: the decoder works in a thread; plots re-render every REFRESH_SECONDS.
+    """Stream a run into the browser's player: the decoder works in a thread and every new step
+    goes out as a small delta (the browser draws each one and keeps the run for scrubbing).
     ``prompt`` is text or, from the chat box, the conversation so far."""
-    outputs_idle = render(state.get("trace"))
     try:
         controls = controls_from(values)
         settings = controls.settings()
     except ValueError as exc:
-        yield [f"⚠️ {exc}", "", *outputs_idle, gr.Slider(), gr.Button(interactive=True)]
+        yield idle(f"⚠️ {visuals.esc(str(exc))}")
         return
     pending = loading_note(model_name)
     if pending:  # a big model: say what it needs before the long download and load
-        yield [pending, "", *outputs_idle, gr.Slider(), gr.Button(interactive=False)]
+        yield idle(pending, busy=True)
     model, note = load(model_name, state.get("trust_remote_code", False))
     if model is None:
-        yield [f"⚠️ {note}", "", *outputs_idle, gr.Slider(), gr.Button(interactive=True)]
+        yield idle(f"⚠️ {note}")
         return
     if sessions.decode_on_gpu is not None:  # Space: one GPU call, then the whole trace
         try:
             trace = Trace.from_dict(sessions.decode_on_gpu(model_name, prompt, dataclasses.asdict(settings)))
         except ValueError as exc:
-            yield [f"⚠️ {exc}", "", *outputs_idle, gr.Slider(), gr.Button(interactive=True)]
+            yield idle(f"⚠️ {visuals.esc(str(exc))}")
             return
         state["trace"] = trace
-        yield [note, trace.text, *render(trace), scrubber_for(trace), gr.Button(interactive=True)]
+        yield [note, result(trace)[0], run_message(trace), result(trace)[1], gr.Button(interactive=True)]
         return
     try:
         job = BackgroundRun(model, prompt, settings)
     except ValueError as exc:
-        yield [f"⚠️ {exc}", "", *outputs_idle, gr.Slider(), gr.Button(interactive=True)]
+        yield idle(f"⚠️ {visuals.esc(str(exc))}")
         return
+    stream = PlayerStream(new_run_id())
     state["run"] = job.start()
-    # "live" until the last frame: a run whose stream ends before it (Stop, a cancelled event)
-    # is drawn by on_run_end, the page's next event after it, as far as it was shown
-    state.update(live=True, shown=0, stop_note=None)
-    live = lambda trace, step: render(trace, step, only=state.get("tab", PLOTS[0]))  # noqa: E731
-    try:  # every step is shown, in order, as soon as it exists (stream_steps paces it and keeps
-        # the drawing within a tenth of the decoder's time while it decodes)
-        for trace, step, views, done in stream_steps(job, live, FRAME_SECONDS, budget=RENDER_BUDGET):
+    # "live" until the last message: a run whose stream ends before it (Stop, a cancelled event)
+    # is finished by on_run_end, the page's next event after it
+    state.update(live=True, stream=stream, stop_note=None)
+    try:
+        for trace, done in stream_batches(job, STREAM_SECONDS, budget=RENDER_BUDGET):
             state["trace"] = trace
             if state.get("stop_note"):  # Stop (an API client's: the page cancels the stream itself)
                 yield on_run_end(state)
@@ -112,11 +98,13 @@ def on_run(model_name: str, prompt, state: dict, *values):
             message = note if job.error is None else f"⚠️ {visuals.esc(job.error)}"
             if done:
                 state["live"] = False
-                yield [message, trace.text, *render(trace), scrubber_for(trace), gr.Button(interactive=True)]
+                text, status = result(trace)
+                yield [message, text, dumps(stream.end(trace, verdict=verdict_of(trace))), status,
+                       gr.Button(interactive=True)]
             else:
-                state["shown"] = step
-                yield [message, visuals.text_at(trace, step), *views, scrubber_for(trace, step, live=True),
-                       gr.Button(interactive=False)]
+                update = stream.update(trace)
+                if update is not None:
+                    yield [message, gr.update(), dumps(update), gr.update(), gr.Button(interactive=False)]
     finally:  # the client cancelled or went away (Gradio closes this generator): stop decoding now
         job.stop()
 
@@ -132,8 +120,7 @@ def on_chat(model_name: str, message: str, history: list, state: dict, *values):
     """One chat turn: the conversation (chat template applied) is the prompt; the answer is
     appended to the chat box when the run ends. The same views stream meanwhile."""
     if not (message or "").strip():
-        yield ["Type a message first.", gr.update(), *render(state.get("trace")), gr.Slider(), gr.Button(),
-               history, message]
+        yield [*idle("Type a message first."), history, message]
         return
     turns = [{"role": m["role"], "content": message_text(m["content"])} for m in history or []]
     turns.append({"role": "user", "content": message})
@@ -153,9 +140,9 @@ STOP_NOTE_SECONDS = 10.0  # how long on_stop and on_run_end share what Stop did
 
 
 def stopped_note(state: dict) -> Optional[str]:
-    """Stop this browser's run after its current forward and say what that did; None when
-    nothing runs or streams. The Stop button's own event and the ``on_run_end`` that follows
-    the cancelled stream may come in either order: both get the same words."""
+    """Stop this browser's decoding after its current forward and say what that did; None when
+    nothing decodes. The Stop button's own event and the ``on_run_end`` that follows the
+    cancelled stream may come in either order: both get the same words."""
     note = state.get("stop_note")
     if note and time.monotonic() - note[0] < STOP_NOTE_SECONDS:
         return note[1]
@@ -167,7 +154,7 @@ def stopped_note(state: dict) -> Optional[str]:
     trace = job.trace()
     n = len(trace.records)
     if trace.stats.finished:
-        text = f"Stopped the playback: the run had already decoded all its {n} steps"
+        text = f"Stopped: the run had already decoded all its {n} steps"
     else:
         text = f"Stopped: decoding ended after {n} forward{'s' if n != 1 else ''}"
     text += "; the slider, ◀ Step ▶ and ▶ Play show every step." if n > 1 else "."
@@ -175,60 +162,36 @@ def stopped_note(state: dict) -> Optional[str]:
     return text
 
 
-def on_stop(state: dict):
-    """Stop this browser's run after its current forward; the Stop button's ``cancels`` end its
-    stream and its queued events, and ``on_run_end`` then shows the run as far as it got."""
-    return stopped_note(state) or "Nothing is running."
+def playback_note(playback: str) -> Optional[str]:
+    """What Stop did to the browser's player (``playback``: "step/last" of a playback it paused)."""
+    try:
+        step, last = (int(x) for x in (playback or "").split("/"))
+    except ValueError:
+        return None
+    return f"Stopped the playback at step {step} of {last}; ◀ Step ▶, the slider and ▶ Play go on from there."
+
+
+def on_stop(state: dict, playback: Optional[str] = None):
+    """Stop this browser's decoding after its current forward (the Stop button's ``cancels`` end
+    its stream and its queued events; ``on_run_end`` then sends the run as far as it got) and
+    say so; the page's own player pauses in the browser at once (``playback``)."""
+    return stopped_note(state) or playback_note(playback) or "Nothing is running."
 
 
 def on_run_end(state: dict) -> list:
     """After a run's (or chat turn's) event, however it ended. A stream that reached its last
-    frame drew the finished run: nothing to do. One that Stop ended is drawn here, once its
-    frames have stopped coming: the run as far as it was shown, Run enabled. (The stream itself
-    ends with this same frame when it sees the Stop first, for an API client; the page may drop
-    that frame as it cancels the stream, so this draws it again.)"""
+    message sent the finished run: nothing to do. One that Stop ended is finished here: the
+    steps not sent yet and the end, Run enabled (the player stays at the step on screen). (The
+    stream itself ends with this same message when it sees the Stop first, for an API client;
+    the page may drop that message as it cancels the stream, so this sends it again.)"""
     if not (state.get("live") or state.get("stop_note")):
-        return [gr.update()] * (len(VIEW_NAMES) + 4)
+        return [gr.update()] * 5
     note = stopped_note(state) or "Stopped."
     state["live"] = False
     job = state.get("run")
     trace = state["trace"] = job.trace() if job is not None else state.get("trace")
-    if trace is None:
-        return [note, *[gr.update()] * (len(VIEW_NAMES) + 2), gr.Button(interactive=True)]
-    step = min(int(state.get("shown") or 0), max(len(trace.records) - 1, 0))
-    return [note, *replay_views(trace, step), scrubber_for(trace, step), gr.Button(interactive=True)]
-
-
-def on_scrub(step: int, state: dict) -> list:
-    """The views as of the slider's step; a step typed outside the run is clamped to it (and the
-    slider says so)."""
-    trace = state.get("trace")
-    if trace is None or not trace.records:
-        return [*replay_views(trace), gr.Slider()]
-    last = len(trace.records) - 1
-    shown = int(min(max(int(step or 0), 0), last))
-    return [*replay_views(trace, shown), gr.Slider(value=shown) if shown != step else gr.update()]
-
-
-def on_step_by(delta: int, step: int, state: dict) -> list:
-    """Previous / next step: the views and the slider move together."""
-    trace = state.get("trace")
-    if trace is None or not trace.records:
-        return [*replay_views(trace), gr.Slider()]
-    step = int(min(max(int(step or 0) + delta, 0), len(trace.records) - 1))
-    return [*replay_views(trace, step), gr.Slider(value=step)]
-
-
-def on_play(step: int, state: dict):
-    """Play the trace from the slider's step (from the start if at the end), one step a frame."""
-    trace = state.get("trace")
-    if trace is None or not trace.records:
-        yield [*replay_views(trace), gr.Slider()]
-        return
-    n = len(trace.records)
-    start = int(step or 0)
-    start = 0 if start >= n - 1 else start
-    for s in range(start, n):
-        t0 = time.perf_counter()
-        yield [*replay_views(trace, s), gr.Slider(value=s)]
-        time.sleep(max(0.0, PLAY_SECONDS - (time.perf_counter() - t0)))
+    stream = state.get("stream")
+    if trace is None or stream is None:
+        return [note, gr.update(), gr.update(), gr.update(), gr.Button(interactive=True)]
+    text, status = result(trace)
+    return [note, text, dumps(stream.end(trace, note=visuals.esc(note))), status, gr.Button(interactive=True)]

@@ -5,7 +5,7 @@ same canvas, per refresh case, next to the share of rows it recomputes.
 ``samplers``: baseline vs SlowFast (the published forward count, and with our
 ``stop_when_full``) vs SlowFast + cache on the same prompt and seed: NFE, tokens fed,
 seconds, speedup by NFE and by time, and whether the texts agree with the baseline's.
-``render``: the decoder's wall time alone against while the app's figures re-render.
+``render``: the decoder's wall time alone against while the app streams its steps, and what each step costs.
 ``tasks``: baseline, SlowFast and threshold configurations over a task's held-out prompts (or
 a JSONL file): accuracy, NFE, tokens fed, time and speedups against one token per forward;
 runs under ``torchrun`` (``slowfast/distributed.py``).
@@ -234,16 +234,13 @@ def cmd_samplers(args: argparse.Namespace) -> int:
 
 
 def cmd_render(args: argparse.Namespace) -> int:
-    """Decoder wall time alone vs while the app's figures re-render as the app paces them."""
-    import visuals
+    """Decoder wall time alone vs while the app streams each step to the browser's player, with
+    what streaming costs: the server's time per step and the size of each step's delta."""
+    import visuals.player as player
 
     from .engine import GenerationSettings, generate
     from .models.loading import load_model
-    from .session import BackgroundRun, stream_steps
-
-    def draw(trace, step):  # what the app draws for each step of a live run: canvas, visible plot, explanation
-        return [visuals.canvas_html(trace, step), visuals.certainty_heatmap(trace, step),
-                visuals.explain_step(trace, step)]
+    from .session import BackgroundRun, stream_batches
 
     at_least(args.block_length, "--block-length", unset=ONE_BLOCK)
     at_least(args.repeats, "--repeats")
@@ -257,19 +254,30 @@ def cmd_render(args: argparse.Namespace) -> int:
     settings.policy()  # bad settings fail here, before a model is loaded
     model = load_model(args.model, device=args.device)
     generate(model, args.prompt, settings)  # warm-up
-    alone, rendered, renders = [], [], 0
+    alone, streamed, steps, sizes, cpu = [], [], 0, [], 0.0
     for _ in range(args.repeats):  # interleaved, so that load on the machine hits both alike
         alone.append(generate(model, args.prompt, settings).stats.seconds)
         job = BackgroundRun(model, args.prompt, settings).start()
-        for trace, _, _, _ in stream_steps(job, draw, args.interval, budget=args.budget):
-            renders += 1
-        rendered.append(trace.stats.seconds)
-    a, r = statistics.median(alone), statistics.median(rendered)
-    paired = statistics.median(x / y for x, y in zip(rendered, alone))  # each run against the one just before it
-    print(f"model: {args.model} | {args.sampler} | gen {args.gen_length} | every {args.interval} s | "
-          f"drawing budget {args.budget:g} while decoding | {args.repeats} interleaved pairs")
-    print(f"decoder alone {a:.3f} s | while rendering {r:.3f} s (medians; {renders / args.repeats:.1f} renders per run) "
-          f"| slowdown {paired - 1:+.1%} (median of paired ratios)")
+        stream = player.PlayerStream("bench")
+        for trace, done in stream_batches(job, args.interval, budget=args.budget):
+            t0 = time.thread_time()  # this thread's CPU: what the server spends on the player
+            message = stream.end(trace) if done else stream.update(trace)
+            if message is not None:
+                for d in message.get("steps", []):
+                    sizes.append(len(player.dumps(d).encode()))
+                player.dumps(message)
+            cpu += time.thread_time() - t0
+        steps += len(trace.records)
+        streamed.append(trace.stats.seconds)
+    a, r = statistics.median(alone), statistics.median(streamed)
+    paired = statistics.median(x / y for x, y in zip(streamed, alone))  # each run against the one just before it
+    print(f"model: {args.model} | {args.sampler} | gen {args.gen_length} | sent at most every {args.interval} s | "
+          f"streaming budget {args.budget:g} while decoding | {args.repeats} interleaved pairs")
+    print(f"decoder alone {a:.3f} s | while streaming {r:.3f} s (medians) | slowdown {paired - 1:+.1%} "
+          "(median of paired ratios)")
+    print(f"per step: server CPU {1000 * cpu / max(steps, 1):.2f} ms (deltas, explanations, JSON) | delta "
+          f"{statistics.mean(sizes) / 1024:.2f} KiB mean, {max(sizes) / 1024:.2f} KiB largest "
+          f"({sum(s > 2048 for s in sizes)} of {len(sizes)} over 2 KiB; the first carries every position)")
     return 0
 
 
@@ -302,15 +310,15 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     s.add_argument("--device", default=None)
     s.add_argument("--dtype", default="auto")
     s.set_defaults(func=cmd_samplers)
-    r = bs.add_parser("render", help="decoder time alone vs while the app's figures re-render")
+    r = bs.add_parser("render", help="decoder time alone vs while the app streams its steps to the browser")
     r.add_argument("--model", default="embedded")
     r.add_argument("--prompt", default="Story: Ivy has three blue keys .")
     r.add_argument("--sampler", default="slowfast")
     r.add_argument("--gen-length", type=int, default=128)
     r.add_argument("--block-length", type=int, default=None, help="default: the generation length (one block)")
-    r.add_argument("--interval", type=float, default=0.08, help="seconds each step is shown at least (the app uses 0.08)")
+    r.add_argument("--interval", type=float, default=0.05, help="seconds between two messages at least (the app uses 0.05)")
     r.add_argument("--budget", type=float, default=0.05,
-                   help="share of the time drawing may take while the run decodes (the app uses 0.05); 1: no limit")
+                   help="share of the time streaming may take while the run decodes (the app uses 0.05); 1: no limit")
     r.add_argument("--repeats", type=int, default=5)
     r.add_argument("--no-chat", action="store_true")
     r.add_argument("--device", default=None)

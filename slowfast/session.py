@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import itertools
 import logging
+import math
 import threading
 import time
 from collections import deque
@@ -297,42 +298,30 @@ class BackgroundRun:
         return self.run.trace
 
 
-def stream_steps(job: BackgroundRun, render: Callable[[Trace, int], Any], min_interval: float = 0.08,
-                 max_lag: int = 200, poll: float = 0.005,
-                 budget: float = 0.05) -> Iterator[tuple[Trace, Optional[int], Any, bool]]:
-    """Yield ``(trace, step, render(trace, step), False)`` for every step of a live run, in
-    order, at most one every ``min_interval`` seconds, so each forward is seen; the first as
-    soon as it exists (a fast decoder's run plays back at that pace after it ended). Only when
-    the display falls more than ``max_lag`` steps behind the decoder does it jump to the
-    newest step (Play and the scrubber show every step after the run).
+def stream_batches(job: BackgroundRun, interval: float = 0.05, budget: float = 0.05,
+                   poll: float = 0.005) -> Iterator[tuple[Trace, bool]]:
+    """Yield ``(trace, False)`` whenever the live run has records not yet yielded, at most one
+    every ``interval`` seconds, then ``(trace, True)`` once it has ended (every record by then).
 
-    Drawing holds the interpreter that the decoder also needs, so while the run still decodes
-    drawing may take at most ``budget`` of the time since the run started: over it, the next
-    frame waits (the display falls a little behind and catches up once the decoder is done;
-    a slow model's frames are cheap next to its forwards and never wait). The last yield is
-    ``(trace, None, None, True)``: the caller draws the finished run."""
-    shown, spent, start = -1, 0.0, time.perf_counter()
+    The caller's work between two yields (computing and sending the new steps) holds the
+    interpreter the decoder needs, so while the run decodes it may take at most ``budget`` of
+    the time since the run started; over it, the next yield waits and carries more steps."""
+    sent, spent, start, last = 0, 0.0, time.perf_counter(), -math.inf
     while True:
-        newest = job.steps_done - 1
-        decoding = not job.done.is_set()
-        if decoding and spent > budget * (time.perf_counter() - start):
-            job.wait(poll)  # over the drawing budget: let the decoder run
-            continue
-        if newest > shown:
-            step = shown + 1 if newest - shown <= max_lag else newest
-            t0 = time.perf_counter()
-            trace = job.trace()
-            out = render(trace, step)
-            yield trace, step, out, False  # the caller's time with the frame (sending it) counts too
-            if decoding:
-                spent += time.perf_counter() - t0
-            shown = step
-            rest = min_interval - (time.perf_counter() - t0)
-            if rest > 0:
-                time.sleep(rest)
-        elif job.wait(poll) and job.steps_done - 1 <= shown:
+        done = job.done.is_set()
+        n = job.steps_done
+        if done and n <= sent:
             break
-    yield job.trace(), None, None, True
+        now = time.perf_counter()
+        if n > sent and not done and now - last >= interval and spent <= budget * (now - start):
+            yield job.trace(), False
+            spent += time.perf_counter() - now
+            sent, last = n, time.perf_counter()
+            continue
+        if done:  # the records left go with the last yield
+            break
+        job.wait(poll)
+    yield job.trace(), True
 
 
 def run_to_end(model: DLLM, prompt: str, settings: GenerationSettings) -> Trace:
@@ -401,4 +390,4 @@ def load_presets(folder) -> dict[str, dict[str, Any]]:
 
 __all__ = ["BackgroundRun", "Controls", "DECODES", "DEFAULT_PROMPT", "MODEL_CHOICES", "ModelLoadError", "ModelPool", "PRESETS_DIR",
            "SessionStore", "check_controls",
-           "example_prompts", "load_presets", "preset_controls", "run_to_end", "stream_steps", "DeviceEvents"]
+           "example_prompts", "load_presets", "preset_controls", "run_to_end", "stream_batches", "DeviceEvents"]
