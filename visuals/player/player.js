@@ -10,6 +10,7 @@
   const SEGMENTS = {0: [["#dbe9f6", "#08519c"]], 1: [["#dbe9f6", "#6baed6"], ["#a1d99b", "#00441b"]],
     2: [["#dbe9f6", "#9ecae1"], ["#fdd49e", "#d7301f"], ["#a1d99b", "#00441b"]]};
   const TABS = ["Certainty", "Stages", "Convergence", "Cache", "Speed"];
+  const ROW_HEIGHTS = [10, 8, 6, 5, 4, 3, 2, 1.5, 1, 0.75, 0.5, 0.25];  // the heatmap's row heights, px
   const players = root.SlowFastPlayers = root.SlowFastPlayers || [];
 
   function el(tag, cls, parent, text) {
@@ -90,7 +91,8 @@
       this.heatBox = el("div", "sfp-heat", compact ? this.box : player.panels.Certainty);
       this.heat = el("canvas", "sfp-heat-cells", this.heatBox);
       this.mark = el("canvas", "sfp-heat-mark", this.heatBox);
-      this.tip = el("div", "sfp-tip", this.heatBox);
+      this.tip = el("div", "sfp-tip", compact ? this.box : player.panels.Certainty);
+      this.axis = el("div", "sfp-axis", compact ? this.box : player.panels.Certainty);
       this.drawn = 0;
       if (root.ResizeObserver) {  // a wider or newly shown box (a tab, a window): draw it again at its width
         let width = 0;
@@ -103,48 +105,55 @@
       const run = this.run, n = Math.max(this.player.rowsFor(this), 1);
       const W = Math.max(this.heatBox.clientWidth || 600, 200), left = 34, strip = 6;
       const cw = (W - left - strip - 2) / run.G;
-      const rh = this.compact ? this.player.rowHeight : Math.max(2, Math.min(10, Math.floor(300 / n)));
-      return {W, H: n * rh + 16, left, strip, cw, rh, n};
+      // rows of a few fixed heights (a new height redraws every row): at most 300 px up to 300 steps, 600 beyond
+      const rh = this.compact ? this.player.rowHeight : ROW_HEIGHTS.find(h => h <= (n <= 300 ? 300 : 600) / n) || 0.25;
+      let cap = 64; while (cap < n) cap *= 2;  // rows the canvas holds before it is made anew
+      return {W, left, strip, cw, rh, n, cap};
     }
     redraw() { this.drawn = 0; this.g = null; this.drawRows(); }
     drawRows() {
-      const run = this.run, g = this.geometry();
-      if (!this.g || g.W !== this.g.W || g.rh !== this.g.rh || g.H > this.heat.height) {
+      const run = this.run, g = this.geometry(), dpr = root.devicePixelRatio || 1;
+      if (!this.g || g.W !== this.g.W || g.rh !== this.g.rh || g.cap !== this.g.cap) {
         this.g = g; this.drawn = 0;
-        for (const c of [this.heat, this.mark]) { c.width = g.W; c.height = g.H; c.style.height = g.H + "px"; }
-        this.heatBox.style.height = g.H + "px";
-        const x = this.heat.getContext("2d"); x.clearRect(0, 0, g.W, g.H);
-        x.fillStyle = "#555"; x.font = "10px sans-serif";
-        for (let p = 0; p < run.G; p += Math.max(8, Math.ceil(run.G / 8 / 8) * 8)) x.fillText(String(p), g.left + g.strip + p * g.cw, g.H - 3);
+        for (const c of [this.heat, this.mark]) {
+          c.width = Math.round(g.W * dpr); c.height = Math.round(g.cap * g.rh * dpr); c.style.height = g.cap * g.rh + "px";
+          c.getContext("2d").setTransform(dpr, 0, 0, dpr, 0, 0);
+        }
+        this.axis.innerHTML = "";
+        const every = Math.max(8, Math.ceil(run.G / 8 / 8) * 8);
+        for (let p = 0; p < run.G; p += every) el("span", "", this.axis, String(p)).style.left = (g.left + g.strip + p * g.cw) + "px";
       }
-      const x = this.heat.getContext("2d"), {left, strip, cw, rh} = this.g;
+      this.heatBox.style.height = Math.max(g.n * g.rh, 2) + "px";
+      const x = this.heat.getContext("2d"), {left, strip, cw, rh} = this.g, x0 = left + strip;
+      const edges = []; for (let e = run.head.block; e < run.G; e += run.head.block) edges.push(e);
       for (let s = this.drawn; s <= run.last; s++) {
-        const d = run.steps[s], row = run.conf[s], y = s * rh, x0 = left + strip;
+        const d = run.steps[s], row = run.conf[s], y = s * rh;
         x.fillStyle = (run.head.colors[d.stage] || ["#9467bd"])[0]; x.fillRect(left, y, strip - 1, rh);
         for (let p = 0; p < run.G; p++) {
           const at = run.decodedAt[p];
           if (at >= 0 && at < s) continue;  // decoded before this forward: blank
           x.fillStyle = run.color(row[p]); x.fillRect(x0 + p * cw, y, Math.max(cw, 1), rh);
-          if (at === s) { x.fillStyle = "#111"; x.fillRect(x0 + p * cw + cw * 0.25, y + rh * 0.2, Math.max(cw * 0.5, 1), Math.max(rh * 0.6, 1)); }
+          if (at === s) { x.fillStyle = "#111"; x.fillRect(x0 + p * cw + cw * 0.25, y + rh * 0.2, Math.max(cw * 0.5, 1), Math.max(rh * 0.6, 0.5)); }
         }
+        x.fillStyle = "#999"; edges.forEach(e => x.fillRect(x0 + e * cw - 0.5, y, 1, rh));
         if (d.span) {
           x.fillStyle = "#1f77b4"; x.fillRect(x0 + d.span[0] * cw - 1, y, 2, rh);
           x.fillStyle = "#d62728"; x.fillRect(x0 + d.span[1] * cw - 1, y, 2, rh);
         }
-        if (rh >= 2 && (s % Math.max(1, Math.ceil(12 / rh)) === 0)) { x.fillStyle = "#555"; x.font = "9px sans-serif"; x.fillText(String(s), 2, y + Math.min(rh, 9)); }
+        if (s % Math.max(1, Math.ceil(12 / rh)) === 0) { x.fillStyle = "#555"; x.font = "9px sans-serif"; x.fillText(String(s), 2, y + Math.min(Math.max(rh, 8), 9)); }
       }
       this.drawn = run.last + 1;
     }
     drawMark(s) {
       const m = this.mark.getContext("2d"), g = this.g; this.marked = s; if (!g) return;
-      m.clearRect(0, 0, g.W, g.H);
+      m.clearRect(0, 0, g.W, g.cap * g.rh);
       if (s < 0) return;
       m.strokeStyle = NOW; m.lineWidth = 2; m.strokeRect(g.left + 1, s * g.rh, g.W - g.left - 2, Math.max(g.rh, 2));
       m.fillStyle = NOW; m.beginPath(); m.moveTo(g.left - 8, s * g.rh - 3); m.lineTo(g.left - 1, s * g.rh + g.rh / 2); m.lineTo(g.left - 8, s * g.rh + g.rh + 3); m.fill();
     }
     hover(e) {
       const g = this.g, run = this.run; if (!g) return;
-      const r = this.heat.getBoundingClientRect();
+      const r = this.heat.getBoundingClientRect(), box = this.tip.parentNode.getBoundingClientRect();
       const s = Math.floor((e.clientY - r.top) / g.rh), p = Math.floor((e.clientX - r.left - g.left - g.strip) / g.cw);
       if (s < 0 || s > run.last || p < 0 || p >= run.G) { this.tip.style.display = "none"; return; }
       const at = run.decodedAt[p], tok = run.argmaxAt(p, s);
@@ -152,7 +161,7 @@
       this.tip.textContent = "step " + s + " (" + run.steps[s].stage + "), position " + p + ": " + state +
         (at >= 0 && at < s ? "" : ", confidence " + run.conf[s][p].toFixed(3) + ", argmax " + JSON.stringify(tok === null ? "?" : run.str(tok)[0]));
       this.tip.style.display = "block";
-      this.tip.style.left = Math.min(e.clientX - r.left + 12, g.W - 220) + "px"; this.tip.style.top = (e.clientY - r.top + 12) + "px";
+      this.tip.style.left = Math.min(e.clientX - box.left + 12, box.width - 220) + "px"; this.tip.style.top = (e.clientY - box.top + 12) + "px";
     }
     drawCanvas(s) {
       const run = this.run, d = run.steps[s], now = new Set(d ? d.dec : []), total = Math.max(run.last, 1);
@@ -256,7 +265,7 @@
       this.pause(); this.runs = []; this.slots = []; this.canvasArea.innerHTML = ""; this.shown = -1; this.plotted = {};
       if (this.slider) { this.slider.max = 0; this.slider.value = 0; }
       this.verdict.textContent = ""; this.verdict.className = "sfp-verdict"; this.note.textContent = "";
-      if (this.panels) this.panels.Certainty.querySelectorAll(".sfp-heat").forEach(e => e.remove());
+      if (this.panels) this.panels.Certainty.querySelectorAll(".sfp-heat, .sfp-axis, .sfp-tip").forEach(e => e.remove());
       if (typeof note === "string") this.status.textContent = note;
     }
     schedule() {  // live: advance one step per frame until the newest is on screen
