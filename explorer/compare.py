@@ -30,29 +30,50 @@ def on_compare(model_name: str, prompt: str, configs: list[str], state: dict, *v
     if not configs:
         yield "Pick at least one configuration.", gr.update(), gr.update()
         return
-    base = controls_from(values)
-    jobs, labels = [], []
-    for label in configs:  # every configuration is checked before anything decodes
-        c = dataclasses.replace(base, sampler=label.split(" ")[0], cache=label.endswith("cache"))
-        try:
-            jobs.append(BackgroundRun(model, prompt, c.settings(), label=label))
-        except ValueError as exc:
-            yield f"⚠️ {label}: {visuals.esc(str(exc))}", gr.update(), gr.update()
-            return
-        labels.append(label)
+    try:
+        jobs = configured(model, prompt, configs, controls_from(values))
+    except ValueError as exc:
+        yield f"⚠️ {visuals.esc(str(exc))}", gr.update(), gr.update()
+        return
+    labels = list(configs)
     if sessions.decode_on_gpu is not None:  # Space: each configuration is one GPU call
         traces = []
         for i, (label, job) in enumerate(zip(labels, jobs)):
             yield f"Running **{label}** ({i + 1} of {len(jobs)})…", gr.update(), gr.update()
             traces.append(Trace.from_dict(sessions.decode_on_gpu(model_name, prompt, dataclasses.asdict(job.run.settings))))
-        jobs = [None] * len(traces)
+        player = dumps([whole_run(t, new_run_id(), verdict=verdict_of(t), slot=i, label=label)
+                        for i, (t, label) in enumerate(zip(traces, labels))])
+    else:
+        state.update(compare_live=(0, len(jobs)), stop_note=None)  # until its table: see on_compare_end
+        for frame in stream_each(jobs, labels, state):
+            yield frame
+            if frame[0].startswith("Stopped"):
+                return
+        traces, player = [job.trace() for job in jobs], gr.update()
+    state["compare_live"] = None
+    state["compare"] = traces
+    yield (*summary(traces, labels), player)
+
+
+def configured(model, prompt: str, configs: list[str], base) -> list[BackgroundRun]:
+    """A run per configuration, every one checked before anything decodes."""
+    jobs = []
+    for label in configs:
+        c = dataclasses.replace(base, sampler=label.split(" ")[0], cache=label.endswith("cache"))
+        try:
+            jobs.append(BackgroundRun(model, prompt, c.settings(), label=label))
+        except ValueError as exc:
+            raise ValueError(f"{label}: {exc}") from None
+    return jobs
+
+
+def stream_each(jobs: list[BackgroundRun], labels: list[str], state: dict):
+    """Decode the configurations one after the other, each streaming into its slot; an API
+    client's Stop ends the compare after the current run (the page cancels the event itself)."""
     current = None
-    state.update(compare_live=(0, len(jobs)), stop_note=None)  # until its table: see on_compare_end
-    streams = [PlayerStream(new_run_id(), slot=i, label=label) for i, label in enumerate(labels)]
     try:
-        for i, (label, job, stream) in enumerate(zip(labels, jobs, streams)):
-            if job is None:
-                break
+        for i, (label, job) in enumerate(zip(labels, jobs)):
+            stream = PlayerStream(new_run_id(), slot=i, label=label)
             current = state["run"] = job.start()
             running = f"Running **{label}** ({i + 1} of {len(jobs)})…"
             yield running, gr.update(), gr.update()
@@ -63,30 +84,26 @@ def on_compare(model_name: str, prompt: str, configs: list[str], state: dict, *v
                 if update is not None:  # each configuration's steps reach the browser as it decodes
                     yield running, gr.update(), dumps(update)
             state["compare_live"] = (i + 1, len(jobs))
-            if state.get("stop_note"):  # an API client's Stop (the page cancels the event itself)
+            if state.get("stop_note"):
                 yield on_compare_end(state)
                 return
     finally:
         if current is not None:
             current.stop()
-    state["compare_live"] = None
-    if sessions.decode_on_gpu is None:
-        traces = [job.trace() for job in jobs]
-        player = gr.update()
-    else:
-        player = dumps([whole_run(t, new_run_id(), verdict=verdict_of(t), slot=i, label=label)
-                        for i, (t, label) in enumerate(zip(traces, labels))])
+
+
+def summary(traces: list[Trace], labels: list[str]) -> tuple[str, list]:
+    """The message and the table: speedups against the first, the task's verdict when the prompt has one."""
     rows = visuals.compare_table(traces, labels)
     table = [[r["label"], "—" if r["correct"] is None else "yes" if r["correct"] else "no", r["nfe"],
               f"{r['speedup_nfe']:.2f}x", r["tokens_fed"], f"{r['speedup_tokens']:.2f}x",
               round(r["seconds"], 3), f"{r['speedup']:.2f}x", "yes" if r["same_text"] else "no", r["text"]]
              for r in rows]
-    state["compare"] = traces
     task = rows[0]["task"] if rows else None
     scored = (f" The prompt is a **{task}** problem: \"correct\" is its scorer's verdict "
               f"({TASKS[task].primary_metric.replace('_', ' ')})." if task else
               " \"correct\" is shown when the prompt is one of the embedded tasks' (arithmetic, story, copy).")
-    yield f"Compared {len(traces)} runs on the same prompt and seed.{scored}", table, player
+    return f"Compared {len(traces)} runs on the same prompt and seed.{scored}", table
 
 
 def on_compare_end(state: dict) -> list:

@@ -1,4 +1,6 @@
-"""Gradio adapters: handlers wired with named parameters and this browser's session, a slider check that leaves range errors to our messages."""
+"""Gradio adapters: handlers wired with named parameters and this browser's session, streams
+that stop their runs however they end, and a slider check that leaves range errors to our
+messages."""
 from __future__ import annotations
 
 import asyncio
@@ -44,60 +46,70 @@ def named(fn, *names: str, device: bool = False):
         return args
 
     if inspect.isgeneratorfunction(fn):
-        # An async generator, so that Gradio's cancel (Stop, a client's cancel) raises right
-        # here instead of waiting for the garbage collector: the session's run stops at once.
         async def wrapper(*args, request: Optional[gr.Request] = None):
             args = with_state(args, request)
-            state = args[at] if at is not None else {}
-            gen = fn(*args)
-            mine: list = []  # the runs this event started
-            token = DEVICE.start() if device else None
-            ended = threading.Event()
-
-            def end(_task=None) -> None:
-                """The event is over, however it ended: its runs stop after their current
-                forward, its generator is closed and its device time logged (once)."""
-                if ended.is_set():
-                    return
-                ended.set()
-                # (on the device, the session's latest run is this event's even when it began
-                # in the frame being computed as the event was cancelled)
-                for job in [*mine, state.get("run") if device else None]:
-                    if job is not None and not job.done.is_set():
-                        job.stop()
-                if token is not None:
-                    DEVICE.end(token)
-                threading.Thread(target=close_when_idle, args=(gen,), daemon=True).start()
-
-            # Gradio closes its own wrapper around this generator when an event is cancelled
-            # between two frames, not this generator (that waits for the garbage collector):
-            # the end of the event's task is what says for sure that nobody is watching.
-            task = asyncio.current_task()
-            if task is not None and GRADIO_EVENT_TASK in task.get_name():
-                task.add_done_callback(end)
-            try:
-                while True:
-                    item = await anyio.to_thread.run_sync(next, gen, DONE)
-                    job = state.get("run") if device else None  # only device events start runs
-                    if job is not None and not any(job is j for j in mine):
-                        mine.append(job)
-                    if item is DONE:
-                        return
-                    yield item
-            finally:
-                end()
+            async for item in streamed(fn(*args), args[at] if at is not None else {}, device):
+                yield item
     else:
         def wrapper(*args, request: Optional[gr.Request] = None):
             return fn(*with_state(args, request))
     wrapper.__name__, wrapper.__doc__ = fn.__name__, fn.__doc__
     wrapper.__annotations__ = {"request": gr.Request}
-    own = inspect.signature(fn).parameters  # a parameter of fn's own with a default keeps it (optional in the API)
-    wrapper.__signature__ = inspect.Signature(
+    wrapper.__signature__ = api_signature(fn, shown)
+    return wrapper
+
+
+def api_signature(fn, shown: list[str]) -> inspect.Signature:
+    """The API's parameters: ``shown``, each optional where ``fn``'s own has a default, then
+    Gradio's request."""
+    own = inspect.signature(fn).parameters
+    return inspect.Signature(
         [inspect.Parameter(n, inspect.Parameter.POSITIONAL_OR_KEYWORD,
                            default=own[n].default if n in own else inspect.Parameter.empty) for n in shown]
         + [inspect.Parameter("request", inspect.Parameter.POSITIONAL_OR_KEYWORD, default=None,
                              annotation=gr.Request)])
-    return wrapper
+
+
+async def streamed(gen, state: dict, device: bool):
+    """A handler's generator as an async generator, so that Gradio's cancel (Stop, a client's
+    cancel) raises right here instead of waiting for the garbage collector: the session's run
+    stops at once. ``device``: the event holds the device (its runs are stopped when it ends)."""
+    mine: list = []  # the runs this event started
+    token = DEVICE.start() if device else None
+    ended = threading.Event()
+
+    def end(_task=None) -> None:
+        """The event is over, however it ended: its runs stop after their current forward, its
+        generator is closed and its device time logged (once)."""
+        if ended.is_set():
+            return
+        ended.set()
+        # (on the device, the session's latest run is this event's even when it began in the
+        # frame being computed as the event was cancelled)
+        for job in [*mine, state.get("run") if device else None]:
+            if job is not None and not job.done.is_set():
+                job.stop()
+        if token is not None:
+            DEVICE.end(token)
+        threading.Thread(target=close_when_idle, args=(gen,), daemon=True).start()
+
+    # Gradio closes its own wrapper around this generator when an event is cancelled between
+    # two frames, not this generator (that waits for the garbage collector): the end of the
+    # event's task is what says for sure that nobody is watching.
+    task = asyncio.current_task()
+    if task is not None and GRADIO_EVENT_TASK in task.get_name():
+        task.add_done_callback(end)
+    try:
+        while True:
+            item = await anyio.to_thread.run_sync(next, gen, DONE)
+            job = state.get("run") if device else None  # only device events start runs
+            if job is not None and not any(job is j for j in mine):
+                mine.append(job)
+            if item is DONE:
+                return
+            yield item
+    finally:
+        end()
 
 
 DONE = object()
