@@ -12,7 +12,7 @@ from explorer.compare import COMPARE_CONFIGS, on_compare, on_compare_end  # noqa
 from explorer.controls import (  # noqa: F401
     CONTROL_NAMES, chat_template_of, controls_from, model_choices, on_check, on_model_change, on_preset, on_variant,
 )
-from explorer.files import forget_upload, on_export, on_replay  # noqa: F401
+from explorer.files import on_export, on_replay, read_trace_upload  # noqa: F401
 from explorer.glue import GRADIO_EVENT_TASK, named  # noqa: F401
 from explorer.layout import build_app, launch
 from explorer.run import on_chat, on_run, on_run_end, on_stop  # noqa: F401

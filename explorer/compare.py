@@ -92,18 +92,34 @@ def stream_each(jobs: list[BackgroundRun], labels: list[str], state: dict):
             current.stop()
 
 
+# The compare table's columns (short, so the ten fit the page's right column on a 1366 px
+# screen, no header word broken) and their widths; the text column shows TEXT_CHARS characters
+# of each text (its cell, the table's copy button and the API give the whole text).
+COMPARE_HEADERS = ["config", "correct", "NFE", "speedup (NFE)", "tokens fed", "speedup (tokens)", "s",
+                   "speedup (time)", "same text", "text"]
+COMPARE_WIDTHS = ["11%", "10%", "6.5%", "10%", "9%", "11%", "6.5%", "10%", "6.5%", "19.5%"]
+TEXT_CHARS = 80
+
+
 def summary(traces: list[Trace], labels: list[str]) -> tuple[str, list]:
-    """The message and the table: speedups against the first, the task's verdict when the prompt has one."""
+    """The message and the table (``COMPARE_HEADERS``): speedups against the first, the task's
+    verdict when the prompt has one. Text from the runs goes in as it is: the table shows its
+    cells as text (escaping it here would show ``&lt;|endoftext|&gt;``)."""
     rows = visuals.compare_table(traces, labels)
     table = [[r["label"], "—" if r["correct"] is None else "yes" if r["correct"] else "no", r["nfe"],
               f"{r['speedup_nfe']:.2f}x", r["tokens_fed"], f"{r['speedup_tokens']:.2f}x",
-              round(r["seconds"], 3), f"{r['speedup']:.2f}x", "yes" if r["same_text"] else "no", r["text"]]
+              round(r["seconds"], 2), f"{r['speedup']:.2f}x", "yes" if r["same_text"] else "no", r["text"]]
              for r in rows]
     task = rows[0]["task"] if rows else None
-    scored = (f" The prompt is a **{task}** problem: \"correct\" is its scorer's verdict "
+    scored = (f" The prompt is {article(task)} **{task}** problem: \"correct\" is its scorer's verdict "
               f"({TASKS[task].primary_metric.replace('_', ' ')})." if task else
               " \"correct\" is shown when the prompt is one of the embedded tasks' (arithmetic, story, copy).")
     return f"Compared {len(traces)} runs on the same prompt and seed.{scored}", table
+
+
+def article(word: str) -> str:
+    """"an" before a vowel ("an arithmetic problem"), else "a" ("a story problem")."""
+    return "an" if word[:1].lower() in ("a", "e", "i", "o", "u") else "a"
 
 
 def on_compare_end(state: dict) -> list:

@@ -8,6 +8,7 @@ from typing import Optional
 
 import gradio as gr
 
+import visuals
 from slowfast.models.loading import EMBEDDED_DIR, KNOWN_MODELS
 from slowfast.samplers.slowfast import VARIANT_DEFAULTS
 from slowfast.session import Controls, check_controls, preset_controls
@@ -90,12 +91,27 @@ def chat_template_of(model_name: str) -> Optional[bool]:
         return None
 
 
+NO_CHAT_TEMPLATE = "this model has no chat template: the prompt is fed as plain text"
+
+
+def chat_refusal(model_name: str) -> Optional[str]:
+    """Why a chat turn on ``model_name`` is refused (Markdown, for the page's message), or None.
+
+    A model known to have no chat template would get the conversation as plain "role: text"
+    lines and answer gibberish: the page hides its chat box (``on_model_change``), and the API's
+    /chat says this instead of decoding. A model not known yet (a hub id not loaded and not a
+    local folder) is not refused: loading it tells, and later turns are checked."""
+    if chat_template_of(model_name) is not False:
+        return None
+    name = visuals.esc((model_name or "").strip())
+    return (f"Chat needs a chat template; **{name}** has none, so its prompt would be fed as plain text. "
+            "Use **Run** with a plain prompt.")
+
+
 def on_model_change(model_name: str):
     """The chat box and the template checkbox follow the model: shown where it has a template."""
     has = chat_template_of(model_name)
     if has is False:
-        return (gr.Checkbox(value=False, interactive=False, info="this model has no chat template: the prompt "
-                                                                  "is fed as plain text"),
-                gr.Accordion(visible=False))
+        return gr.Checkbox(value=False, interactive=False, info=NO_CHAT_TEMPLATE), gr.Accordion(visible=False)
     return gr.Checkbox(value=True, interactive=True, info="wrap the prompt in the tokenizer's chat template"), \
         gr.Accordion(visible=True)

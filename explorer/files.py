@@ -36,13 +36,10 @@ def on_replay(file, state: dict):
     keep = [gr.update()] * (2 + len(CONTROL_NAMES))
     if file is None:
         return ["", gr.update(), gr.update(), gr.update(), *keep]
-    path = file if isinstance(file, str) else getattr(file, "name", file)
     try:
-        trace = Trace.load(path)  # checked in full and size-capped before anything renders
+        trace = read_trace_upload(file)
     except (ValueError, OSError) as exc:
         return [f"⚠️ Not a trace file: {visuals.esc(str(exc))}", gr.update(), gr.update(), gr.update(), *keep]
-    finally:
-        forget_upload(path)
     state["trace"] = trace
     values = preset_controls({"settings": trace.settings})
     return [f"Replaying a trace of **{visuals.esc(trace.model)}** ({trace.settings['sampler']}, "
@@ -57,11 +54,18 @@ def result_with_player(trace: Trace) -> list:
     return [text, run_message(trace), status]
 
 
-def forget_upload(path) -> None:
-    """Delete an uploaded file once read (only files in Gradio's upload folder)."""
+def read_trace_upload(file) -> Trace:
+    """The trace in an uploaded file (its path, or Gradio's file object), checked in full and
+    size-capped before anything renders. Raises ValueError (not a trace) or OSError (not
+    readable), each with a message for the page.
+
+    The file is only read, never deleted: Gradio keeps an upload under a hash of its content, so
+    two browsers replaying the same file at once share one path, and deleting it after one read
+    made the other's fail ("No such file or directory"). Uploads do not pile up: Gradio's
+    ``delete_cache`` (``build_app``) deletes them an hour after they arrive."""
+    path = Path(str(file if isinstance(file, (str, Path)) else getattr(file, "name", file)))
     try:
-        p = Path(str(path)).resolve()
-        if p.is_file() and p.is_relative_to(Path(gr.utils.get_upload_folder()).resolve()):
-            p.unlink()
-    except OSError:
-        pass
+        return Trace.load(path)
+    except OSError as exc:
+        raise OSError(f"the uploaded file {path.name!r} could not be read ({exc.strerror or exc}); "
+                      "upload it again") from None

@@ -9,7 +9,9 @@ from visuals.player import player_files, plotly_path
 from slowfast.cache import CACHE_PRESETS
 from slowfast.samplers.slowfast import VARIANT_DEFAULTS
 from slowfast.session import DEFAULT_PROMPT, Controls, example_prompts
-from explorer.compare import COMPARE_CONFIGS, on_compare, on_compare_end
+from explorer.compare import (
+    COMPARE_CONFIGS, COMPARE_HEADERS, COMPARE_WIDTHS, TEXT_CHARS, on_compare, on_compare_end,
+)
 from explorer.controls import (
     CONTROL_NAMES,
     VARIANT_CONTROLS,
@@ -189,10 +191,8 @@ def build_app(default_model: str = "embedded") -> gr.Blocks:
                                                          "the reference for the speedups)")
                         compare_btn = gr.Button("Compare", elem_id="compare")
                         compare_msg = gr.Markdown()
-                        compare_table = gr.Dataframe(
-                            headers=["config", "correct", "NFE", "speedup by NFE", "tokens fed", "speedup by tokens fed",
-                                     "seconds (this machine)", "speedup by time", "same text as the first", "text"],
-                            interactive=False, elem_id="compare-table")
+                        compare_table = gr.Dataframe(headers=COMPARE_HEADERS, column_widths=COMPARE_WIDTHS, wrap=True,
+                                                     max_chars=TEXT_CHARS, interactive=False, elem_id="compare-table")
                         gr.Markdown("NFE and tokens fed are exact and repeatable; seconds are one measurement on this "
                                     "machine (shared, so they vary between runs). With the cache, SlowFast's truncated "
                                     "fast forwards also recompute cached rows, so it can need more forwards to converge.")
@@ -205,8 +205,8 @@ def build_app(default_model: str = "embedded") -> gr.Blocks:
                         with gr.Row():
                             tune_task = gr.Dropdown(TASK_NAMES, value=TASK_NAMES[0] if TASK_NAMES else None,
                                                     label="Task", elem_id="tune-task")
-                            tune_count = gr.Slider(*TUNE_COUNT, 4, step=1, label="Prompts per setting", elem_id="tune-count")
-                            tune_points = gr.Slider(*TUNE_POINTS, 6, step=1, label="Random settings", elem_id="tune-points")
+                            tune_count = gr.Slider(*TUNE_COUNT, 3, step=1, label="Prompts per setting", elem_id="tune-count")
+                            tune_points = gr.Slider(*TUNE_POINTS, 3, step=1, label="Random settings", elem_id="tune-points")
                             tune_seed = gr.Number(0, precision=0, label="Seed")
                         tune_btn = gr.Button("Sweep", elem_id="tune")
                         tune_msg = gr.Markdown(elem_id="tune-msg")

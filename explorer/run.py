@@ -13,7 +13,7 @@ from slowfast.session import BackgroundRun, stream_batches
 from slowfast.tasks import verdict
 from slowfast.trace import Trace
 from visuals.player import PlayerStream, dumps, status_numbers, whole_run
-from explorer.controls import controls_from
+from explorer.controls import chat_refusal, controls_from
 from explorer import sessions
 from explorer.sessions import load, loading_note
 
@@ -119,6 +119,9 @@ def message_text(content) -> str:
 def on_chat(model_name: str, message: str, history: list, state: dict, *values):
     """One chat turn: the conversation (chat template applied) is the prompt; the answer is
     appended to the chat box when the run ends. The same views stream meanwhile."""
+    if (refusal := chat_refusal(model_name)) is not None:  # the API's /chat too, not only the page's hidden box
+        yield [*idle(f"⚠️ {refusal}"), history, message]
+        return
     if not (message or "").strip():
         yield [*idle("Type a message first."), history, message]
         return

@@ -170,7 +170,7 @@ def test_argmax_stability_counts_on_a_hand_made_example():
     fig1 = visuals.convergence(tr, step=1)
     now = np.asarray(by_name(fig1, "decoded this step").y, dtype=float)
     assert now[3] == 2 and np.isnan(now[[0, 1, 2]]).all()
-    assert any("no horizon estimates" in a.text for a in fig.layout.annotations)
+    assert "the baseline sampler estimates no horizon" in fig.layout.title.text
 
 
 # --- dLLM-Cache ---------------------------------------------------------------------------------------------
@@ -198,7 +198,7 @@ def test_cache_hit_rates_layer_heatmap_and_flops():
 def test_cache_off_still_shows_flops(sf):
     fig = visuals.cache_hits(sf)
     assert list(by_name(fig, "FLOPs").y) == [1000.0 * (i + 1) for i in range(len(SF_STEPS))]
-    assert any(a.text.startswith("cache off") and a.yanchor == "bottom" and a.y == 1.0 for a in fig.layout.annotations)
+    assert "cache off: every forward computes every row" in fig.layout.title.text  # in the title, not on the bars
 
 
 # --- speed --------------------------------------------------------------------------------------------------
@@ -324,7 +324,7 @@ def test_every_figure_escapes_trace_text_in_titles_names_and_hovers():
     timeline = visuals.stage_timeline(tr)
     assert {t.name for t in timeline.data if t.type == "bar"} >= {"&lt;img src=http://evil.example/a.png "
                                                                    "onerror=alert(1)&gt;"}
-    assert "&lt;script&gt;" in visuals.convergence(tr).layout.annotations[0].text  # the sampler's name
+    assert "&lt;script&gt;" in visuals.convergence(tr).layout.title.text  # the sampler's name
     # the exported page holds the figures' JSON; none of the payloads appears raw in it
     page = visuals.figures_html({"canvas": canvas, "timeline": timeline})
     for payload in (EVIL_IMAGE, EVIL_HTML, EVIL_SCRIPT, EVIL_LINK):
@@ -379,7 +379,7 @@ def test_compare_heatmaps_side_by_side_on_one_position_axis(sf):
     assert [np.asarray(h.z).shape for h in heats] == [(7, G), (3, G)]
     assert [h.xaxis for h in heats] == ["x", "x2"] and all(h.coloraxis == "coloraxis" for h in heats)
     assert fig.layout.xaxis2.matches == "x"
-    assert fig.layout.xaxis.title.text == "a · 7 steps"
+    assert fig.layout.xaxis.title.text == "a<br>7 steps"
 
 
 def test_figures_html_inlines_plotly_once_with_a_div_per_figure(sf):
@@ -406,7 +406,7 @@ def test_a_trace_without_records_gives_figures_with_a_note():
     both = visuals.compare_heatmaps([empty, empty], ["a", "b"])
     assert "confidence" not in [t.name for t in both.data]  # no heatmap: a placeholder per subplot
     assert [(a.text, a.xref) for a in both.layout.annotations] == [("no steps", "x domain"), ("no steps", "x2 domain")]
-    assert (both.layout.xaxis.title.text, both.layout.xaxis2.title.text) == ("a · 0 steps", "b · 0 steps")
+    assert (both.layout.xaxis.title.text, both.layout.xaxis2.title.text) == ("a<br>0 steps", "b<br>0 steps")
     assert "no runs" in visuals.compare_heatmaps([], []).layout.annotations[0].text
 
 
@@ -539,6 +539,123 @@ def test_compare_legend_names_every_runs_stages_once(sf):
 
 
 def test_convergence_says_when_no_position_is_left_to_watch(sf):
-    texts = lambda fig: [a.text for a in fig.layout.annotations]  # noqa: E731
-    assert "every position is decoded: no argmax left to watch" in texts(visuals.convergence(sf))
-    assert "every position is decoded: no argmax left to watch" not in texts(visuals.convergence(sf, 3))
+    texts = lambda fig: " | ".join(a.text for a in fig.layout.annotations)  # noqa: E731
+    assert "(b) every position is decoded: no argmax left to watch" in texts(visuals.convergence(sf))
+    assert "every position is decoded" not in texts(visuals.convergence(sf, 3))
+
+
+# --- only what applies, and room for every label (a 414 px phone) -----------------------------------------
+def baseline_trace(steps=4, sampler="baseline", params=None):
+    """A baseline-like run: one position decoded per step, no horizons."""
+    return make_trace([record(i, sampler, None, None, None, [i], {}) for i in range(steps)], sampler=sampler,
+                      params=params or {}, tokens=TOKENS[:steps] + [MASK] * (G - steps))
+
+
+def axes_of(fig):
+    return {k for k in fig.layout.to_plotly_json() if k.startswith(("xaxis", "yaxis"))}
+
+
+@pytest.mark.parametrize("sampler,params", [("baseline", {}), ("threshold", dict(threshold=0.9, factor=None))])
+def test_convergence_of_a_sampler_without_horizons_is_one_panel_that_says_so(sampler, params):
+    fig = visuals.convergence(baseline_trace(sampler=sampler, params=params))
+    assert axes_of(fig) == {"xaxis", "yaxis"}  # no empty horizon panel above it
+    assert {(t.xaxis or "x", t.yaxis or "y") for t in fig.data} == {("x", "y")}
+    assert f"the {sampler} sampler estimates no horizon" in fig.layout.title.text
+    assert [a.text for a in fig.layout.annotations] == ["steps each masked position's argmax has held"]
+    assert fig.layout.xaxis.title.text == "position" and fig.layout.yaxis.title.text == "steps"
+    assert fig.layout.yaxis.dtick >= 1 and fig.layout.yaxis.tickformat == "d"  # whole steps: no "1, 1" ticks
+
+
+def test_convergence_of_slowfast_keeps_both_panels_with_room_for_their_captions(sf):
+    from visuals.common import legend_names, legend_px
+
+    fig = visuals.convergence(sf, 3)
+    lay = fig.layout
+    assert axes_of(fig) == {"xaxis", "yaxis", "yaxis2", "xaxis2", "yaxis3"}
+    captions = [a.text for a in lay.annotations]
+    assert captions == ["(a) horizon estimates in the window, their std",
+                        "(b) steps each masked position's argmax has held"]
+    plots_px = lay.height - lay.margin.t - lay.margin.b - legend_px(legend_names(fig))
+    gap_px = (lay.yaxis.domain[0] - lay.yaxis3.domain[1]) * plots_px
+    assert gap_px >= 60  # (a)'s ticks and "step", then (b)'s caption: nothing overlaps
+    assert lay.margin.t >= 28 + 17 * 2 + 18  # the toolbar's band, the title's two lines, (a)'s caption
+    assert all(a.yanchor == "bottom" and a.yref == "paper" for a in lay.annotations)
+    assert [a.y for a in lay.annotations] == [lay.yaxis.domain[1], lay.yaxis3.domain[1]]
+
+
+def title_lines(fig) -> list[str]:
+    import html as html_lib
+    import re
+
+    return [html_lib.unescape(re.sub(r"<[^>]+>", "", line)) for line in fig.layout.title.text.split("<br>")]
+
+
+def every_figure(sf):
+    cached = make_trace([record(i, "slow", (0, 8), [8], 0.0, [i], {}, cache=cache_stats([0, 5], [5, 0], [0, 8],
+                                                                                          [8, 0])) for i in range(3)],
+                        cache=dict(kp=100, kr=5, rho=0.25))
+    long = make_trace([record(i, "slow", (128, 256), [256], 0.0, [i], {}) for i in range(3)])
+    long.settings["gen_length"] = 256
+    figs = {}
+    for tname, tr in (("slowfast", sf), ("baseline", baseline_trace()), ("cache", cached)):
+        for name, fn in visuals.ALL_FIGURES.items():
+            figs[f"{name} {tname}"] = fn(tr)
+    figs["compare"] = visuals.compare_heatmaps([sf, baseline_trace()], ["slowfast + cache", "baseline"])
+    figs["pareto"] = visuals.pareto_figure([dict(sampler="slowfast", accuracy=0.5, nfe=3, label="x", settings={}),
+                                            dict(sampler="baseline", accuracy=0.9, nfe=8, label="y", settings={})])
+    figs["empty"] = visuals.speed(make_trace([]))
+    return figs
+
+
+def test_every_title_fits_a_phone_below_the_toolbar(sf):
+    from visuals.common import TITLE_CHARS, TITLE_LINE_PX, TOOLBAR_PX
+
+    for name, fig in every_figure(sf).items():
+        lay = fig.layout
+        lines = title_lines(fig)
+        assert max(len(line) for line in lines) <= TITLE_CHARS, (name, lines)
+        # the toolbar (modebar) has the top band to itself: the title starts below it, the plots below the title
+        assert lay.title.yref == "container" and lay.title.y == 1 and lay.title.yanchor == "top", name
+        assert lay.title.pad.t >= TOOLBAR_PX, name
+        assert lay.margin.t >= TOOLBAR_PX + TITLE_LINE_PX * len(lines), name
+        assert lay.modebar.orientation == "h", name
+        # the legend sits under the plots (Plotly makes room for its rows), never over the title
+        assert (lay.legend.yref, lay.legend.y, lay.legend.yanchor) == ("container", 0, "bottom"), name
+
+
+def test_a_legend_gets_the_height_its_rows_take_on_a_phone(sf):
+    from visuals.common import legend_names, legend_px
+
+    fig = visuals.convergence(sf)
+    names = legend_names(fig)
+    assert "the window's horizon estimates" in names and len(names) == 8
+    assert legend_px(names) >= 8 * 19  # one entry a row at a phone's width
+    assert legend_px(["a", "b"], width=1366) < legend_px(["a", "b"] * 10, width=280)
+    assert legend_names(visuals.convergence(make_trace([]))) == []
+
+
+def test_colour_bar_labels_keep_apart():
+    from visuals.common import COLORBAR_GAP, confidence_colorscale, spaced_ticks
+
+    for breaks in ([(0.97, "threshold")], [(0.02, "horizon"), (0.9, "high")], [(0.86, "horizon"), (0.9, "high")],
+                   [(0.3, "horizon"), (0.9, "high")], []):
+        _, bar = confidence_colorscale(breaks)
+        vals = bar["tickvals"]
+        assert all(b - a >= COLORBAR_GAP for a, b in zip(vals, vals[1:])), (breaks, vals)
+        for value, label in breaks:  # every threshold is still named
+            assert any(f"{label} {value:g}" in t for t in bar["ticktext"]), (breaks, bar["ticktext"])
+    assert spaced_ticks([(0.0, "0", True), (0.97, "threshold 0.97", False), (1.0, "1", True)]) == \
+        [(0.0, "0"), (0.97, "threshold 0.97")]
+    assert spaced_ticks([(0.0, "0", True), (0.86, "horizon 0.86", False), (0.9, "high 0.9", False), (1.0, "1", True)]) \
+        == [(0.0, "0"), (0.86, "horizon 0.86 · high 0.9"), (1.0, "1")]
+    th = make_trace([record(*s) for s in SF_STEPS], sampler="threshold",
+                    params=dict(threshold=0.97, factor=None))
+    bar = visuals.compare_heatmaps([th, th], ["a", "b"]).layout.coloraxis.colorbar
+    assert list(bar.tickvals) == [0.0, 0.97] and list(bar.ticktext) == ["0", "threshold 0.97"]
+
+
+def test_compare_labels_wrap_under_narrow_panels():
+    from visuals.compare import wrap_words
+
+    assert wrap_words("slowfast + cache") == "slowfast<br>+ cache"
+    assert wrap_words("baseline") == "baseline" and wrap_words("threshold + cache") == "threshold<br>+ cache"

@@ -7,7 +7,7 @@ from typing import Any, Optional
 import numpy as np
 import plotly.graph_objects as go
 
-from .common import esc, layout, note, stage_codes
+from .common import esc, figure, layout, note, stage_codes
 from .view import MASK_GLYPH, TraceView, stage_color
 
 WIDTH = 32  # positions per row
@@ -180,8 +180,8 @@ def token_canvas(trace: Any, step: Optional[int] = None, color_by: str = "step",
         shapes.append(dict(type="path", name="decoded this step", path=_cell_path(np.flatnonzero(cs.now), width, 0.4),
                            xref="x", yref="y", line=dict(color=NOW_COLOR, width=2), layer="above"))
     annotations = [] if not v.empty else [note("no steps yet: every position is masked", y=1.0)]
-    return go.Figure(data, layout(
-        "canvas", v, f"Canvas · {v.step_label(esc)}", min(350, max(160, 80 + 26 * rows)),
+    return figure(data, layout(
+        "canvas", v, f"Canvas<br>{v.step_label(esc)}", min(350, max(160, 80 + 26 * rows)),
         shapes=shapes, annotations=annotations, plot_bgcolor="white",
         xaxis=dict(range=[-0.5, width - 0.5], tickvals=list(range(0, width, 8)), showgrid=False, zeroline=False,
                    title=dict(text="column")),

@@ -10,8 +10,19 @@ import plotly.graph_objects as go
 from .view import STAGES, TraceView, stage_color
 
 TEMPLATE = "plotly_white"
-MARGIN = dict(l=50, r=20, t=62, b=36)  # top: the title, then up to two legend rows
 FONT = dict(size=11)
+# The top of every figure, from the top down: a band for Plotly's toolbar (the modebar, at the
+# right; nothing else is drawn there, so on a phone it covers no title), then the title's lines
+# (short ones, joined with <br>: they must fit a 414 px phone), then the plots. The legend sits
+# below the plots (``fit_legend`` makes room for the rows it wraps into on a phone).
+TOOLBAR_PX = 28
+TITLE_LINE_PX = 17
+TITLE_CHARS = 56  # the longest title line (the step label "step 255/255 · slow · span [128, 256) · ..." included)
+PHONE_PX = 280  # the width a legend's rows are counted at: a 414 px phone's plot area, a colour bar beside it
+LEGEND_ROW_PX = 19
+MARGIN = dict(l=50, r=20, t=TOOLBAR_PX + TITLE_LINE_PX + 10, b=36)  # t: a one-line title's
+# the toolbar's buttons, less the ones with no use here (selections select nothing)
+MODEBAR = dict(orientation="h", remove=["lasso2d", "select2d"])
 
 # confidence colour segments by the number of threshold breaks (low -> high)
 SEGMENTS = {
@@ -36,21 +47,65 @@ def esc(text: Any) -> str:
     return html.escape(str(text), quote=True).translate(_INERT)
 
 
+def title_lines(title: str) -> int:
+    """How many lines a figure title takes (its lines are joined with ``<br>``)."""
+    return title.count("<br>") + 1
+
+
 def layout(name: str, view: Optional[TraceView], title: str, height: int, **extra: Any) -> dict:
     """Compact defaults; ``uirevision`` keeps zoom across re-renders of the same figure.
 
     ``title`` is Plotly text (a subset of HTML): any part of it from the trace goes through esc().
+    Its lines (joined with ``<br>``) are kept under ``TITLE_CHARS`` by the caller; the top margin
+    holds them below the toolbar's band, and ``height`` grows by the title's lines past the first.
+    Build the figure with ``figure`` (or pass it to ``fit_legend``): the legend's rows are added too.
     """
     gen = view.gen_length if view is not None else 0
+    lines = title_lines(title)
+    top = TOOLBAR_PX + TITLE_LINE_PX * lines + 10
     d = dict(
-        template=TEMPLATE, height=height, margin=dict(MARGIN), font=dict(FONT),
-        title=dict(text=title, x=0.01, xanchor="left", y=0.995, yref="container", yanchor="top",
-                   font=dict(size=13)),
+        template=TEMPLATE, height=height + (top - MARGIN["t"]), margin=dict(MARGIN, t=top), font=dict(FONT),
+        # Plotly draws a one-line title 3 px, a longer one 12 px, above its pad: the title starts under the band
+        title=dict(text=title, x=0.01, xanchor="left", y=1.0, yref="container", yanchor="top",
+                   pad=dict(t=TOOLBAR_PX + (12 if lines > 1 else 3)), font=dict(size=13)),
         uirevision=f"{name}|{gen}",
-        legend=dict(orientation="h", yanchor="bottom", y=1.0, xanchor="right", x=1.0, font=dict(size=10)),
+        legend=dict(orientation="h", xref="container", x=0.01, xanchor="left", yref="container", y=0.0,
+                    yanchor="bottom", font=dict(size=10)),
+        modebar=dict(MODEBAR),
     )
     d.update(extra)
     return d
+
+
+LEGEND_TRACES = ("scatter", "scattergl", "bar")
+
+
+def legend_names(fig: go.Figure) -> list[str]:
+    """The names the figure's legend lists (Plotly shows it from two such traces on)."""
+    names = [t.name for t in fig.data if t.type in LEGEND_TRACES and t.showlegend is not False and t.name]
+    return names if len(names) > 1 and fig.layout.showlegend is not False else []
+
+
+def legend_px(names: Sequence[str], width: int = PHONE_PX) -> int:
+    """The legend's height below the plots when the figure is ``width`` px wide. Plotly gives a
+    horizontal legend that wraps equal columns as wide as its longest entry (symbol included)."""
+    if not names:
+        return 0
+    widest = max(len(html.unescape(n)) for n in names) * 5.6 + 46
+    per_row = max(1, int(width // widest))
+    return -(-len(names) // per_row) * LEGEND_ROW_PX + 12
+
+
+def fit_legend(fig: go.Figure) -> go.Figure:
+    """Make room below the plots for the legend as a phone wraps it (a wider screen gives the
+    plots what its fewer rows leave), so the legend never squeezes the plots."""
+    fig.layout.height = (fig.layout.height or 0) + legend_px(legend_names(fig))
+    return fig
+
+
+def figure(data: Sequence[Any], fig_layout: dict) -> go.Figure:
+    """``go.Figure(data, fig_layout)`` with room for its legend (see ``fit_legend``)."""
+    return fit_legend(go.Figure(data, fig_layout))
 
 
 def note(text: str, x: float = 0.5, y: float = 0.5, xref: str = "paper", yref: str = "paper") -> dict:
@@ -61,7 +116,7 @@ def note(text: str, x: float = 0.5, y: float = 0.5, xref: str = "paper", yref: s
 def empty_figure(name: str, view: Optional[TraceView], title: str, message: str, height: int = 260) -> go.Figure:
     """A figure that says why there is nothing to draw (no records yet, no data of that kind)."""
     return go.Figure(layout=layout(
-        name, view, title, height, annotations=[note(message)],
+        name, view, title, height, annotations=[note(message)], showlegend=False,
         xaxis=dict(visible=False), yaxis=dict(visible=False),
     ))
 
@@ -74,10 +129,30 @@ def confidence_colorscale(breaks: Sequence[tuple[float, str]]) -> tuple[list, di
     scale = []
     for (lo, hi), a, b in zip(segs, edges[:-1], edges[1:]):
         scale += [[a, lo], [b, hi]]
-    tickvals = [0.0, *values, 1.0]
-    ticktext = ["0", *[f"{label} {v:g}" for v, label in breaks[:2]], "1"]
-    bar = dict(title=dict(text="conf", side="right"), tickvals=tickvals, ticktext=ticktext, thickness=12, len=0.9)
+    ticks = spaced_ticks([(0.0, "0", True), *[(v, f"{label} {raw:g}", False) for v, (raw, label) in
+                                              zip(values, breaks[:2])], (1.0, "1", True)])
+    bar = dict(title=dict(text="conf", side="right"), tickvals=[v for v, _ in ticks],
+               ticktext=[t for _, t in ticks], thickness=12, len=0.9)
     return scale, bar
+
+
+COLORBAR_GAP = 0.07  # the least distance between two labels of a 0..1 colour bar (a label is ~14 px of ~220)
+
+
+def spaced_ticks(ticks: Sequence[tuple[float, str, bool]], gap: float = COLORBAR_GAP) -> list[tuple[float, str]]:
+    """A colour bar's (value, text) labels, ascending, none closer than ``gap``: an end ("0",
+    "1"; ``True``) gives way to a threshold next to it, and two thresholds that close share
+    one label (at the lower; the colour breaks still show both)."""
+    out: list[tuple[float, str, bool]] = []
+    for value, text, end in sorted(ticks, key=lambda t: t[0]):
+        if out and value - out[-1][0] < gap:
+            last_value, last_text, last_end = out[-1]
+            if end:
+                continue
+            out[-1] = (value, text, False) if last_end else (last_value, f"{last_text} · {text}", False)
+            continue
+        out.append((value, text, end))
+    return [(v, t) for v, t, _ in out]
 
 
 def stage_colorscale(stages: Sequence[str], light: bool = False) -> list:
@@ -154,7 +229,9 @@ def grid(heights: Sequence[float], secondary: Sequence[bool] = (), gap: float = 
         if secondary[row]:
             y_index += 1
             y2 = f"y{y_index}"
-            axes[axis_key(y2)] = dict(overlaying=yref, side="right", anchor=xref, showgrid=False)
+            # round ticks of its own (Plotly would sync them to the left axis's grid: 3.75, 7.5, 11.25)
+            axes[axis_key(y2)] = dict(overlaying=yref, side="right", anchor=xref, showgrid=False, tickmode="auto",
+                                      nticks=5)
             ref["y2"] = y2
         refs.append(ref)
         top = lo - gap

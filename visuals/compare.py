@@ -11,7 +11,7 @@ from plotly.subplots import make_subplots
 
 from slowfast.tasks import example_for
 
-from .common import confidence_colorscale, esc, layout, note
+from .common import confidence_colorscale, esc, fit_legend, layout, note
 from .figures import certainty_traces
 from .view import TraceView
 
@@ -73,17 +73,30 @@ def compare_heatmaps(traces: Sequence[Any], labels: Sequence[str]) -> go.Figure:
             t.showlegend = t.name not in named
             named.add(t.name)
     max_gen = max(v.gen_length for v in views)
-    fig.update_layout(layout("compare", views[0], "Certainty side by side (same colour scale; each run's own steps top to bottom)", 360,
+    title = "Certainty side by side<br>one colour scale; each run's own steps, top to bottom"
+    fig.update_layout(layout("compare", views[0], title, 360,
                              coloraxis=dict(colorscale=scale, cmin=0.0, cmax=1.0, colorbar=bar)))
     fig.update_xaxes(range=[-3, max_gen - 0.5], matches="x", showgrid=False, zeroline=False)
     for i, (label, v) in enumerate(zip(labels, views), start=1):
-        fig.update_xaxes(title=dict(text=f"{esc(label)} · {v.n} steps"), row=1, col=i)
+        fig.update_xaxes(title=dict(text=f"{wrap_words(esc(label))}<br>{v.n} steps"), row=1, col=i)
     for i, v in enumerate(views, start=1):
         steps = max(v.n, 1)
         fig.update_yaxes(range=[steps - 0.5, -0.5], showgrid=False, zeroline=False, tick0=0,
                          dtick=max(1, math.ceil(steps / 8)), tickformat="d", row=1, col=i)
     fig.update_yaxes(title=dict(text="step"), row=1, col=1)
-    return fig
+    return fit_legend(fig)
+
+
+def wrap_words(text: str, width: int = 9) -> str:
+    """``text`` in lines of about ``width`` characters, broken at spaces with ``<br>`` (the runs'
+    labels under side-by-side panels, each a third of a phone's width)."""
+    lines: list[str] = []
+    for word in text.split(" "):
+        if lines and len(lines[-1]) + 1 + len(word) <= width:
+            lines[-1] += " " + word
+        else:
+            lines.append(word)
+    return "<br>".join(lines)
 
 
 def _slug(name: str, used: set) -> str:

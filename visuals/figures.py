@@ -16,14 +16,15 @@ from slowfast.samplers.slowfast import SlowFastInfo
 from slowfast.trace import tokens_per_second as tokens_per_second_of
 
 from .common import (
+    MARGIN,
     axis_key,
     grid,
     block_lines,
     confidence_colorscale,
     empty_figure,
     esc,
+    figure,
     layout,
-    note,
     stage_codes,
     stage_colorscale,
     staircase,
@@ -84,11 +85,11 @@ def certainty_traces(v: TraceView, coloraxis: Optional[str] = None, showlegend: 
 def certainty_heatmap(trace: Any, step: Optional[int] = None) -> go.Figure:
     """Steps (y, top to bottom) x positions (x): confidence where still masked, as of ``step``."""
     v = TraceView(trace, step)
-    title = f"Certainty of masked positions · {v.step_label(esc)}"
+    title = f"Certainty of masked positions<br>{v.step_label(esc)}"
     if v.empty:
         return empty_figure("certainty", v, title, NO_STEPS, height=320)
     lo, hi = _axis_steps(v)
-    return go.Figure(certainty_traces(v), layout(
+    return figure(certainty_traces(v), layout(
         "certainty", v, title, 340,
         xaxis=dict(title=dict(text="position (left strip: stage)"), range=[-3, v.gen_length - 0.5],
                    zeroline=False, showgrid=False),
@@ -101,7 +102,7 @@ def certainty_heatmap(trace: Any, step: Optional[int] = None) -> go.Figure:
 def stage_timeline(trace: Any, step: Optional[int] = None) -> go.Figure:
     """Stage bands per step, the span's start and end as staircases, decodes and block boundaries."""
     v = TraceView(trace, step)
-    title = f"Stages and span · {v.step_label(esc)}"
+    title = f"Stages and span<br>{v.step_label(esc)}"
     if v.empty:
         return empty_figure("timeline", v, title, NO_STEPS, height=300)
     G, stages = v.gen_length, np.array(v.stages, dtype=object)
@@ -132,7 +133,7 @@ def stage_timeline(trace: Any, step: Optional[int] = None) -> go.Figure:
                            hovertemplate="step %{x}: decoded position %{customdata}<extra></extra>"))
     changes = np.flatnonzero(np.diff(v.blocks)) + 1
     shapes = block_lines(v.block_edges(), "y") + block_lines([c - 0.5 for c in changes], "x")
-    return go.Figure(data, layout(
+    return figure(data, layout(
         "timeline", v, title, 300, barmode="overlay", bargap=0, shapes=shapes,
         xaxis=dict(title=dict(text="step"), range=_axis_steps(v), zeroline=False, **step_ticks(v.n_total)),
         yaxis=dict(title=dict(text="position"), range=[0, G], zeroline=False),
@@ -149,22 +150,44 @@ def argmax_stability(v: TraceView) -> np.ndarray:
     return 1 + np.cumprod(same, axis=0).sum(axis=0).astype(np.int64)
 
 
+def estimates_horizons(v: TraceView) -> bool:
+    """Whether the run's sampler estimates a horizon (SlowFast's slow stage): by its settings, or
+    by any record of the whole run holding estimates (so scrubbing keeps the same panels)."""
+    return v.limits.horizon is not None or any(r.horizons for r in v.trace.records)
+
+
+CAPTION_PX = 18  # a panel's caption line, above the panel
+
+
+def caption(text: str, y: float) -> dict:
+    """A panel's one-line caption, just above the panel whose top edge is at paper ``y``."""
+    return dict(text=text, x=0.0, xref="paper", xanchor="left", xshift=-44, y=y, yref="paper", yanchor="bottom",
+                yshift=2, showarrow=False, align="left", font=dict(size=11, color="#444"))
+
+
 def convergence(trace: Any, step: Optional[int] = None) -> go.Figure:
-    """(a) horizon estimates and their spread vs the threshold, span freezes; (b) argmax stability."""
+    """SlowFast: (a) horizon estimates and their spread vs the threshold, span freezes; (b) argmax
+    stability. A sampler that estimates no horizon gets (b) alone, captioned with that."""
     v = TraceView(trace, step)
-    title = f"Convergence · {v.step_label(esc)}"
+    title = f"Convergence<br>{v.step_label(esc)}"
     if v.empty:
         return empty_figure("convergence", v, title, NO_STEPS, height=360)
     G = v.gen_length
     spread_name = v.limits.spread_label
-    axes, (a, b) = grid([0.55, 0.45], secondary=[True, False], gap=0.17, shared_x=False)
+    horizons = estimates_horizons(v)
     annotations: list = []
     data: list = []
+    if horizons:  # two panels in pixels: (a) 150, the gap for (a)'s axis and (b)'s caption 66, (b) 110
+        axes, (a, b) = grid([150, 110], secondary=[True, False], gap=66 / 326, shared_x=False)
+        plots_px = 326
+    else:
+        axes, (b,) = grid([1.0], shared_x=False)
+        a, plots_px = None, 150
     # (a)
-    hx = [i for i, r in enumerate(v.records) if r.horizons for _ in r.horizons]
-    hy = [h for r in v.records if r.horizons for h in r.horizons]
-    spread = np.array([np.nan if r.horizon_spread is None else r.horizon_spread for r in v.records], dtype=float)
-    if hx:
+    if a is not None:
+        hx = [i for i, r in enumerate(v.records) if r.horizons for _ in r.horizons]
+        hy = [h for r in v.records if r.horizons for h in r.horizons]
+        spread = np.array([np.nan if r.horizon_spread is None else r.horizon_spread for r in v.records], dtype=float)
         level, along = staircase(v.spans[:, 1], v.steps)
         data += [
             go.Scatter(x=hx, y=hy, mode="markers", name="the window's horizon estimates", xaxis=a["x"], yaxis=a["y"],
@@ -189,9 +212,11 @@ def convergence(trace: Any, step: Optional[int] = None) -> go.Figure:
                 marker=dict(symbol="star", size=12, color="#ffbf00", line=dict(width=1, color="#333")),
                 text=["converged" if c else "forced (exploration cap)" for _, c in v.freezes],
                 hovertemplate="step %{x}: span froze at %{y} (%{text})<extra></extra>"))
-    else:
-        annotations.append(note(f"no horizon estimates: the {esc(v.sampler)} sampler has no slow stage",
-                                xref=f"{a['x']} domain", yref=f"{a['y']} domain"))
+        annotations.append(caption(f"(a) horizon estimates in the window, their {spread_name}", a["top"]))
+        axes[axis_key(a["x"])].update(range=_axis_steps(v), title=dict(text="step", standoff=2),
+                                      **step_ticks(v.n_total))
+        axes[axis_key(a["y"])].update(title=dict(text="horizon"), rangemode="tozero")
+        axes[axis_key(a["y2"])].update(title=dict(text=spread_name), rangemode="tozero")
     # (b)
     count = argmax_stability(v).astype(float)
     da, last = v.decoded_at, v.last
@@ -208,18 +233,19 @@ def convergence(trace: Any, step: Optional[int] = None) -> go.Figure:
                    xaxis=b["x"], yaxis=b["y"], marker=dict(symbol="square", size=4, color="#bbbbbb"),
                    customdata=da[earlier], hovertemplate="position %{x}: decoded at step %{customdata}<extra></extra>"),
     ]
-    if not (da < 0).any():
-        annotations.append(note("every position is decoded: no argmax left to watch", xref=f"{b['x']} domain",
-                                yref=f"{b['y']} domain"))
-    axes[axis_key(a["x"])].update(range=_axis_steps(v), title=dict(
-        text=f"step · (a) horizon estimates in the window, their {spread_name} vs the threshold, span freezes"))
-    axes[axis_key(b["x"])].update(range=[-0.5, G - 0.5], title=dict(
-        text="position · (b) steps its argmax has been unchanged, at masked positions"))
-    axes[axis_key(a["y"])].update(title=dict(text="horizon"))
-    axes[axis_key(a["y2"])].update(title=dict(text=spread_name), rangemode="tozero")
-    axes[axis_key(b["y"])].update(title=dict(text="steps"), rangemode="tozero")
-    return go.Figure(data, layout("convergence", v, title, 380, barmode="overlay", bargap=0.1,
-                                  annotations=annotations, **axes))
+    what = ("every position is decoded: no argmax left to watch" if not (da < 0).any()
+            else "steps each masked position's argmax has held")
+    annotations.append(caption(f"(b) {what}" if horizons else what, b["top"]))
+    if not horizons:  # the panel that does not apply is left out; the title says why
+        title = f"Convergence: the {esc(v.sampler)} sampler estimates no horizon<br>{v.step_label(esc)}"
+    top = max(float(count[(da < 0) | (da == last)].max(initial=0)), 1.0)  # the highest bar drawn
+    axes[axis_key(b["x"])].update(range=[-0.5, G - 0.5], title=dict(text="position", standoff=2))
+    axes[axis_key(b["y"])].update(title=dict(text="steps"), range=[0, top * 1.05], tick0=0,
+                                  dtick=max(1, int(np.ceil(top / 4))), tickformat="d")
+    height = plots_px + MARGIN["t"] + MARGIN["b"] + CAPTION_PX
+    fig_layout = layout("convergence", v, title, height, barmode="overlay", bargap=0.1, annotations=annotations, **axes)
+    fig_layout["margin"]["t"] += CAPTION_PX  # the top panel's caption sits between the title and the panel
+    return figure(data, fig_layout)
 
 
 # --- dLLM-Cache -----------------------------------------------------------------------------------------
@@ -258,7 +284,7 @@ def hit_rate(reused: np.ndarray, recomputed: np.ndarray, axis: Optional[int] = N
 def cache_hits(trace: Any, step: Optional[int] = None) -> go.Figure:
     """Rows reused per step (prompt, response), the response hit rate per layer, FLOPs per step."""
     v = TraceView(trace, step)
-    title = f"dLLM-Cache · {v.step_label(esc)}"
+    title = f"dLLM-Cache<br>{v.step_label(esc)}"
     if v.empty:
         return empty_figure("cache", v, title, NO_STEPS, height=300)
     flops = v.per_step("flops")
@@ -266,14 +292,11 @@ def cache_hits(trace: Any, step: Optional[int] = None) -> go.Figure:
     flops_bar = go.Bar(x=v.steps, y=flops, name="FLOPs", marker=dict(color="#8c564b", line=dict(width=0)),
                        hovertemplate="step %{x}: %{y:.3s} FLOPs<extra></extra>")
     if counts is None:
-        fig = go.Figure([flops_bar], layout(
-            "cache", v, f"dLLM-Cache: cache off · FLOPs per step · {v.step_label(esc)}", 260,
-            annotations=[note("cache off: every forward computes every row", x=1.0, y=1.0)],
+        return figure([flops_bar], layout(
+            "cache", v, f"dLLM-Cache: cache off: every forward computes every row<br>{v.step_label(esc)}", 260,
             xaxis=dict(title=dict(text="step"), range=_axis_steps(v), **step_ticks(v.n_total)),
-            yaxis=dict(title=dict(text="FLOPs"), rangemode="tozero"),
+            yaxis=dict(title=dict(text="FLOPs per step"), rangemode="tozero"),
         ))
-        fig.layout.annotations[0].update(xanchor="right", yanchor="bottom")  # above the bars, not on them
-        return fig
     prompt = hit_rate(counts["prompt_reused"], counts["prompt_recomputed"], axis=1)
     response = hit_rate(counts["response_reused"], counts["response_recomputed"], axis=1)
     per_layer = hit_rate(counts["response_reused"], counts["response_recomputed"]).T  # [layers, steps]
@@ -302,9 +325,9 @@ def cache_hits(trace: Any, step: Optional[int] = None) -> go.Figure:
     axes[axis_key(a["y"])].update(title=dict(text="hit rate"), range=[0, 1.05])
     axes[axis_key(b["y"])].update(title=dict(text="layer"), **({"dtick": 1} if per_layer.shape[0] <= 12 else {}))
     axes[axis_key(c["y"])].update(title=dict(text="FLOPs"), rangemode="tozero")
-    title = (f"dLLM-Cache ({params}) · reused so far: prompt {total_p:.0%}, response {total_r:.0%}"
-             f" · {v.step_label(esc)}")
-    return go.Figure(data, layout("cache", v, title, 400, **axes))
+    title = (f"dLLM-Cache ({params})<br>rows reused so far: prompt {total_p:.0%}, response {total_r:.0%}"
+             f"<br>{v.step_label(esc)}")
+    return figure(data, layout("cache", v, title, 400, **axes))
 
 
 # --- speed ------------------------------------------------------------------------------------------------
@@ -340,11 +363,11 @@ def speed(trace: Any, step: Optional[int] = None) -> go.Figure:
                    line=dict(color="#ff7f0e"), hovertemplate="step %{x}: %{y:.1f} ms<extra></extra>"),
     ]
     r = v.record
-    title = (f"Speed · {tps:.1f} tokens/s ({source}) · NFE {r.nfe} · forwards {r.forwards}"
-             f" · {ms.sum() / 1000:.3f} s of steps · {v.step_label(esc)}")
+    title = (f"Speed · {tps:.1f} tokens/s ({source}) · NFE {r.nfe}<br>forwards {r.forwards}"
+             f" · {ms.sum() / 1000:.3f} s of steps<br>{v.step_label(esc)}")
     for ref in (a, b):
         axes[axis_key(ref["x"])].update(range=_axis_steps(v))
     axes[axis_key(b["x"])].update(title=dict(text="step"), **step_ticks(v.n_total))
     for key, text in ((a["y"], "decoded"), (a["y2"], "NFE"), (b["y"], "fed"), (b["y2"], "ms")):
         axes[axis_key(key)].update(title=dict(text=text), rangemode="tozero")
-    return go.Figure(data, layout("speed", v, title, 340, bargap=0.15, **axes))
+    return figure(data, layout("speed", v, title, 340, bargap=0.15, **axes))

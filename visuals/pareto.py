@@ -16,7 +16,7 @@ import plotly.graph_objects as go
 
 from slowfast.sweep import pareto_front
 
-from .common import esc, layout, note
+from .common import esc, fit_legend, layout, note
 
 FAMILIES = {  # name: (colour, marker symbol)
     "baseline": ("#636363", "square"),
@@ -47,7 +47,7 @@ def pareto_figure(points: Sequence[dict[str, Any]], front: Optional[Sequence[dic
     points = [p for p in points if p.get("accuracy") is not None and p.get("nfe") is not None]
     if not points:
         return go.Figure(layout=layout("pareto", None, TITLE, height, annotations=[note("no scored points yet")],
-                                       xaxis=dict(visible=False), yaxis=dict(visible=False)))
+                                       showlegend=False, xaxis=dict(visible=False), yaxis=dict(visible=False)))
     front = pareto_front(points) if front is None else sorted(front, key=lambda p: (p["nfe"], -p["accuracy"]))
     fig = go.Figure()
     names = list(FAMILIES) + sorted({family(p) for p in points} - set(FAMILIES))
@@ -70,4 +70,4 @@ def pareto_figure(points: Sequence[dict[str, Any]], front: Optional[Sequence[dic
     fig.update_layout(**layout("pareto", None, TITLE, height,
                                xaxis=dict(title="mean NFE (forwards per prompt)", rangemode="tozero"),
                                yaxis=dict(title="accuracy", tickformat=".0%", range=[-0.05, 1.05])))
-    return fig
+    return fit_legend(fig)

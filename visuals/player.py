@@ -23,7 +23,6 @@ from slowfast.samplers import thresholds_of
 from slowfast.samplers.slowfast import SlowFastInfo
 from slowfast.trace import tokens_per_second
 
-from .common import esc
 from .explain import INTRO, explain_step
 from .canvas import _is_end, _short
 from .view import MASK_GLYPH, STAGE_COLORS, STAGE_LIGHT, VISIBLE_WHITESPACE
@@ -233,7 +232,7 @@ def run_end(trace: Any, note: str = "", verdict: Optional[dict] = None,
             now = explain_html(trace, i)
             if sent_explain.get(i) != now:
                 changed[str(i)] = now
-    return {"state": state, "error": esc(s.error) if s.error else None, "text": trace.text if s.finished else None,
+    return {"state": state, "error": s.error or None, "text": trace.text if s.finished else None,
             "note": note, "verdict": verdict, "explain": changed, "n": len(trace.records),
             "final_line": status_numbers(trace, len(trace.records) - 1) if trace.records else ""}
 
