@@ -10,7 +10,8 @@ import gradio as gr
 
 import visuals
 from slowfast.models.loading import EMBEDDED_DIR, KNOWN_MODELS
-from slowfast.samplers.slowfast import VARIANT_DEFAULTS
+from slowfast.params import BY_NAME
+from slowfast.samplers.slowfast import VARIANT_PARAMS, variant_defaults
 from slowfast.session import Controls, check_controls, preset_controls
 from explorer.sessions import POOL, PRESETS
 
@@ -35,14 +36,13 @@ def on_preset(name: str):
     return [*updates, prompt, explanation]
 
 
-VARIANT_CONTROLS = ("exploration_steps", "horizon_threshold", "stability_window", "std_threshold",
-                    "high_confidence_threshold", "slow_confidence_threshold", "max_cycles")
+VARIANT_CONTROLS = VARIANT_PARAMS  # the SlowFast parameters whose default depends on the variant
 
 
 def on_variant(variant: str):
-    """A variant's defaults into its sliders (unset ones at the sliders' "default" 0)."""
-    d = VARIANT_DEFAULTS[variant]
-    return [d.get(n) or 0 if n in ("slow_confidence_threshold", "max_cycles") else d[n] for n in VARIANT_CONTROLS]
+    """A variant's defaults into its sliders (unset ones at the sliders' off value)."""
+    d = variant_defaults(variant)
+    return [BY_NAME[n].to_control(d[n]) for n in VARIANT_CONTROLS]
 
 
 def model_choices(default_model: str) -> list:

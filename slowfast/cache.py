@@ -37,36 +37,23 @@ from typing import TYPE_CHECKING, Any, ClassVar, Optional
 import torch
 import torch.nn.functional as F
 
+from .params import CACHE, Param, dataclass_of_params, fill_defaults
+
 if TYPE_CHECKING:  # the model imports this module at run time; avoid a cycle
     from .models.transformer import Block
 
 
-@dataclass
+@dataclass_of_params
 class CacheSettings:
-    """Refresh intervals and the V-verify ratio (reference names accepted as aliases)."""
+    """Refresh intervals and the V-verify ratio: the fields are ``params.CACHE`` (reference
+    names accepted as aliases)."""
 
-    kp: int = 100  # prompt refresh every kp forwards (prompt_interval_steps)
-    kr: int = 5  # response refresh every kr forwards (gen_interval_steps)
-    rho: float = 0.25  # V-verify: share of response rows recomputed (transfer_ratio)
-    refresh_first_layer: bool = True  # layer 0 always fully refreshed (reference fix)
-
-    ALIASES: ClassVar[dict[str, str]] = {
-        "prompt_interval_steps": "kp",
-        "gen_interval_steps": "kr",
-        "transfer_ratio": "rho",
-        "K_p": "kp",
-        "K_r": "kr",
-    }
+    PARAMS: ClassVar[tuple[Param, ...]] = CACHE
 
     def __post_init__(self) -> None:
-        for name in ("kp", "kr"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"{name}: {value!r} is not allowed; it must be an integer >= 1")
-        if isinstance(self.rho, bool) or not isinstance(self.rho, (int, float)) or not 0.0 <= self.rho <= 1.0:
-            raise ValueError(f"rho: {self.rho!r} is outside the allowed range [0, 1]")
-        if not isinstance(self.refresh_first_layer, bool):
-            raise ValueError(f"refresh_first_layer: {self.refresh_first_layer!r} is not allowed; use true or false")
+        fill_defaults(self)
+        for p in self.PARAMS:
+            p.check(getattr(self, p.name))
 
     @classmethod
     def from_params(cls, params: Optional[dict[str, Any]] = None) -> "CacheSettings":

@@ -17,31 +17,27 @@ import torch
 
 from .cache import CacheSettings, FeatureCache
 from .models.loading import DLLM
-from .params import DEFAULTS
-from .samplers import DecodingStalled, Layout, Observation, Policy, make_policy
+from .params import DEFAULTS, GENERATION, LIMITS, MAX_INT, MAX_SEED  # noqa: F401 (MAX_*: their old home)
+from .samplers import DEFAULT_SAMPLER, DecodingStalled, Layout, Observation, Policy, make_policy
 from .samplers.base import Decision, Scoring
 from .samplers.scoring import score_logits
 from .trace import StepRecord, Summary, Trace
-
-
-MAX_SEED = 2**63 - 1  # torch.Generator.manual_seed's range
-MAX_INT = 2**31 - 1  # lengths, steps and caps (what a trace file may hold)
 
 
 @dataclass
 class GenerationSettings:
     """Everything that determines a run (with the model and the prompt)."""
 
-    sampler: str = "slowfast"
+    sampler: str = DEFAULT_SAMPLER
     gen_length: int = DEFAULTS["gen_length"]
     block_length: int = DEFAULTS["block_length"]
     steps: int = DEFAULTS["steps"]  # used by the baseline and dream only; the others stop when the canvas is full
-    temperature: float = 0.0
-    seed: int = 0
-    cfg_scale: float = 0.0
+    temperature: float = DEFAULTS["temperature"]
+    seed: int = DEFAULTS["seed"]
+    cfg_scale: float = DEFAULTS["cfg_scale"]
     chat: bool = True  # apply the tokenizer's chat template when it has one
     params: dict[str, Any] = field(default_factory=dict)  # sampler parameters
-    max_forwards_per_block: Optional[int] = None  # hard cap; None: 2 * block_length + 16
+    max_forwards_per_block: Optional[int] = DEFAULTS["max_forwards_per_block"]  # hard cap; None: 2 * block_length + 16
     cache: Optional[dict[str, Any]] = None  # dLLM-Cache parameters ({} = defaults); None = off
 
     @classmethod
@@ -65,27 +61,17 @@ class GenerationSettings:
         return cls(**d)
 
     def policy(self) -> Policy:
-        """The validated policy for these settings (raises ValueError on bad input)."""
-        for name in ("gen_length", "block_length", "steps", "seed"):
-            value = getattr(self, name)
-            low, high = (0, MAX_SEED) if name == "seed" else (1, MAX_INT)
-            if (isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < low
-                    or (high is not None and value > high)):
-                allowed = f"an integer in {low}..{high}" if high is not None else f"an integer >= {low}"
-                raise ValueError(f"{name}: {value!r} is not allowed; it must be {allowed}")
+        """The validated policy for these settings (raises ValueError on bad input). This is
+        the one check of a run's settings: each parameter against its definition in
+        ``slowfast.params`` (the sampler's and the cache's in their own classes), then how they
+        fit together. Trace files are checked with it too (``trace._check_settings``)."""
+        for p in (*GENERATION, *LIMITS):
+            p.check(getattr(self, p.name))
         if self.gen_length % self.block_length:
             raise ValueError(
                 f"gen_length: {self.gen_length} is not divisible by block_length {self.block_length}; "
                 "allowed: a multiple of block_length"
             )
-        for name in ("temperature", "cfg_scale"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or not np.isfinite(value) or value < 0:
-                raise ValueError(f"{name}: {value!r} is not allowed; it must be a number >= 0")
-        cap = self.max_forwards_per_block
-        if cap is not None and (isinstance(cap, bool) or not isinstance(cap, int) or not 1 <= cap <= MAX_INT):
-            raise ValueError(f"max_forwards_per_block: {cap!r} is not allowed; it must be an integer in "
-                             f"1..{MAX_INT}")
         policy = make_policy(self.sampler, self.params)
         policy.check_layout(self.layout)
         self.cache_settings()

@@ -23,13 +23,13 @@ from typing import Any, Optional
 
 import numpy as np
 
-from .samplers import Layout, Stage, make_policy
+from .params import CACHE
+from .samplers import stage_names  # the stages a record may name: every registered sampler's
 
 FORMAT = "slowfast-trace"
 VERSION = 1
 ARRAY_FIELDS = {"confidence": np.float16, "argmax": np.int32}
 ARRAY_DTYPES = {"confidence": "<f2", "argmax": "<i4"}  # as written by encode_array (little-endian)
-STAGES = (Stage.BASELINE, Stage.SLOW, Stage.FAST, Stage.THRESHOLD)  # the stages a record may name
 
 # Limits on what a trace may hold (README, "Trace file format"). They bound the time and
 # memory a load and a replay take, so an uploaded file cannot hold the app.
@@ -292,7 +292,7 @@ TOP_KEYS = ("format", "version", "settings", "model", "prompt", "prompt_ids", "m
             "summary", "token_strings", "records")
 SETTINGS_KEYS = ("sampler", "gen_length", "block_length", "steps", "temperature", "seed", "cfg_scale", "chat",
                  "params", "max_forwards_per_block", "cache")
-CACHE_SETTINGS_KEYS = ("kp", "kr", "rho", "refresh_first_layer")
+CACHE_SETTINGS_KEYS = tuple(p.name for p in CACHE)
 RECORD_KEYS = tuple(f.name for f in fields(StepRecord))
 CACHE_COUNT_KEYS = ("prompt_recomputed", "prompt_reused", "response_recomputed", "response_reused")
 INFO_TYPES = {"cycle": "count", "k": "count", "estimate": "number", "frozen": "bool"}  # known policy extras
@@ -434,40 +434,37 @@ def _scalar(v: Any, where: str, max_chars: int, pattern: Optional[re.Pattern] = 
 
 
 def _check_settings(s: Any) -> tuple[int, int]:
-    """Check ``settings``; returns (gen_length, number of blocks)."""
+    """Check ``settings``; returns (gen_length, number of blocks). The shape and the values'
+    kinds are checked here (so messages show only short plain values); what the values may
+    be, the engine's own check of a run's settings says (``GenerationSettings.policy``)."""
     _object(s, "settings", SETTINGS_KEYS, SETTINGS_KEYS)
     sampler = s["sampler"]
     if not isinstance(sampler, str) or not _KEY.match(sampler):
         raise _fail("settings.sampler", f"expected a sampler name, got {_show(sampler)}")
-    G = _int(s["gen_length"], "settings.gen_length", 1, MAX_GEN_LENGTH)
-    bl = _int(s["block_length"], "settings.block_length", 1, G)
-    if G % bl:
-        raise _fail("settings.block_length", f"{bl} does not divide gen_length {G}")
-    steps = _int(s["steps"], "settings.steps", 1, MAX_TOKEN_ID)
-    _number(s["temperature"], "settings.temperature")
-    _int(s["seed"], "settings.seed", 0, 2**63 - 1)  # torch.Generator.manual_seed's range
-    _number(s["cfg_scale"], "settings.cfg_scale")
+    for k in SETTINGS_KEYS:
+        if k not in ("sampler", "params", "cache"):
+            _scalar(s[k], f"settings.{k}", 64, _SAFE_VALUE)
     _bool(s["chat"], "settings.chat")
     params = _object(s["params"], "settings.params", max_len=MAX_EXTRAS)
     for k, v in params.items():
         if not _KEY.match(k):
             raise _fail("settings.params", f"parameter name {_show(k)} is not allowed")
         _scalar(v, f"settings.params.{k}", 64, _SAFE_VALUE)
-    try:  # the samplers' own parameter definitions: names, types, ranges, fit to the layout
-        make_policy(sampler, params).check_layout(Layout(G, bl, steps))
-    except (ValueError, TypeError) as exc:  # their messages show only the values checked above
-        raise _fail("settings", str(exc)) from None
-    cap = s["max_forwards_per_block"]
-    if cap is not None:
-        _int(cap, "settings.max_forwards_per_block", 1, MAX_TOKEN_ID)
     cache = s["cache"]
     if cache is not None:
         _object(cache, "settings.cache", CACHE_SETTINGS_KEYS, CACHE_SETTINGS_KEYS)
-        _int(cache["kp"], "settings.cache.kp", 1, MAX_TOKEN_ID)
-        _int(cache["kr"], "settings.cache.kr", 1, MAX_TOKEN_ID)
-        _number(cache["rho"], "settings.cache.rho", 0.0, 1.0)
-        _bool(cache["refresh_first_layer"], "settings.cache.refresh_first_layer")
-    return G, G // bl
+        for k, v in cache.items():
+            _scalar(v, f"settings.cache.{k}", 64, _SAFE_VALUE)
+    from .engine import GenerationSettings  # here: the engine imports this module
+
+    try:  # every parameter against its definition, the sampler's own checks, the fit to the layout
+        GenerationSettings.from_dict(s).policy()
+    except (ValueError, TypeError) as exc:  # their messages show only the values checked above
+        raise _fail("settings", str(exc)) from None
+    G = int(s["gen_length"])
+    if G > MAX_GEN_LENGTH:  # this format's own limit
+        raise _fail("settings.gen_length", f"{G} outside 1..{MAX_GEN_LENGTH}")
+    return G, G // int(s["block_length"])
 
 
 def _check_summary(s: Any, G: int) -> None:
@@ -538,9 +535,9 @@ def _check_record(r: Any, i: int, G: int, n_blocks: int) -> dict[str, np.ndarray
     at = f"record {i}"
     _object(r, at, RECORD_KEYS, RECORD_KEYS)
     _int(r["step"], f"{at}: step", 0, MAX_RECORDS - 1)
-    stage = r["stage"]
-    if stage not in STAGES:
-        raise _fail(f"{at}: stage", f"{_show(stage)} is not one of {', '.join(STAGES)}")
+    stage, stages = r["stage"], stage_names()
+    if stage not in stages:
+        raise _fail(f"{at}: stage", f"{_show(stage)} is not one of {', '.join(stages)}")
     _int(r["block"], f"{at}: block", 0, n_blocks - 1)
     span = r["span"]
     if span is not None:

@@ -10,6 +10,8 @@ from typing import Any, ClassVar, Optional
 
 import numpy as np
 
+from ..params import Param, fill_defaults
+
 
 @dataclass(frozen=True)
 class Layout:
@@ -132,16 +134,6 @@ class Decision:
     info: dict = field(default_factory=dict)
 
 
-def check_unit_interval(name: str, value: float) -> None:
-    if not isinstance(value, (int, float)) or not 0.0 <= float(value) <= 1.0:
-        raise ValueError(f"{name}: {value!r} is outside the allowed range [0, 1]")
-
-
-def check_int_at_least(name: str, value: Any, low: int) -> None:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < low:
-        raise ValueError(f"{name}: {value!r} is not allowed; it must be an integer >= {low}")
-
-
 def top_positions(scores: np.ndarray, candidates: np.ndarray, k: int) -> np.ndarray:
     """The ``k`` candidate positions with the highest scores (ties: lower position first)."""
     idx = np.flatnonzero(candidates)
@@ -152,14 +144,21 @@ def top_positions(scores: np.ndarray, candidates: np.ndarray, k: int) -> np.ndar
 
 
 class Policy(ABC):
-    """One decoding policy. Subclasses are dataclasses of their parameters.
+    """One decoding policy. A subclass declares its parameters (``PARAMS``, each a
+    ``params.Param``: default, allowed values, the app's slider, the CLI's help, ...) and is made
+    a dataclass of them with ``params.dataclass_of_params``; the registry
+    (``slowfast.samplers.register``) puts them in the app, the CLI and the docs.
 
-    ``ALIASES`` maps reference-code parameter names to ours, so a user who read the paper
-    or the reference implementation finds the same knob.
+    ``ALIASES`` maps reference-code (and paper) parameter names to ours, so a user who read the
+    paper or the reference implementation finds the same knob; it is made from ``PARAMS``.
     """
 
     name: ClassVar[str]
+    PARAMS: ClassVar[tuple[Param, ...]] = ()
     ALIASES: ClassVar[dict[str, str]] = {}
+    STAGES: ClassVar[tuple[str, ...]] = ()  # the stages its decisions name (a trace's records may name them)
+    TITLE: ClassVar[str] = ""  # the app's heading over its parameters
+    USES_STEPS: ClassVar[bool] = False  # whether the run's ``steps`` sets its number of forwards
 
     @classmethod
     def parameter_names(cls) -> list[str]:
@@ -184,11 +183,16 @@ class Policy(ABC):
         policy.validate()
         return policy
 
+    def __post_init__(self) -> None:
+        fill_defaults(self)  # a parameter not given takes the table's default
+
     def params(self) -> dict[str, Any]:
         return {name: getattr(self, name) for name in self.parameter_names()}
 
     def validate(self) -> None:
-        """Check the parameters alone; raise ValueError naming the bad one."""
+        """Check the parameters alone (each against its ``Param``); raise ValueError naming the bad one."""
+        for p in type(self).PARAMS:
+            p.check(getattr(self, p.name))
 
     def check_layout(self, layout: Layout) -> None:
         """Check the parameters against the canvas geometry."""

@@ -5,13 +5,10 @@ m // s tokens per step plus one more on the first m % s steps (the linear schedu
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import numpy as np
 
+from ..params import Param, dataclass_of_params
 from .base import Decision, Layout, Observation, Policy, Stage, Thresholds, top_positions
-
-REMASKING = ("low_confidence", "random")
 
 
 def transfer_schedule(masks: int, steps: int) -> list[int]:
@@ -20,18 +17,19 @@ def transfer_schedule(masks: int, steps: int) -> list[int]:
     return [base + (1 if i < extra else 0) for i in range(steps)]
 
 
-@dataclass
+@dataclass_of_params
 class BaselinePolicy(Policy):
-    remasking: str = "low_confidence"
-
     name = "baseline"
+    TITLE = "Baseline"
+    STAGES = (Stage.BASELINE,)
+    USES_STEPS = True
+    PARAMS = (
+        Param("remasking", "baseline", "low_confidence", meaning="which positions each step unmasks",
+              choices=("low_confidence", "random"), label="Remasking"),
+    )
 
     def thresholds(self) -> Thresholds:
         return Thresholds(remasking=self.remasking)
-
-    def validate(self) -> None:
-        if self.remasking not in REMASKING:
-            raise ValueError(f"remasking: {self.remasking!r} is not allowed; allowed: {', '.join(REMASKING)}")
 
     def check_layout(self, layout: Layout) -> None:
         nb = layout.num_blocks

@@ -17,15 +17,12 @@ logits / temperature (greedy at 0), top-p, top-k (the run's ``temperature``; ``t
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Optional
-
 import numpy as np
 import torch
 
+from ..params import Param, dataclass_of_params
 from .base import Decision, Layout, Observation, Policy, Scoring, Stage, top_positions
 
-ALGS = ("maskgit_plus", "topk_margin", "entropy", "origin")
 SCORE_OF = {"maskgit_plus": "probability", "topk_margin": "margin", "entropy": "neg_entropy",
             "origin": "probability"}
 
@@ -45,30 +42,27 @@ def sample_without_replacement(scores: np.ndarray, temperature: float, k: int,
     return np.argsort(-keys, kind="stable")[:k]
 
 
-@dataclass
+@dataclass_of_params
 class DreamPolicy(Policy):
-    alg: str = "entropy"  # Dream's README and the SlowFast Dream runs; its generation_config says origin
-    alg_temp: Optional[float] = None  # None or 0: top-k by score; > 0: sample positions
-    eps: float = 1e-3
-    top_p: Optional[float] = None
-    top_k: Optional[int] = None
-
     name = "dream"
-
-    def validate(self) -> None:
-        if self.alg not in ALGS:
-            raise ValueError(f"alg: {self.alg!r} is not allowed; allowed: {', '.join(ALGS)}")
-        if self.alg_temp is not None and (isinstance(self.alg_temp, bool) or not isinstance(self.alg_temp, (int, float))
-                                          or not np.isfinite(self.alg_temp) or self.alg_temp < 0):
-            raise ValueError(f"alg_temp: {self.alg_temp!r} is not allowed; it must be a number >= 0 (or unset)")
-        if isinstance(self.eps, bool) or not isinstance(self.eps, (int, float)) or not 0 < self.eps < 1:
-            raise ValueError(f"eps: {self.eps!r} is not allowed; it must be a number in (0, 1)")
-        if self.top_p is not None:
-            if isinstance(self.top_p, bool) or not isinstance(self.top_p, (int, float)) or not 0 < self.top_p <= 1:
-                raise ValueError(f"top_p: {self.top_p!r} is not allowed; it must be a number in (0, 1] (or unset)")
-        if self.top_k is not None and (isinstance(self.top_k, bool) or not isinstance(self.top_k, (int, np.integer))
-                                       or self.top_k < 1):
-            raise ValueError(f"top_k: {self.top_k!r} is not allowed; it must be an integer >= 1 (or unset)")
+    TITLE = "Dream's decoding"
+    STAGES = (Stage.BASELINE,)
+    USES_STEPS = True
+    PARAMS = (
+        # entropy: Dream's README and the SlowFast Dream runs (its generation_config says origin)
+        Param("alg", "dream", "entropy", meaning="how a position's confidence is scored: negative entropy, top-1 "
+              "probability, top1 - top2 margin, or random (origin)",
+              choices=("entropy", "maskgit_plus", "topk_margin", "origin"), label="Confidence (alg)"),
+        Param("alg_temp", "dream", None, 0, 2, "> 0: sample positions by softmax(score / alg_temp)",
+              unset="the most confident positions", kind=float, off=0.0, minimum=0, step=0.05,
+              label="Position temperature (alg_temp)"),
+        Param("eps", "dream", 1e-3, 0.0001, 0.1, "the timestep schedule runs from 1 to eps over `steps` forwards",
+              minimum=0, maximum=1, open_min=True, open_max=True, step=0.0001, label="Schedule end (eps)"),
+        Param("top_p", "dream", None, 0.01, 1, "nucleus filtering of tokens", unset="off", kind=float, off=1.0,
+              minimum=0, maximum=1, open_min=True, step=0.01, label="top_p (1 = off)"),
+        Param("top_k", "dream", None, 0, 200, "top-k filtering of tokens", unset="off", kind=int, off=0, minimum=1,
+              step=1, label="top_k (0 = off)"),
+    )
 
     def check_layout(self, layout: Layout) -> None:
         if layout.block_length != layout.gen_length:

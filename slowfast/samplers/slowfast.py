@@ -34,26 +34,16 @@ from __future__ import annotations
 
 from collections import deque
 from dataclasses import dataclass
-from typing import Optional
+from typing import Any, Optional
 
 import numpy as np
 
-from .base import (
-    Decision,
-    DecodingStalled,
-    Layout,
-    Observation,
-    Policy,
-    Stage,
-    Thresholds,
-    check_int_at_least,
-    check_unit_interval,
-    top_positions,
-)
+from ..params import Param, dataclass_of_params
+from .base import Decision, DecodingStalled, Layout, Observation, Policy, Stage, Thresholds, top_positions
 
-VARIANT_DEFAULTS = {
-    "reference": dict(exploration_steps=6, horizon_threshold=0.3, stability_window=2,
-                      std_threshold=1.0, high_confidence_threshold=0.9),
+# The published defaults of the other variants (the reference code's are the table's, ``PARAMS``).
+VARIANT_DEFAULTS: dict[str, dict[str, Any]] = {
+    "reference": {},
     "paper": dict(exploration_steps=8, horizon_threshold=0.1, stability_window=2,
                   std_threshold=1.0, high_confidence_threshold=0.85),
     # the reference's Dream sampler: conf_threshold_cycle_len_pred, stabilize_count,
@@ -63,6 +53,8 @@ VARIANT_DEFAULTS = {
                   std_threshold=1.0, high_confidence_threshold=0.9, slow_confidence_threshold=0.8,
                   max_cycles=4096),
 }
+# the parameters whose default depends on the variant
+VARIANT_PARAMS = tuple(dict.fromkeys(name for d in VARIANT_DEFAULTS.values() for name in d))
 DEFAULT_MAX_CYCLES = 256
 
 
@@ -112,53 +104,50 @@ def horizon_increment(conf: np.ndarray, masked: np.ndarray, threshold: float) ->
     return int(hits[-1]) + 1 if hits.size else 1
 
 
-@dataclass
+@dataclass_of_params
 class SlowFastPolicy(Policy):
-    variant: str = "reference"
-    exploration_steps: Optional[int] = None  # k_exploration_steps (reference) / K_max (paper)
-    horizon_threshold: Optional[float] = None  # cycle_len_confidence_threshold / tau_min_conf
-    stability_window: Optional[int] = None  # cycle_length_stability_window / W_hist
-    std_threshold: Optional[float] = None  # on the std (reference) or the variance (paper)
-    high_confidence_threshold: Optional[float] = None  # tau_high_conf in the paper
-    max_cycles: Optional[int] = None  # max_sub_cycles_per_block (256; dream: 4096)
-    stop_when_full: bool = False  # ours: leave a slow stage as soon as the block is full
-    slow_confidence_threshold: Optional[float] = None  # slow-stage decode; None: high_confidence_threshold
-
     name = "slowfast"
-    ALIASES = {
-        "k_exploration_steps": "exploration_steps",
-        "cycle_len_confidence_threshold": "horizon_threshold",
-        "cycle_length_stability_window": "stability_window",
-        "cycle_length_stability_std_dev_threshold": "std_threshold",
-        "max_sub_cycles_per_block": "max_cycles",
-        "K_max": "exploration_steps",
-        "tau_min_conf": "horizon_threshold",
-        "tau_high_conf": "high_confidence_threshold",
-        "W_hist": "stability_window",
-        "high_conf_for_parallel_decode_discovery": "slow_confidence_threshold",
-    }
+    TITLE = "SlowFast"
+    STAGES = (Stage.SLOW, Stage.FAST)
+    PARAMS = (
+        Param("variant", "slowfast", "reference", meaning="reference = the published code; paper = the paper's "
+              "text; dream = the published Dream code", choices=tuple(VARIANT_DEFAULTS), label="Variant"),
+        Param("exploration_steps", "slowfast", 6, 1, 16, "full forwards per slow stage",
+              reference="k_exploration_steps", paper="K_max", minimum=1, step=1,
+              label="Exploration steps (slow stage)"),
+        Param("horizon_threshold", "slowfast", 0.3, 0, 1, "certainty a masked position needs to extend the horizon",
+              reference="cycle_len_confidence_threshold", paper="tau_min_conf", minimum=0, maximum=1, step=0.01,
+              label="Horizon confidence threshold"),
+        Param("stability_window", "slowfast", 2, 1, 8, "horizon estimates compared for convergence",
+              reference="cycle_length_stability_window", paper="W_hist", minimum=1, step=1, label="Stability window"),
+        # on the std (reference), the variance (paper) or the unbiased variance (dream)
+        Param("std_threshold", "slowfast", 1.0, 0, 5, "the span freezes when the window's spread is below this",
+              reference="cycle_length_stability_std_dev_threshold", minimum=0, step=0.1, label="Stability threshold"),
+        Param("high_confidence_threshold", "slowfast", 0.9, 0, 1,
+              "decode every position at or above this if there are at least two, else the single most certain",
+              reference="high_confidence_threshold", paper="tau_high_conf", minimum=0, maximum=1, step=0.01,
+              label="High-confidence threshold"),
+        Param("max_cycles", "slowfast", None, 0, 4096, "slow/fast cycle cap per block",
+              reference="max_sub_cycles_per_block", unset="256 (dream: 4096)", kind=int, off=0, minimum=1, step=1,
+              label="Cycle cap per block (0 = default)"),
+        Param("stop_when_full", "slowfast", False, meaning="ours: end a slow stage as soon as its block is full "
+              "(the published code runs all its forwards)", label="Stop a slow stage when the block is full"),
+        Param("slow_confidence_threshold", "slowfast", None, 0, 1, "the slow stage's parallel-decode threshold",
+              reference="high_conf_for_parallel_decode_discovery", unset="the high-confidence threshold (dream: 0.8)",
+              kind=float, off=0.0, minimum=0, maximum=1, step=0.01, label="Slow-stage threshold (0 = high-confidence)"),
+    )
 
     def __post_init__(self) -> None:
-        if self.variant not in VARIANT_DEFAULTS:
-            raise ValueError(f"variant: {self.variant!r} is not allowed; allowed: {', '.join(VARIANT_DEFAULTS)}")
+        variant = next(p for p in self.PARAMS if p.name == "variant")
+        if self.variant is None:
+            self.variant = variant.default
+        variant.check(self.variant)
         for key, value in VARIANT_DEFAULTS[self.variant].items():
             if getattr(self, key) is None:
                 setattr(self, key, value)
+        super().__post_init__()  # the rest: the table's defaults (the reference code's)
         if self.max_cycles is None:
             self.max_cycles = DEFAULT_MAX_CYCLES
-
-    def validate(self) -> None:
-        check_int_at_least("exploration_steps", self.exploration_steps, 1)
-        check_int_at_least("stability_window", self.stability_window, 1)
-        check_int_at_least("max_cycles", self.max_cycles, 1)
-        check_unit_interval("horizon_threshold", self.horizon_threshold)
-        check_unit_interval("high_confidence_threshold", self.high_confidence_threshold)
-        if self.slow_confidence_threshold is not None:
-            check_unit_interval("slow_confidence_threshold", self.slow_confidence_threshold)
-        if not isinstance(self.stop_when_full, (bool, np.bool_)):
-            raise ValueError(f"stop_when_full: {self.stop_when_full!r} is not allowed; it must be true or false")
-        if not isinstance(self.std_threshold, (int, float)) or self.std_threshold < 0:
-            raise ValueError(f"std_threshold: {self.std_threshold!r} is not allowed; it must be a number >= 0")
 
     # --- state -----------------------------------------------------------------------------
     def check_layout(self, layout: Layout) -> None:
@@ -302,3 +291,9 @@ class SlowFastPolicy(Policy):
             self._start_block()
         else:
             self.finished = True
+
+
+def variant_defaults(variant: str) -> dict[str, Any]:
+    """The defaults of the parameters that depend on the variant (None: unset), for the app's sliders."""
+    table = {p.name: p.default for p in SlowFastPolicy.PARAMS if p.name in VARIANT_PARAMS}
+    return {**table, **VARIANT_DEFAULTS[variant]}

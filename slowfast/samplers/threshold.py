@@ -7,12 +7,10 @@ unmask the largest n with c(n) >= 1 - factor / (n + 1).
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Optional
-
 import numpy as np
 
-from .base import Decision, Layout, Observation, Policy, Stage, Thresholds, check_unit_interval, top_positions
+from ..params import Param, dataclass_of_params
+from .base import Decision, Layout, Observation, Policy, Stage, Thresholds, top_positions
 
 
 def factor_count(sorted_conf: np.ndarray, factor: float) -> int:
@@ -22,22 +20,22 @@ def factor_count(sorted_conf: np.ndarray, factor: float) -> int:
     return int(ok[-1] + 1) if ok.size else 1
 
 
-@dataclass
+@dataclass_of_params
 class ThresholdPolicy(Policy):
-    threshold: float = 0.9
-    factor: Optional[float] = None
-
     name = "threshold"
-    ALIASES = {"confidence_threshold": "threshold"}
+    TITLE = "Threshold (Fast-dLLM)"
+    STAGES = (Stage.THRESHOLD,)
+    PARAMS = (
+        Param("threshold", "threshold", 0.9, 0, 1, "Fast-dLLM: unmask every masked position of the block at or "
+              "above it, at least one", minimum=0, maximum=1, step=0.01, label="Confidence threshold",
+              aliases=("confidence_threshold",)),
+        Param("factor", "threshold", None, 0, 4, "Fast-dLLM's factor rule: the largest n with c(n) >= 1 - "
+              "factor/(n+1)", unset="the fixed threshold", kind=float, off=0.0, minimum=0, open_min=True,
+              step=0.1, label="Factor (0 = off)"),
+    )
 
     def thresholds(self) -> Thresholds:
         return Thresholds(threshold=self.threshold, factor=self.factor)
-
-    def validate(self) -> None:
-        check_unit_interval("threshold", self.threshold)
-        if self.factor is not None and (isinstance(self.factor, bool) or not isinstance(self.factor, (int, float))
-                                        or not np.isfinite(self.factor) or self.factor <= 0):
-            raise ValueError(f"factor: {self.factor!r} is not allowed; it must be a number > 0 (or unset)")
 
     def reset(self, layout: Layout, rng: np.random.Generator) -> None:
         self.layout = layout
