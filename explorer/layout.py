@@ -7,7 +7,9 @@ import gradio as gr
 
 from visuals.player import player_files, plotly_path
 from slowfast.cache import CACHE_PRESETS
-from slowfast.samplers.slowfast import VARIANT_DEFAULTS
+from slowfast import params
+from slowfast.params import Param
+from slowfast.samplers import SAMPLERS
 from slowfast.session import DEFAULT_PROMPT, Controls, example_prompts
 from explorer.compare import (
     COMPARE_CONFIGS, COMPARE_HEADERS, COMPARE_WIDTHS, TEXT_CHARS, on_compare, on_compare_end,
@@ -58,6 +60,26 @@ def player_component(elem_id: str, compare: bool = False) -> gr.HTML:
                    padding=False, container=False)
 
 
+def parameter_control(p: Param, value: Any):
+    """The app's control of one parameter, made from its definition: a radio for a choice, a
+    checkbox for a switch, a number box without a slider step, else a slider over the app's
+    range; the label and the line under it from the table, the element id from the name."""
+    common = dict(label=p.label or p.name, info=p.info, elem_id=p.name.replace("_", "-"))
+    if p.choices:
+        return gr.Radio(list(p.choices), value=value, **common)
+    if p.type is bool:
+        return gr.Checkbox(value, **common)
+    if p.step is None:
+        return gr.Number(value, precision=0 if p.type is int else None, **common)
+    return gr.Slider(p.low, p.high, value, step=p.step, **common)
+
+
+def add_controls(c: dict[str, Any], d: Controls, table) -> None:
+    """A control for each parameter of ``table`` into ``c``, showing the values of ``d``."""
+    for p in table:
+        c[p.name] = parameter_control(p, getattr(d, p.name))
+
+
 def build_app(default_model: str = "embedded") -> gr.Blocks:
     d = Controls()
     examples = example_prompts()
@@ -83,7 +105,7 @@ def build_app(default_model: str = "embedded") -> gr.Blocks:
                 playback = gr.Textbox(visible=False)  # what Stop paused in the browser ("step/last")
                 check = gr.Markdown(elem_id="check")
                 c: dict[str, Any] = {}
-                c["sampler"] = gr.Radio(["baseline", "slowfast", "threshold", "dream"], value=d.sampler,
+                c["sampler"] = gr.Radio(list(SAMPLERS), value=d.sampler,
                                         label="Sampler", elem_id="sampler",
                                         info="LLaDA baseline, SlowFast (Wei et al. 2025), Fast-dLLM threshold, "
                                              "Dream's own decoding")
@@ -103,77 +125,15 @@ def build_app(default_model: str = "embedded") -> gr.Blocks:
                         chat_send = gr.Button("Send")
                         chat_clear = gr.Button("Clear")
                 with gr.Accordion("Generation", open=False):
-                    c["gen_length"] = gr.Slider(8, 1024, d.gen_length, step=8, label="Generation length",
-                                                info="gen_length: positions to generate")
-                    c["block_length"] = gr.Slider(8, 1024, d.block_length, step=8, label="Block length",
-                                                  info="block_length: semi-autoregressive blocks, left to right")
-                    c["steps"] = gr.Slider(1, 1024, d.steps, step=1, label="Steps (baseline)",
-                                           info="steps: forwards in all, a multiple of the number of blocks")
-                    c["temperature"] = gr.Slider(0, 2, d.temperature, step=0.05, label="Temperature",
-                                                 info="0 = greedy; > 0 Gumbel noise in float64")
-                    c["seed"] = gr.Number(d.seed, precision=0, label="Seed", info="0 .. 2^63-1")
-                    c["cfg_scale"] = gr.Slider(0, 5, d.cfg_scale, step=0.1, label="CFG scale",
-                                               info="cfg_scale: classifier-free guidance (0 = off)")
-                    c["max_forwards_per_block"] = gr.Slider(
-                        0, 4096, d.max_forwards_per_block, step=1, label="Forward cap per block (0 = default)",
-                        info="max_forwards_per_block: a run that needs more ends with a message "
-                             "(default 2 x block_length + 16)")
-                with gr.Accordion("SlowFast", open=True):
-                    c["variant"] = gr.Radio(list(VARIANT_DEFAULTS), value=d.variant, label="Variant",
-                                            info="reference = the published code; paper = the paper's text")
-                    c["exploration_steps"] = gr.Slider(1, 16, d.exploration_steps, step=1,
-                                                       label="Exploration steps (slow stage)",
-                                                       elem_id="exploration-steps",
-                                                       info="k_exploration_steps / K_max: forwards per slow stage")
-                    c["horizon_threshold"] = gr.Slider(0, 1, d.horizon_threshold, step=0.01,
-                                                       label="Horizon confidence threshold",
-                                                       info="cycle_len_confidence_threshold / tau_min_conf: certainty "
-                                                            "a masked position needs to extend the span")
-                    c["stability_window"] = gr.Slider(1, 8, d.stability_window, step=1, label="Stability window",
-                                                      info="cycle_length_stability_window / W_hist: horizon "
-                                                           "estimates compared for convergence")
-                    c["std_threshold"] = gr.Slider(0, 5, d.std_threshold, step=0.1, label="Stability threshold",
-                                                   info="cycle_length_stability_std_dev_threshold: the span "
-                                                        "freezes when the spread falls below it")
-                    c["high_confidence_threshold"] = gr.Slider(0, 1, d.high_confidence_threshold, step=0.01,
-                                                               label="High-confidence threshold",
-                                                               info="high_confidence_threshold / tau_high_conf: "
-                                                                    "decode all above it if at least two")
-                    c["slow_confidence_threshold"] = gr.Slider(
-                        0, 1, d.slow_confidence_threshold, step=0.01, label="Slow-stage threshold (0 = high-confidence)",
-                        info="high_conf_for_parallel_decode_discovery: the slow stage's parallel decode (dream 0.8)")
-                    c["max_cycles"] = gr.Slider(0, 4096, d.max_cycles, step=1, label="Cycle cap per block (0 = default)",
-                                                info="max_sub_cycles_per_block: a block that needs more slow/fast "
-                                                     "cycles ends the run with a message (256; dream 4096)")
-                    c["stop_when_full"] = gr.Checkbox(d.stop_when_full, label="Stop a slow stage when the block is full",
-                                                      info="ours, off in the published code: skips slow-stage "
-                                                           "forwards that can decode nothing")
-                with gr.Accordion("Baseline", open=False):
-                    c["remasking"] = gr.Radio(["low_confidence", "random"], value=d.remasking, label="Remasking",
-                                              info="remasking: which positions each step unmasks")
-                with gr.Accordion("Threshold (Fast-dLLM)", open=False):
-                    c["threshold"] = gr.Slider(0, 1, d.threshold, step=0.01, label="Confidence threshold",
-                                               info="threshold: unmask every masked position above it (at least 1)")
-                    c["factor"] = gr.Slider(0, 4, d.factor, step=0.1, label="Factor (0 = off)",
-                                            info="factor: unmask the largest n with c(n) >= 1 - factor/(n+1)")
-                with gr.Accordion("Dream's decoding", open=False):
-                    c["alg"] = gr.Radio(["entropy", "maskgit_plus", "topk_margin", "origin"], value=d.alg,
-                                        label="Confidence (alg)", info="negative entropy, top-1 probability, "
-                                                                       "top1 - top2 margin, or random (origin)")
-                    c["alg_temp"] = gr.Slider(0, 2, d.alg_temp, step=0.05, label="Position temperature (alg_temp)",
-                                              info="0 = the most confident positions; > 0 sample positions")
-                    c["eps"] = gr.Slider(0.0001, 0.1, d.eps, step=0.0001, label="Schedule end (eps)",
-                                         info="the timestep schedule runs from 1 to eps over `steps` forwards")
-                    c["top_p"] = gr.Slider(0.01, 1, d.top_p, step=0.01, label="top_p (1 = off)")
-                    c["top_k"] = gr.Slider(0, 200, d.top_k, step=1, label="top_k (0 = off)")
+                    add_controls(c, d, (*params.GENERATION, *params.LIMITS))
+                # each sampler's own parameters; the default sampler's first and open
+                for name in sorted(SAMPLERS, key=lambda n: n != d.sampler):
+                    policy = SAMPLERS[name]
+                    if policy.PARAMS:
+                        with gr.Accordion(policy.TITLE or name, open=name == d.sampler):
+                            add_controls(c, d, policy.PARAMS)
                 with gr.Accordion("dLLM-Cache", open=False):
-                    c["kp"] = gr.Slider(1, 500, d.kp, step=1, label="Prompt refresh interval K_p",
-                                        info="prompt_interval_steps: prompt features recomputed every K_p forwards")
-                    c["kr"] = gr.Slider(1, 100, d.kr, step=1, label="Response refresh interval K_r",
-                                        info="gen_interval_steps: response features recomputed every K_r forwards")
-                    c["rho"] = gr.Slider(0, 1, d.rho, step=0.05, label="V-verify ratio rho",
-                                         info="transfer_ratio: share of response rows recomputed in between")
-                    c["refresh_first_layer"] = gr.Checkbox(d.refresh_first_layer, label="Always refresh layer 0")
+                    add_controls(c, d, params.CACHE)
                     gr.Markdown("Paper settings: " + ", ".join(
                         f"`{k}` K_p={v['kp']} K_r={v['kr']} rho={v['rho']}" for k, v in CACHE_PRESETS.items()))
             with gr.Column(scale=2):

@@ -11,7 +11,7 @@ import threading
 import time
 from collections import deque
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterator, Optional
 
@@ -19,7 +19,8 @@ import torch
 
 from .cache import CACHE_PRESETS
 from .engine import GenerationSettings, Run, drain
-from .params import DEFAULTS
+from .params import BY_NAME, CACHE, GENERATION, LIMITS, Param
+from .samplers import DEFAULT_SAMPLER, SAMPLERS, on_change, sampler_params
 from .models.loading import DLLM, KNOWN_MODELS, ModelLoadError, load_model
 from .trace import Trace
 
@@ -75,77 +76,56 @@ def example_prompts(per_task: int = 2) -> dict[str, str]:
     return out
 
 
-@dataclass
 class Controls:
-    """Every control of the app, named as GenerationSettings and the samplers name them."""
-
-    sampler: str = "slowfast"
-    gen_length: int = DEFAULTS["gen_length"]
-    block_length: int = DEFAULTS["block_length"]
-    steps: int = DEFAULTS["steps"]
-    temperature: float = 0.0
-    seed: int = 0
-    cfg_scale: float = 0.0
-    chat: bool = True
-    remasking: str = "low_confidence"
-    variant: str = "reference"
-    exploration_steps: int = 6
-    horizon_threshold: float = 0.3
-    stability_window: int = 2
-    std_threshold: float = 1.0
-    high_confidence_threshold: float = 0.9
-    stop_when_full: bool = False
-    max_cycles: int = 0  # 0 = the variant's default (256; dream 4096)
-    slow_confidence_threshold: float = 0.0  # 0 = the high-confidence threshold (dream: 0.8)
-    threshold: float = 0.9
-    factor: float = 0.0  # 0 = fixed threshold rule
-    alg: str = "entropy"  # dream: how a position's confidence is scored
-    alg_temp: float = 0.0  # dream: 0 = top-k positions by score; > 0 sample them
-    eps: float = 1e-3  # dream: the timestep schedule's end
-    top_p: float = 1.0  # dream: nucleus filtering (1 = off)
-    top_k: int = 0  # dream: top-k filtering (0 = off)
-    cache: bool = False
-    kp: int = 100
-    kr: int = 5
-    rho: float = 0.25
-    refresh_first_layer: bool = True
-    max_forwards_per_block: int = 0  # 0 = the engine's default cap (2 * block_length + 16)
+    """Every control of the app, named as GenerationSettings and the samplers name them: the
+    sampler, the chat and cache switches, and one field per parameter of the table
+    (``slowfast.params``: generation, every registered sampler's, the cache's, the caps), whose
+    default is the table's (read when a Controls is made) or, for an unset one, the control's
+    off value. A dataclass, remade in place when a sampler is registered (``_define_controls``)."""
 
     def settings(self) -> GenerationSettings:
         """The run these controls describe (raises ValueError naming a bad parameter)."""
-        as_int = lambda v: int(v) if isinstance(v, float) and float(v).is_integer() else v  # noqa: E731
+        def value(p: Param) -> Any:
+            return p.from_control(getattr(self, p.name))
 
-        def number(name: str) -> float:
-            v = getattr(self, name)
-            if isinstance(v, bool) or not isinstance(v, (int, float)):
-                raise ValueError(f"{name}: {v!r} is not allowed; it must be a number")
-            return float(v)
-
-        if self.sampler == "baseline":
-            params: dict[str, Any] = {"remasking": self.remasking}
-        elif self.sampler == "slowfast":
-            params = dict(variant=self.variant, exploration_steps=as_int(self.exploration_steps),
-                          horizon_threshold=self.horizon_threshold, stability_window=as_int(self.stability_window),
-                          std_threshold=self.std_threshold, high_confidence_threshold=self.high_confidence_threshold,
-                          max_cycles=as_int(self.max_cycles) or None, stop_when_full=bool(self.stop_when_full),
-                          slow_confidence_threshold=self.slow_confidence_threshold or None)
-        elif self.sampler == "dream":
-            params = dict(alg=self.alg, alg_temp=self.alg_temp or None, eps=self.eps,
-                          top_p=None if self.top_p in (None, 1, 1.0) else self.top_p, top_k=as_int(self.top_k) or None)
-        else:
-            params = {"threshold": self.threshold, "factor": self.factor or None}
-        cache = None
-        if self.cache:
-            cache = {"kp": as_int(self.kp), "kr": as_int(self.kr), "rho": self.rho,
-                     "refresh_first_layer": bool(self.refresh_first_layer)}
         settings = GenerationSettings(
-            sampler=self.sampler, gen_length=as_int(self.gen_length), block_length=as_int(self.block_length),
-            steps=as_int(self.steps), temperature=number("temperature"), seed=as_int(self.seed),
-            cfg_scale=number("cfg_scale"), chat=bool(self.chat), params=params, cache=cache,
-            max_forwards_per_block=as_int(self.max_forwards_per_block) or None,
+            sampler=self.sampler, chat=bool(self.chat), **{p.name: value(p) for p in (*GENERATION, *LIMITS)},
+            params={p.name: value(p) for p in sampler_params(self.sampler)},
+            cache={p.name: value(p) for p in CACHE} if self.cache else None,
         )
         settings.policy()
         return settings
+
+
+def _control_fields() -> list[tuple[str, type, Any]]:
+    """(name, type, default) of every control, in the order the app's API takes them."""
+    def own(p: Param) -> tuple[str, type, Any]:
+        return p.name, p.type, field(default_factory=lambda: BY_NAME[p.name].control_default)
+
+    return [("sampler", str, DEFAULT_SAMPLER), *map(own, GENERATION), ("chat", bool, True),
+            *(own(p) for policy in SAMPLERS.values() for p in policy.PARAMS),
+            ("cache", bool, False), *map(own, CACHE), *map(own, LIMITS)]
+
+
+_MADE_BY_DATACLASS = ("__init__", "__repr__", "__eq__", "__hash__", "__match_args__", "__dataclass_fields__",
+                      "__dataclass_params__")
+
+
+def _define_controls() -> None:
+    """(Re)make ``Controls`` the dataclass of the fields above, in place, so every module that
+    imported it sees the fields of a sampler registered later."""
+    for name in (*getattr(Controls, "__dataclass_fields__", ()), *_MADE_BY_DATACLASS):
+        if name in vars(Controls):
+            delattr(Controls, name)
+    Controls.__annotations__ = {}
+    for name, kind, default in _control_fields():
+        Controls.__annotations__[name] = kind
+        setattr(Controls, name, default)
+    dataclass(Controls)
+
+
+_define_controls()
+on_change(_define_controls)
 
 
 def check_controls(controls: Controls, model: Optional[DLLM] = None, prompt: Optional[str] = None) -> str:
@@ -171,12 +151,9 @@ def preset_controls(preset: dict[str, Any]) -> dict[str, Any]:
         else:
             cache = dict(CACHE_PRESETS.get(cache, {})) if isinstance(cache, str) else dict(cache)
             values.update(cache=True, **cache)
-    if values.get("factor") is None and "factor" in values:
-        values["factor"] = 0.0
-    for name, off in (("max_forwards_per_block", 0), ("max_cycles", 0), ("slow_confidence_threshold", 0.0),
-                      ("alg_temp", 0.0), ("top_p", 1.0), ("top_k", 0)):
-        if name in values and values[name] is None:
-            values[name] = off  # "unset" is the control's off value
+    for name, value in values.items():
+        if name in BY_NAME:
+            values[name] = BY_NAME[name].to_control(value)  # "unset" is the control's off value
     unknown = set(values) - set(Controls.__dataclass_fields__)
     if unknown:
         raise ValueError(f"preset {preset.get('name')!r}: unknown settings {sorted(unknown)}")
