@@ -10,41 +10,11 @@ from typing import Any, Optional
 
 from .bench import add_parser as add_bench_parser
 from .cache import CACHE_PRESETS
-from .params import DEFAULTS
+from . import params
+from .params import add_flag
 from .samplers import SAMPLERS, STEPS_SAMPLERS
 from .sweep import add_parser as add_sweep_parser
 from .trace import Summary
-
-# Sampler parameter flags: (flags, dest, type, help). Reference-code names are aliases.
-SAMPLER_FLAGS: list[tuple[tuple[str, ...], str, Any, str]] = [
-    (("--remasking",), "remasking", str, "baseline: low_confidence (default) or random"),
-    (("--exploration-steps", "--k-exploration-steps"), "exploration_steps", int,
-     "slowfast: full forwards per slow stage (reference 6; paper K_max 8)"),
-    (("--horizon-threshold", "--cycle-len-confidence-threshold"), "horizon_threshold", float,
-     "slowfast: confidence a masked position needs to extend the horizon (0.3)"),
-    (("--stability-window", "--cycle-length-stability-window"), "stability_window", int,
-     "slowfast: horizon estimates compared for convergence (2)"),
-    (("--std-threshold", "--cycle-length-stability-std-dev-threshold"), "std_threshold", float,
-     "slowfast: the span freezes when the window's spread is below this (1.0)"),
-    (("--high-confidence-threshold",), "high_confidence_threshold", float,
-     "slowfast: decode in parallel every position at or above this, if at least two (0.9)"),
-    (("--max-cycles", "--max-sub-cycles-per-block"), "max_cycles", int, "slowfast: cycle cap per block (256)"),
-    (("--variant",), "variant", str,
-     "slowfast: reference (default, the published code), paper (the paper's text) or dream (the code's Dream "
-     "sampler: no blocks, set --block-length = --gen-length)"),
-    (("--slow-confidence-threshold", "--high-conf-for-parallel-decode-discovery"), "slow_confidence_threshold", float,
-     "slowfast: slow-stage parallel decode threshold (default: --high-confidence-threshold; dream variant 0.8)"),
-    (("--stop-when-full",), "stop_when_full", bool,
-     "slowfast: end a slow stage as soon as its block is full (ours; the published code runs all its forwards)"),
-    (("--threshold",), "threshold", float, "threshold: confidence to unmask in parallel (0.9)"),
-    (("--factor",), "factor", float, "threshold: use Fast-dLLM's factor rule with this factor"),
-    (("--alg",), "alg", str, "dream: position score: entropy (default), maskgit_plus, topk_margin or origin"),
-    (("--alg-temp",), "alg_temp", float, "dream: > 0 samples positions with softmax(score / alg_temp) (default off)"),
-    (("--eps",), "eps", float, "dream: the timestep schedule's end, linspace(1, eps, steps + 1) (0.001)"),
-    (("--top-p",), "top_p", float, "dream: nucleus filtering of each position's distribution (default off)"),
-    (("--top-k",), "top_k", int, "dream: keep the k most likely tokens of each position (default off)"),
-]
-
 
 def finite(flag: str, value: Any) -> Any:
     """``value``, refused (ValueError) when it is a float that is not finite (inf, nan)."""
@@ -79,41 +49,30 @@ def build_parser() -> argparse.ArgumentParser:
                         "(dllm-hub/ModernBERT-base-chat-v0.1)")
     g.add_argument("--prompt", required=True)
     g.add_argument("--sampler", default="slowfast", help=f"one of: {', '.join(SAMPLERS)}")
-    g.add_argument("--gen-length", type=int, default=DEFAULTS["gen_length"])
-    g.add_argument("--block-length", type=int, default=None,
-                   help="semi-autoregressive block (default: the generation length, one block)")
-    g.add_argument("--steps", type=int, default=None,
-                   help="baseline and dream: forwards in all (default: the generation length, one token per forward)")
-    g.add_argument("--temperature", type=float, default=0.0)
-    g.add_argument("--seed", type=int, default=0)
-    g.add_argument("--cfg-scale", type=float, default=0.0, help="classifier-free guidance scale (0: off)")
+    for p in params.GENERATION:  # block and steps follow the generation length: one block, one token a forward
+        follows = p.name in ("block_length", "steps")
+        add_flag(g, p, default=None if follows else p.default,
+                 default_help="the generation length" if follows else None)
     g.add_argument("--no-chat", action="store_true", help="do not apply the tokenizer's chat template")
-    g.add_argument("--max-forwards-per-block", type=int, default=None)
+    for p in params.LIMITS:
+        add_flag(g, p)
     g.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda when present)")
     g.add_argument("--dtype", default="auto", help="auto (fp32 on CPU, bf16 on CUDA), float32, bfloat16, float16")
     g.add_argument("--trace", default=None, metavar="OUT.json", help="write the step trace here")
     g.add_argument("--trust-remote-code", action="store_true",
                    help="let the model folder build its tokenizer (or masked LM) with its own Python code (auto_map). "
                         "WARNING: this runs the folder's Python on this machine; only for folders you trust")
-    for flags, dest, typ, help_ in SAMPLER_FLAGS:
-        if typ is bool:
-            g.add_argument(*flags, dest=dest, action="store_const", const=True, default=None, help=help_)
-        else:
-            g.add_argument(*flags, dest=dest, type=typ, default=None, help=help_)
+    for policy in SAMPLERS.values():  # each registered sampler's parameters (None: not given, its default)
+        for p in policy.PARAMS:
+            add_flag(g, p)
     g.add_argument("--param", action="append", default=[], metavar="NAME=VALUE",
                    help="any sampler parameter by our or the reference name, e.g. k_exploration_steps=4")
     g.add_argument("--cache", action="store_true",
                    help="use dLLM-Cache (prompt and response feature reuse; LLaDA and Dream, not masked LMs)")
     g.add_argument("--cache-preset", choices=sorted(CACHE_PRESETS), default=None,
                    help="the paper's cache settings by name (implies --cache)")
-    g.add_argument("--kp", "--prompt-interval-steps", dest="kp", type=int, default=None,
-                   help="cache: refresh the prompt's features every kp forwards (100)")
-    g.add_argument("--kr", "--gen-interval-steps", dest="kr", type=int, default=None,
-                   help="cache: refresh the response's features every kr forwards (5)")
-    g.add_argument("--rho", "--transfer-ratio", dest="rho", type=float, default=None,
-                   help="cache: share of response rows V-verify recomputes between refreshes (0.25)")
-    g.add_argument("--no-layer0-refresh", action="store_true",
-                   help="cache: do not always refresh layer 0 fully (the paper's text)")
+    for p in params.CACHE:
+        add_flag(g, p)
 
     add_bench_parser(sub)
     add_sweep_parser(sub)
@@ -139,8 +98,8 @@ def cache_params(args: argparse.Namespace) -> Optional[dict[str, Any]]:
 
 
 def sampler_params(args: argparse.Namespace) -> dict[str, Any]:
-    params = {dest: finite(flags[0], getattr(args, dest)) for flags, dest, _, _ in SAMPLER_FLAGS
-              if getattr(args, dest) is not None}
+    params = {p.name: finite(p.flag, getattr(args, p.name)) for policy in SAMPLERS.values() for p in policy.PARAMS
+              if getattr(args, p.name, None) is not None}
     for text in args.param:
         name, value = parse_param(text)
         params[name] = finite(f"--param {name}", value)
