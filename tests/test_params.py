@@ -1,5 +1,6 @@
 """One definition of every parameter (slowfast/params.py): the engine, the CLI, the app, the
 presets, the traces and the README agree with it."""
+import dataclasses
 import os
 from pathlib import Path
 
@@ -13,6 +14,7 @@ from slowfast.cli import build_parser  # noqa: E402
 from slowfast.engine import GenerationSettings, generate  # noqa: E402
 from slowfast.params import BY_NAME, DEFAULTS, PARAMETERS, markdown_table  # noqa: E402
 from slowfast.samplers import make_policy  # noqa: E402
+from slowfast.samplers.slowfast import SlowFastPolicy  # noqa: E402
 from slowfast.session import PRESETS_DIR, Controls, load_presets, preset_controls  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -98,3 +100,26 @@ def test_every_preset_and_trace_setting_loads_back(tiny_model):
     assert again.tokens == trace.tokens and again.settings == trace.settings
     with pytest.raises(ValueError, match="unknown keys"):
         GenerationSettings.from_dict({"gen_lenght": 8})
+
+
+def test_one_default_changed_in_the_table_changes_the_slider_the_flag_controls_and_the_docs(tiny_dir, monkeypatch):
+    changed = tuple(dataclasses.replace(p, default=0.35) if p.name == "horizon_threshold" else p
+                    for p in SlowFastPolicy.PARAMS)
+    monkeypatch.setattr(SlowFastPolicy, "PARAMS", changed)  # as if the table's 0.3 read 0.35
+
+    assert app.build_app(str(tiny_dir)).controls["horizon_threshold"].value == 0.35
+    generate = build_parser()._subparsers._group_actions[0].choices["generate"]
+    assert "(default: 0.35;" in generate._option_string_actions["--horizon-threshold"].help
+    assert Controls().horizon_threshold == 0.35
+    assert "| `cycle_len_confidence_threshold` (tau_min_conf) | 0.35 | 0 .. 1 |" in markdown_table()
+    assert make_policy("slowfast", {}).horizon_threshold == 0.35  # and the engine's reference variant
+    assert make_policy("slowfast", {"variant": "paper"}).horizon_threshold == 0.1  # the paper's own value stays
+
+
+def test_unset_is_the_controls_off_value_both_ways():
+    for p in PARAMETERS:
+        if p.default is None:
+            assert p.to_control(None) == p.off == OFF[p.name] and p.from_control(p.off) is None, p.name
+            assert p.from_control(None) is None, p.name
+        else:
+            assert p.to_control(p.default) == p.default and p.from_control(p.default) == p.default, p.name
