@@ -37,7 +37,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Optional
 import torch
 import torch.nn.functional as F
 
-from .params import CACHE, Param, dataclass_of_params, fill_defaults
+from .params import CACHE, Param, dataclass_of_params, fill_defaults, shown, shown_name
 
 if TYPE_CHECKING:  # the model imports this module at run time; avoid a cycle
     from .models.transformer import Block
@@ -57,13 +57,17 @@ class CacheSettings:
 
     @classmethod
     def from_params(cls, params: Optional[dict[str, Any]] = None) -> "CacheSettings":
+        if params is not None and not isinstance(params, dict):
+            raise ValueError(f"cache: {shown(params)} is not allowed; it must be an object of cache parameters "
+                             "(name: value), a cache preset's name, or null (off)")
         allowed = [f.name for f in fields(cls)]
         resolved: dict[str, Any] = {}
         for key, value in (params or {}).items():
             name = cls.ALIASES.get(key, key)
             if name not in allowed:
                 raise ValueError(
-                    f"{key}: unknown cache parameter; allowed: {', '.join(sorted(allowed + list(cls.ALIASES)))}"
+                    f"{shown_name(key)}: unknown cache parameter; allowed: "
+                    f"{', '.join(sorted(allowed + list(cls.ALIASES)))}"
                 )
             resolved[name] = value
         return cls(**resolved)

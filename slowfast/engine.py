@@ -18,6 +18,7 @@ import torch
 from .cache import CacheSettings, FeatureCache
 from .models.loading import DLLM
 from .params import DEFAULTS, GENERATION, LIMITS, MAX_INT, MAX_SEED  # noqa: F401 (MAX_*: their old home)
+from .params import shown, shown_name
 from .samplers import DEFAULT_SAMPLER, DecodingStalled, Layout, Observation, Policy, make_policy
 from .samplers.base import Decision, Scoring
 from .samplers.scoring import score_logits
@@ -42,23 +43,35 @@ class GenerationSettings:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "GenerationSettings":
-        """The settings of any trace (``trace.settings``) or preset (its ``settings``; ``cache``
-        may name a preset such as ``"paper-llada"``). Unknown keys raise ValueError."""
+        """The settings of any trace (``trace.settings``), preset (its ``settings``; ``cache``
+        may name a preset such as ``"paper-llada"``) or worker request, checked: whatever the
+        dict holds (unknown keys, a list for ``params``, an integer too large for a float),
+        the answer is these settings or one ValueError naming the setting, what it was and
+        what is allowed (``policy()``'s check, which they pass)."""
         if not isinstance(d, dict):
-            raise ValueError(f"settings: {type(d).__name__} is not allowed; it must be an object")
+            raise ValueError(f"settings: {shown(d)} is not allowed; it must be an object")
         names = {f.name for f in fields(cls)}
-        unknown = sorted(set(d) - names)
+        unknown = [k for k in d if k not in names]
         if unknown:
-            raise ValueError(f"settings: unknown keys {unknown}; allowed: {sorted(names)}")
+            raise ValueError(f"settings: unknown keys {', '.join(shown_name(k) for k in unknown[:4])}"
+                             f"{', ...' if len(unknown) > 4 else ''}; allowed: {', '.join(sorted(names))}")
         d = dict(d)
         if isinstance(d.get("cache"), str):
             from .cache import CACHE_PRESETS
 
             if d["cache"] not in CACHE_PRESETS:
-                raise ValueError(f"cache: {d['cache']!r} is not a cache preset; allowed: {sorted(CACHE_PRESETS)}")
+                raise ValueError(f"cache: {shown(d['cache'])} is not a cache preset; allowed: "
+                                 f"{', '.join(sorted(CACHE_PRESETS))}")
             d["cache"] = dict(CACHE_PRESETS[d["cache"]])
+        if d.get("params") is not None and not isinstance(d["params"], dict):
+            raise ValueError(f"params: {shown(d['params'])} is not allowed; it must be an object of sampler "
+                             "parameters (name: value)")
         d["params"] = dict(d.get("params") or {})
-        return cls(**d)
+        if "chat" in d and not isinstance(d["chat"], (bool, np.bool_)):
+            raise ValueError(f"chat: {shown(d['chat'])} is not allowed; it must be true or false")
+        settings = cls(**d)
+        settings.policy()
+        return settings
 
     def policy(self) -> Policy:
         """The validated policy for these settings (raises ValueError on bad input). This is
@@ -67,6 +80,12 @@ class GenerationSettings:
         fit together. Trace files are checked with it too (``trace._check_settings``)."""
         for p in (*GENERATION, *LIMITS):
             p.check(getattr(self, p.name))
+        if not isinstance(self.params, dict):
+            raise ValueError(f"params: {shown(self.params)} is not allowed; it must be an object of sampler "
+                             "parameters (name: value)")
+        if self.cache is not None and not isinstance(self.cache, dict):
+            raise ValueError(f"cache: {shown(self.cache)} is not allowed; it must be an object of cache "
+                             "parameters (name: value), or null (off)")
         if self.gen_length % self.block_length:
             raise ValueError(
                 f"gen_length: {self.gen_length} is not divisible by block_length {self.block_length}; "
@@ -285,11 +304,12 @@ class Run:
     def _observe(self, canvas: "Canvas", logits: torch.Tensor) -> Decision:
         """Tokens and confidences (and the policy's score) from the logits, then the
         policy's decision on what it was shown."""
-        s, extent = self.settings, canvas.extent
+        extent = canvas.extent
+        temperature = float(self.settings.temperature)  # an integer temperature would overflow torch's int
         if canvas.scoring is None:
-            c, t = confidences(logits[0], s.temperature, canvas.generator)
+            c, t = confidences(logits[0], temperature, canvas.generator)
         else:
-            c, t, sc = score_logits(logits[0], s.temperature, canvas.generator, canvas.scoring)
+            c, t, sc = score_logits(logits[0], temperature, canvas.generator, canvas.scoring)
             canvas.score[:extent] = sc.float().cpu().numpy()
         canvas.confidence[:extent] = c.float().cpu().numpy()
         canvas.argmax[:extent] = t.cpu().numpy()

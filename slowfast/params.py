@@ -26,6 +26,63 @@ MAX_SEED = 2**63 - 1  # torch.Generator.manual_seed's range
 MAX_INT = 2**31 - 1  # lengths, steps and caps (what a trace file may hold)
 
 
+SHOWN_CHARS = 40  # a value longer than this is described in messages, not written out
+
+
+def _fits_a_float(value: int) -> bool:
+    try:
+        float(value)
+    except OverflowError:
+        return False
+    return True
+
+
+def _digits(value: int) -> int:
+    """The decimal digits of ``value`` (without converting it to text: Python refuses
+    integers of more than 4300 digits)."""
+    n = abs(int(value))
+    if n < 10:
+        return 1
+    d = int(math.log10(n)) + 1  # math.log10 takes integers of any size; rounding is fixed below
+    while d > 1 and n < 10 ** (d - 1):
+        d -= 1
+    while n >= 10 ** d:
+        d += 1
+    return d
+
+
+def shown(value: Any, limit: int = SHOWN_CHARS) -> str:
+    """``value`` for a one-line message: its repr when that is short, else what it is (an
+    integer's digits, a string's length, a list's or an object's entries). Never fails,
+    whatever the value (an integer too long for ``str``, a huge list, an odd object)."""
+    if isinstance(value, (int, np.integer)) and not isinstance(value, (bool, np.bool_)):
+        digits = _digits(value)
+        return str(int(value)) if digits <= limit else f"an integer of {digits} digits"
+    if isinstance(value, str) and len(value) > limit:
+        return f"a string of {len(value)} characters"
+    sized = isinstance(value, (list, tuple, dict, set, frozenset))
+    if not sized or len(value) <= limit // 2:
+        try:
+            text = repr(value)
+        except Exception:  # noqa: BLE001 - e.g. a nested integer too long for repr
+            text = ""
+        if text and len(text) <= limit and "\n" not in text:
+            return text
+    entries = f"{len(value)} {'entry' if len(value) == 1 else 'entries'}" if sized else ""
+    if isinstance(value, dict):
+        return f"an object of {entries}"
+    if sized:
+        return f"a {type(value).__name__} of {entries}"
+    return f"a value of type {type(value).__name__}"
+
+
+def shown_name(key: Any) -> str:
+    """A parameter's name as given, for a message: itself when it is a plain short name."""
+    if isinstance(key, str) and key.isidentifier() and len(key) <= SHOWN_CHARS:
+        return key
+    return shown(key)
+
+
 @dataclass(frozen=True)
 class Param:
     name: str  # ours: the engine's, the app's, the trace's
@@ -124,7 +181,10 @@ class Param:
             return False
         if self.type is int and not isinstance(value, (int, np.integer)):
             return False
-        if not isinstance(value, (int, float, np.integer, np.floating)) or not math.isfinite(value):
+        if isinstance(value, (int, np.integer)):  # an integer is finite, but a float holds only up to ~1.8e308
+            if self.type is float and not _fits_a_float(value):
+                return False
+        elif not isinstance(value, (float, np.floating)) or not math.isfinite(value):
             return False
         lo, hi = self.minimum, self.maximum
         return ((lo is None or (value > lo if self.open_min else value >= lo))
@@ -135,12 +195,12 @@ class Param:
         if self.accepts(value):
             return
         if self.choices:
-            raise ValueError(f"{self.name}: {value!r} is not allowed; allowed: {', '.join(self.choices)}")
+            raise ValueError(f"{self.name}: {shown(value)} is not allowed; allowed: {', '.join(self.choices)}")
         lo, hi = self.minimum, self.maximum
         if self.type is float and lo is not None and hi is not None and not (self.open_min or self.open_max):
-            raise ValueError(f"{self.name}: {value!r} is outside the allowed range [{lo:g}, {hi:g}]")
+            raise ValueError(f"{self.name}: {shown(value)} is outside the allowed range [{lo:g}, {hi:g}]")
         unset = " (or unset)" if self.default is None else ""
-        raise ValueError(f"{self.name}: {value!r} is not allowed; it must be {self.allowed()}{unset}")
+        raise ValueError(f"{self.name}: {shown(value)} is not allowed; it must be {self.allowed()}{unset}")
 
     # --- words for the app, the CLI and the README ----------------------------------------
     @property
@@ -300,4 +360,4 @@ BY_NAME: Mapping[str, Param] = _ByName()
 DEFAULTS: Mapping[str, Any] = _Defaults()
 
 __all__ = ["BY_NAME", "CACHE", "DEFAULTS", "GENERATION", "LIMITS", "MAX_INT", "MAX_SEED", "PARAMETERS", "Param",
-           "add_flag", "dataclass_of_params", "fill_defaults", "markdown_table", "parameters"]
+           "add_flag", "dataclass_of_params", "fill_defaults", "markdown_table", "parameters", "shown", "shown_name"]

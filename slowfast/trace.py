@@ -23,7 +23,7 @@ from typing import Any, Optional
 
 import numpy as np
 
-from .params import CACHE
+from .params import CACHE, shown
 from .samplers import stage_names  # the stages a record may name: every registered sampler's
 
 FORMAT = "slowfast-trace"
@@ -338,7 +338,7 @@ def _show(v: Any) -> str:
     if isinstance(v, (bool, np.bool_)):
         return "true" if v else "false"
     if _is_int(v):
-        return str(int(v))
+        return shown(int(v))  # digits, or "an integer of N digits" when it is long
     if _is_number(v):
         return repr(float(v))
     if isinstance(v, str):
@@ -354,14 +354,17 @@ def _int(v: Any, where: str, lo: int, hi: int) -> int:
     if not _is_int(v):
         raise _fail(where, f"expected an integer in {lo}..{hi}, got {_show(v)}")
     if not lo <= v <= hi:
-        raise _fail(where, f"{int(v)} outside {lo}..{hi}")
+        raise _fail(where, f"{_show(v)} outside {lo}..{hi}")
     return int(v)
 
 
 def _number(v: Any, where: str, lo: float = 0.0, hi: float = math.inf) -> float:
     if not _is_number(v):
         raise _fail(where, f"expected a number, got {_show(v)}")
-    x = float(v)
+    try:
+        x = float(v)
+    except OverflowError:  # an integer beyond a float's range (~1.8e308)
+        x = math.inf
     if not math.isfinite(x):
         raise _fail(where, f"{_show(v)} is not a finite number")
     if not lo <= x <= hi:
@@ -545,7 +548,7 @@ def _check_record(r: Any, i: int, G: int, n_blocks: int) -> dict[str, np.ndarray
             raise _fail(f"{at}: span", f"expected null or two integers [start, end), got {_show(span)}")
         start, end = int(span[0]), int(span[1])
         if not 0 <= start <= end <= G:
-            raise _fail(f"{at}: span", f"[{start}, {end}) is not within 0 <= start <= end <= {G}")
+            raise _fail(f"{at}: span", f"[{_show(start)}, {_show(end)}) is not within 0 <= start <= end <= {G}")
     if r["horizons"] is not None:
         _ints(r["horizons"], f"{at}: horizons", MAX_GEN_LENGTH, 0, G)
     if r["horizon_spread"] is not None:
@@ -555,7 +558,7 @@ def _check_record(r: Any, i: int, G: int, n_blocks: int) -> dict[str, np.ndarray
         if not _is_int(p):
             raise TraceFormatError(f"{at}: decoded position {_show(p)} is not an integer")
         if not 0 <= p < G:
-            raise TraceFormatError(f"{at}: decoded position {int(p)} outside 0..{G - 1}")
+            raise TraceFormatError(f"{at}: decoded position {_show(p)} outside 0..{G - 1}")
     _int(r["fed_end"], f"{at}: fed_end", 0, G)
     _int(r["tokens_fed"], f"{at}: tokens_fed", 0, MAX_COUNT)
     _number(r["ms"], f"{at}: ms")

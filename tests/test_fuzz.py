@@ -201,3 +201,87 @@ def test_malformed_traces(good_trace, edits):
     except ValueError:
         return
     Trace.from_dict(trace.to_dict())  # what loads is a valid trace that round-trips
+
+
+# --- numbers and shapes no control produces: a dict from a file, a worker's request, an API call --------------
+def huge(exponent: int) -> st.SearchStrategy:
+    """+-10**exponent (made lazily: hypothesis's own reprs cannot print an integer of 5000 digits)."""
+    return st.sampled_from([1, -1]).map(lambda sign: sign * 10**exponent)
+
+
+hostile_numbers = st.one_of(st.integers(), st.integers(-2**1100, 2**1100), huge(400), huge(5000), st.floats(),
+                            st.sampled_from([2**63, 2**64, -2**63 - 1, 1e308, -0.0]))
+hostile_leaves = st.one_of(st.none(), st.booleans(), hostile_numbers, st.text(max_size=8),
+                           st.sampled_from(["slowfast", "baseline", "threshold", "dream", "paper", "reference",
+                                            "slowfast-gsm8k", "x" * 5000]))
+SETTING_NAMES = ["sampler", "gen_length", "block_length", "steps", "temperature", "seed", "cfg_scale", "chat",
+                 "params", "max_forwards_per_block", "cache"]
+INNER_NAMES = ["exploration_steps", "horizon_threshold", "std_threshold", "stability_window", "max_cycles",
+               "high_confidence_threshold", "slow_confidence_threshold", "threshold", "factor", "variant", "alg",
+               "alg_temp", "eps", "top_p", "top_k", "kp", "kr", "rho", "refresh_first_layer", "K_max"]
+hostile_values = st.recursive(
+    hostile_leaves,
+    lambda inner: st.one_of(st.lists(inner, max_size=3),
+                            st.dictionaries(st.one_of(st.sampled_from(INNER_NAMES), st.text(max_size=4)), inner,
+                                            max_size=3)),
+    max_leaves=6)
+hostile_settings = st.one_of(
+    st.dictionaries(st.one_of(st.sampled_from(SETTING_NAMES), st.text(max_size=4)), hostile_values, max_size=6),
+    st.fixed_dictionaries({"sampler": st.sampled_from(["slowfast", "threshold", "dream", "baseline"]),
+                           "gen_length": st.sampled_from([16, 32]), "block_length": st.just(16)},
+                          optional={k: hostile_values for k in SETTING_NAMES[3:]}),
+    hostile_values)
+KNOWN = re.compile(r"^(settings|params|cache|chat|sampler|gen_length|block_length|steps|temperature|seed|cfg_scale|"
+                   r"max_forwards_per_block|[A-Za-z_]+|.+: unknown (cache )?parameter)\b")
+
+
+@settings(max_examples=600, deadline=None, derandomize=True, suppress_health_check=list(HealthCheck))
+@given(d=hostile_settings)
+def test_settings_from_a_dict_are_checked_or_refused_by_name(d):
+    """Whatever the dict holds (hypothesis found 47 shapes that raised TypeError, AttributeError or
+    OverflowError here), the answer is checked settings or one ValueError: one line naming the
+    setting, what it was and what is allowed."""
+    try:
+        s = GenerationSettings.from_dict(d)
+    except ValueError as exc:
+        assert type(exc) is ValueError, f"{type(exc).__name__}: {exc}"
+        message = str(exc)
+        assert "\n" not in message and len(message) < 1000 and KNOWN.match(message), message
+        return
+    s.policy()  # what from_dict returns, the engine accepts
+
+
+def number_paths(value, path=()):
+    """The path of every number (and true/false) in a trace's dict."""
+    if isinstance(value, dict):
+        for k, v in value.items():
+            yield from number_paths(v, (*path, k))
+    elif isinstance(value, list):
+        for i, v in enumerate(value[:3]):
+            yield from number_paths(v, (*path, i))
+    elif isinstance(value, (int, float)):
+        yield path
+
+
+@settings(max_examples=600, deadline=None, derandomize=True, suppress_health_check=list(HealthCheck))
+@given(data=st.data())
+def test_trace_numbers_of_any_size_are_refused_by_the_validator(good_trace, data):
+    """Every number in a trace (settings, summary, records, cache counts, info) set to an integer
+    beyond a float's range, NaN, inf or any size: the validator's TraceFormatError (hypothesis
+    found 33 OverflowErrors here), or a trace that round-trips."""
+    import copy
+
+    paths = sorted(number_paths(good_trace), key=str)
+    d = copy.deepcopy(good_trace)
+    for path in data.draw(st.lists(st.sampled_from(paths), min_size=1, max_size=2)):
+        target = d
+        for key in path[:-1]:
+            target = target[key]
+        target[path[-1]] = data.draw(hostile_numbers)
+    try:
+        trace = Trace.from_dict(d)
+    except ValueError as exc:
+        assert type(exc).__name__ == "TraceFormatError", f"{type(exc).__name__}: {exc}"
+        assert "\n" not in str(exc) and len(str(exc)) < 1000, str(exc)
+        return
+    Trace.from_dict(trace.to_dict())

@@ -113,6 +113,27 @@ def test_nan_infinity_and_endless_integers_are_refused(tmp_path, good):
     refused(tmp_path, with_value("mask_id", "9" * 5000), "number too long")
 
 
+def test_an_integer_beyond_a_floats_range_is_refused_by_name(tmp_path, good):
+    """A number JSON holds but a float cannot (10**400): the validator's message, never OverflowError."""
+    for where, path, match in (("records", (0, "ms"), r"record 0: ms: an integer of 401 digits is not a finite"),
+                               ("settings", ("temperature",), r"settings\.temperature: an integer of 401 digits"),
+                               ("settings", ("cfg_scale",), r"settings\.cfg_scale: an integer of 401 digits"),
+                               ("summary", ("seconds",), r"summary\.seconds: an integer of 401 digits"),
+                               ("records", (0, "fed_end"), r"record 0: fed_end: an integer of 401 digits outside")):
+        d = copy.deepcopy(good)
+        target = d[where]
+        for key in path[:-1]:
+            target = target[key]
+        target[path[-1]] = 10**400
+        refused(tmp_path, d, match)
+        with pytest.raises(TraceFormatError, match=match):
+            Trace.from_dict(d)
+    d = copy.deepcopy(good)
+    d["records"][0]["decoded"] = [10**5000]  # more digits than Python prints
+    with pytest.raises(TraceFormatError, match="decoded position an integer of 5001 digits outside"):
+        Trace.from_dict(d)
+
+
 # --- field by field -----------------------------------------------------------------------------------------
 def set_gen_length(value):
     def mutate(d):

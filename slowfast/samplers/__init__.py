@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from typing import Any, Callable, Optional
 
-from ..params import CACHE, GENERATION, LIMITS, Param
+from ..params import CACHE, GENERATION, LIMITS, Param, shown
 from .base import Decision, DecodingStalled, Layout, Observation, Policy, Scoring, Stage, Thresholds
 from .baseline import BaselinePolicy
 from .dream import DreamPolicy
@@ -60,8 +60,8 @@ def stage_names() -> tuple[str, ...]:
 
 def make_policy(name: str, params: Optional[dict[str, Any]] = None) -> Policy:
     """A validated policy from its name and parameters (our names or reference aliases)."""
-    if name not in SAMPLERS:
-        raise ValueError(f"sampler: {name!r} is not allowed; allowed: {', '.join(SAMPLERS)}")
+    if not isinstance(name, str) or name not in SAMPLERS:
+        raise ValueError(f"sampler: {shown(name)} is not allowed; allowed: {', '.join(SAMPLERS)}")
     return SAMPLERS[name].from_params(params)
 
 

@@ -10,7 +10,7 @@ from typing import Any, ClassVar, Optional
 
 import numpy as np
 
-from ..params import Param, fill_defaults
+from ..params import Param, fill_defaults, shown, shown_name
 
 
 @dataclass(frozen=True)
@@ -167,6 +167,9 @@ class Policy(ABC):
     @classmethod
     def from_params(cls, params: Optional[dict[str, Any]] = None) -> "Policy":
         """Build from user parameters (our names or the reference aliases), validated."""
+        if params is not None and not isinstance(params, dict):
+            raise ValueError(f"params: {shown(params)} is not allowed; it must be an object of sampler parameters "
+                             "(name: value)")
         resolved: dict[str, Any] = {}
         allowed = cls.parameter_names()
         for key, value in (params or {}).items():
@@ -174,7 +177,7 @@ class Policy(ABC):
             if name not in allowed:
                 names = sorted(allowed + list(cls.ALIASES))
                 raise ValueError(
-                    f"{key}: unknown parameter for sampler '{cls.name}'; allowed: {', '.join(names)}"
+                    f"{shown_name(key)}: unknown parameter for sampler '{cls.name}'; allowed: {', '.join(names)}"
                 )
             if name in resolved:
                 raise ValueError(f"{key}: parameter '{name}' given twice (directly and by an alias)")
