@@ -345,15 +345,29 @@ class Run:
         return record
 
     def _check_cap(self, canvas: "Canvas", decision: Decision) -> None:
-        """End the run when a block used its last allowed forward and still has masks."""
-        s = self.settings
-        canvas.per_block[decision.block] = canvas.per_block.get(decision.block, 0) + 1
-        block_start, block_end = s.layout.block_bounds(decision.block)
-        if canvas.per_block[decision.block] >= s.forward_cap and canvas.mask[block_start:block_end].any():
+        """End the run when a block used its last allowed forward and would need another:
+        it still has masks, or it is full but the policy would spend more forwards on it (the
+        published SlowFast code runs the rest of its slow stage on a full block). Every
+        forward of a block counts, those that decode nothing too."""
+        s, block = self.settings, decision.block
+        canvas.per_block[block] = used = canvas.per_block.get(block, 0) + 1
+        if used < s.forward_cap:
+            return
+        block_start, block_end = s.layout.block_bounds(block)
+        if canvas.mask[block_start:block_end].any():
             raise DecodingStalled(  # the cap'th forward was the last one this block may use
-                f"{s.sampler}: block {decision.block} used {s.forward_cap} forwards "
+                f"{s.sampler}: block {block} used {s.forward_cap} forwards "
                 "(max_forwards_per_block) and still has masks; the run was ended"
             )
+        if not self.policy.done(canvas.mask) and self.policy.current_block() == block:
+            raise DecodingStalled(
+                f"{s.sampler}: block {block} used {s.forward_cap} forwards (max_forwards_per_block) and is full, "
+                "but the sampler would run more forwards on it (they decode nothing; they count too); "
+                "the run was ended"
+            )
+        if used > s.forward_cap:  # a policy that spent forwards on a full block without saying so
+            raise DecodingStalled(f"{s.sampler}: block {block} used {used} forwards, more than "
+                                  f"max_forwards_per_block ({s.forward_cap}); the run was ended")
 
     def _next_extent(self, decision: Decision) -> int:
         G = self.settings.gen_length

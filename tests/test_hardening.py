@@ -25,6 +25,85 @@ from slowfast.trace import Trace
 PROMPT = "What is 2+2?"
 
 
+# --- 1. the forward cap counts every forward of a block -------------------------------------------------------
+def idle_settings(**more):
+    """One block of 8 that fills in at most 8 forwards, and a slow stage of 200 (idle after that)."""
+    return GenerationSettings(sampler="slowfast", gen_length=8, block_length=8,
+                              params={"exploration_steps": 200}, **more)
+
+
+def test_idle_forwards_count_against_the_cap(tiny_model):
+    run = Run(tiny_model, PROMPT, idle_settings(max_forwards_per_block=10))
+    with pytest.raises(DecodingStalled, match=r"slowfast: block 0 used 10 forwards \(max_forwards_per_block\)"):
+        for _ in run:
+            pass
+    trace = run.trace
+    assert len(trace.records) == 10 and trace.summary["nfe"] == 10  # not 200
+    assert "used 10 forwards" in trace.summary["error"] and not trace.summary["finished"]
+    assert trace.tokens.count(tiny_model.mask_id) == 0  # the block is full: the cap ended idle forwards
+    assert not trace.records[-1].decoded
+
+
+def test_the_default_cap_ends_an_endless_slow_stage(tiny_model):
+    """The app's ``exploration_steps=100000`` on one block of 8: 2 x 8 + 16 = 32 forwards, not 100000."""
+    s = GenerationSettings(sampler="slowfast", gen_length=8, block_length=8, params={"exploration_steps": 100000})
+    t0 = time.perf_counter()
+    trace = generate(tiny_model, PROMPT, s)  # the partial trace, the cap's message in it
+    assert time.perf_counter() - t0 < 10
+    assert len(trace.records) == 32 and "used 32 forwards (max_forwards_per_block)" in trace.summary["error"]
+    Trace.from_dict(trace.to_dict())  # and it is a valid trace
+
+
+def test_a_run_within_the_cap_is_unchanged(tiny_model):
+    """Idle forwards inside the cap still run, as the published code runs them."""
+    s = idle_settings(max_forwards_per_block=200)
+    trace = generate(tiny_model, PROMPT, s)
+    assert trace.summary["finished"] and trace.summary["error"] is None and len(trace.records) == 200
+
+
+def test_cli_ends_at_the_cap_with_status_1_and_the_partial_trace(tiny_dir, tmp_path, capsys):
+    out = tmp_path / "t.json"
+    code = main(["generate", "--model", str(tiny_dir), "--prompt", "Hi", "--exploration-steps", "200",
+                 "--max-forwards-per-block", "10", "--gen-length", "8", "--device", "cpu", "--trace", str(out)])
+    err = capsys.readouterr().err
+    trace = Trace.load(out)
+    assert code == 1 and "used 10 forwards" in err
+    assert len(trace.records) == 10 and trace.summary["nfe"] == 10
+
+
+def test_a_policy_that_idles_without_saying_where_is_still_capped(tiny_model):
+    """A policy that spends forwards on a full block without ``current_block``: the forward
+    after the cap ends the run (the engine counts what each decision says)."""
+    import numpy as np
+
+    from slowfast.params import dataclass_of_params
+    from slowfast.samplers.base import Decision, Policy, Stage
+
+    @dataclass_of_params
+    class Idler(Policy):
+        name = "idler"
+        STAGES = (Stage.BASELINE,)
+
+        def reset(self, layout, rng):
+            self.n = 0
+
+        def decide(self, obs):
+            self.n += 1
+            decode = np.flatnonzero(obs.mask) if self.n == 1 else np.zeros(0, dtype=np.int64)
+            return Decision(decode=decode, stage=Stage.BASELINE, block=0)
+
+        def done(self, mask):
+            return self.n >= 50
+
+    run = Run(tiny_model, PROMPT, GenerationSettings(sampler="threshold", gen_length=8, block_length=8,
+                                                     max_forwards_per_block=5))
+    run.policy = Idler()
+    with pytest.raises(DecodingStalled, match=r"block 0 used 6 forwards, more than max_forwards_per_block \(5\)"):
+        for _ in run:
+            pass
+    assert len(run.trace.records) == 6
+
+
 # --- 2. settings of any shape: a ValueError naming the setting ------------------------------------------------
 HOSTILE = [
     ({"params": [96]}, "params: [96] is not allowed"),

@@ -223,6 +223,12 @@ class Policy(ABC):
         published SlowFast code still runs the rest of a slow stage on a full block."""
         return not mask.any()
 
+    def current_block(self) -> Optional[int]:
+        """The block the next forward works on, as decided so far (None: the policy moves on
+        as soon as a block is full). A policy that may spend forwards on a full block says
+        which, so the engine's forward cap (``max_forwards_per_block``) counts them."""
+        return None
+
 
 class DecodingStalled(RuntimeError):
     """A run hit a hard cap (forwards per block, cycles per block) without finishing."""

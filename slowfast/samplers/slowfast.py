@@ -263,6 +263,10 @@ class SlowFastPolicy(Policy):
     def done(self, mask: np.ndarray) -> bool:
         return self.finished
 
+    def current_block(self) -> Optional[int]:
+        """The block it is in: it may be full while the slow stage runs its last forwards."""
+        return self.block
+
     def _advance(self, masked: np.ndarray, decoded: np.ndarray) -> None:
         """Move to the next cycle or block once the current span or block is full.
 
