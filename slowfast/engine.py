@@ -134,6 +134,24 @@ def confidences(logits: torch.Tensor, temperature: float, generator: Optional[to
     return probs.gather(-1, token.unsqueeze(-1)).squeeze(-1), token
 
 
+def check_prompt_length(model: DLLM, prompt_tokens: int, gen_length: int) -> None:
+    """The prompt's tokens against the model's context, after tokenizing (before it,
+    ``model.check_prompt_size`` bounds the text's bytes): ValueError when the prompt leaves
+    no room, or no room for ``gen_length`` positions."""
+    if prompt_tokens >= model.max_length:
+        raise ValueError(
+            f"prompt: {prompt_tokens} tokens leave no room in the model's context of "
+            f"{model.max_length} tokens; allowed: a prompt shorter than the context minus gen_length"
+        )
+    total = prompt_tokens + gen_length
+    if total > model.max_length:
+        raise ValueError(
+            f"gen_length: prompt ({prompt_tokens} tokens) + gen_length {gen_length} = "
+            f"{total} exceeds the model's context of {model.max_length} tokens; allowed: gen_length <= "
+            f"{model.max_length - prompt_tokens} for this prompt"
+        )
+
+
 def first_end(ids: Sequence[int], end_ids: frozenset[int]) -> int:
     """Index of the first end-of-text token (len(ids) if none)."""
     for i, t in enumerate(ids):
@@ -172,6 +190,7 @@ class Run:
             raise ValueError(f"cache: dLLM-Cache is not available for this model ({model.name}, {model.family}); "
                              "it needs our transformer's layers. Allowed: run without the cache")
         if isinstance(prompt, str):
+            model.check_prompt_size(prompt)  # before anything reads the whole text
             if not prompt.strip():
                 raise ValueError("prompt: empty; allowed: any non-empty text")
             try:
@@ -182,6 +201,7 @@ class Run:
             self.prompt_text = prompt
             self.prompt_ids = model.encode_prompt(prompt, chat=settings.chat)
         elif prompt and isinstance(prompt[0], dict):
+            model.check_prompt_size(prompt)
             if not str(prompt[-1].get("content", "")).strip():
                 raise ValueError("prompt: the last message is empty; allowed: any non-empty text")
             self.prompt_text = str(prompt[-1]["content"])
@@ -189,26 +209,17 @@ class Run:
         else:
             vocab = model.vocab_size
             ids = list(prompt)
+            if len(ids) >= model.max_length:  # before the ids are read one by one
+                check_prompt_length(model, len(ids), settings.gen_length)
             bad = [t for t in ids if isinstance(t, bool) or not isinstance(t, (int, np.integer)) or not 0 <= t < vocab]
             if bad:
-                raise ValueError(f"prompt: token id {bad[0]!r} is outside the vocabulary; allowed: integers "
+                raise ValueError(f"prompt: token id {shown(bad[0])} is outside the vocabulary; allowed: integers "
                                  f"0..{vocab - 1}")
             self.prompt_ids = [int(t) for t in ids]
             self.prompt_text = model.decode(self.prompt_ids)
         if not self.prompt_ids:
             raise ValueError("prompt: it encodes to no tokens; allowed: any non-empty text")
-        total = len(self.prompt_ids) + settings.gen_length
-        if len(self.prompt_ids) >= model.max_length:
-            raise ValueError(
-                f"prompt: {len(self.prompt_ids)} tokens leave no room in the model's context of "
-                f"{model.max_length} tokens; allowed: a prompt shorter than the context minus gen_length"
-            )
-        if total > model.max_length:
-            raise ValueError(
-                f"gen_length: prompt ({len(self.prompt_ids)} tokens) + gen_length {settings.gen_length} = "
-                f"{total} exceeds the model's context of {model.max_length} tokens; allowed: gen_length <= "
-                f"{model.max_length - len(self.prompt_ids)} for this prompt"
-            )
+        check_prompt_length(model, len(self.prompt_ids), settings.gen_length)
         self.records: list[StepRecord] = []
         self.error: Optional[str] = None
         self.stopped = False

@@ -144,3 +144,50 @@ def test_from_dict_returns_checked_settings():
     assert s.cache == {"kp": 15, "kr": 1, "rho": 0.0} and s.policy().exploration_steps == 3
     with pytest.raises(ValueError, match="gen_length: 32 is not divisible by block_length 24"):
         GenerationSettings.from_dict({"gen_length": 32, "block_length": 24})
+
+
+# --- 3. a prompt's size before it is tokenized ----------------------------------------------------------------
+class NoTokenizer:
+    """A tokenizer that must not be called (the check comes before it)."""
+
+    def __init__(self, real):
+        self.real = real
+        self.chat_template = getattr(real, "chat_template", None)
+
+    def __call__(self, *args, **kwargs):
+        raise AssertionError("the prompt was tokenized")
+
+    def apply_chat_template(self, *args, **kwargs):
+        raise AssertionError("the prompt was rendered")
+
+
+@pytest.mark.parametrize("chat", [True, False])
+@pytest.mark.parametrize("shape", ["text", "conversation"])
+def test_a_10_mb_prompt_is_refused_before_tokenizing(tiny_model, chat, shape):
+    model = dataclasses.replace(tiny_model, tokenizer=NoTokenizer(tiny_model.tokenizer))
+    big = "x" * 10_000_000
+    prompt = big if shape == "text" else [{"role": "user", "content": "Hi"}, {"role": "user", "content": big}]
+    s = GenerationSettings(sampler="threshold", gen_length=16, block_length=16, chat=chat)
+    limit = tiny_model.max_length * 16
+    for start in (lambda: Run(model, prompt, s), lambda: generate(model, prompt, s)):
+        t0 = time.perf_counter()
+        with pytest.raises(ValueError) as info:
+            start()
+        assert time.perf_counter() - t0 < 1.0
+        text = str(info.value)
+        assert text.startswith("prompt: ") and f"at most {limit} bytes" in text and "\n" not in text, text
+        assert "512 tokens" in text, text  # the model's context, which the bound comes from
+
+
+def test_multibyte_text_is_measured_in_utf8_bytes(tiny_model):
+    limit = tiny_model.max_length * 16
+    s = GenerationSettings(sampler="threshold", gen_length=16, block_length=16)
+    with pytest.raises(ValueError, match=f"prompt: {limit + 3} bytes of UTF-8 text"):
+        Run(tiny_model, "é" * (limit // 2) + "€", s)  # fewer characters than the limit, more bytes
+
+
+def test_a_prompt_under_the_size_bound_is_still_counted_in_tokens(tiny_model):
+    s = GenerationSettings(sampler="threshold", gen_length=16, block_length=16, chat=False)
+    with pytest.raises(ValueError, match=r"prompt: \d+ tokens leave no room in the model's context of 512"):
+        Run(tiny_model, "a" * 600, s)  # 600 bytes is under 8192, but 600 characters are 600 tokens
+    assert tiny_model.check_prompt_size("Hi") is None  # the check itself, for the app's own callers

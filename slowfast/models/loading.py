@@ -47,6 +47,7 @@ HUB_PATTERNS = [
 ]
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 END_TOKENS = ("<|eot_id|>", "<|endoftext|>", "<|end_of_text|>", "<|im_end|>")
+PROMPT_BYTES_PER_TOKEN = 16  # a prompt's UTF-8 size is bounded by this x the context before it is tokenized
 
 
 class ModelLoadError(RuntimeError):
@@ -612,6 +613,31 @@ class DLLM:
     def has_chat_template(self) -> bool:
         return bool(getattr(self.tokenizer, "chat_template", None))
 
+    @property
+    def max_prompt_bytes(self) -> int:
+        """The most UTF-8 bytes of prompt text worth tokenizing: ``PROMPT_BYTES_PER_TOKEN`` per
+        token of the context (a longer text cannot fit, and tokenizing it only costs time)."""
+        return self.max_length * PROMPT_BYTES_PER_TOKEN
+
+    def check_prompt_size(self, prompt: str | Sequence[dict]) -> None:
+        """Refuse (ValueError) a prompt, text or conversation (``[{"role", "content"}, ...]``),
+        whose UTF-8 size is over ``max_prompt_bytes``, before anything tokenizes it: a cheap
+        check for every entry point. The token count against the context is checked after
+        tokenizing (``engine.check_prompt_length``)."""
+        limit = self.max_prompt_bytes
+        texts = [prompt] if isinstance(prompt, str) else [
+            str(m.get(key, "")) for m in prompt if isinstance(m, dict) for key in ("role", "content")]
+        chars = sum(len(t) for t in texts)
+        why = f"({PROMPT_BYTES_PER_TOKEN} per token of the model's context of {self.max_length} tokens)"
+        if chars > limit:  # a character is at least one byte: no need to encode it to know
+            raise ValueError(f"prompt: {chars} characters, over the size a prompt may have; allowed: at most "
+                             f"{limit} bytes of UTF-8 text {why}")
+        if chars * 4 > limit:  # at most 4 bytes a character: only a text near the bound is measured
+            size = sum(len(t.encode("utf-8", "surrogatepass")) for t in texts)
+            if size > limit:
+                raise ValueError(f"prompt: {size} bytes of UTF-8 text, over the size a prompt may have; allowed: "
+                                 f"at most {limit} bytes {why}")
+
     @torch.inference_mode()
     def forward(self, tokens: torch.Tensor, cache=None, start: int = 0) -> torch.Tensor:
         """Logits of positions ``start..T-1`` of ``tokens``; ``cache`` is a
@@ -623,7 +649,9 @@ class DLLM:
         return torch.cat([logits[:, :1], logits[:, :-1]], dim=1) if start == 0 else logits[:, :-1]
 
     def encode_prompt(self, text: str, chat: bool = True) -> list[int]:
-        """Token ids of the prompt; the chat template is applied when the tokenizer has one."""
+        """Token ids of the prompt; the chat template is applied when the tokenizer has one.
+        (It encodes any text: an entry point checks ``check_prompt_size`` first, as ``Run``
+        does; lm-eval's harness encodes long contexts and cuts them from the left.)"""
         if chat and self.has_chat_template:
             return self.encode_chat([{"role": "user", "content": text}])
         return list(self.tokenizer(text)["input_ids"])
