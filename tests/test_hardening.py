@@ -191,3 +191,95 @@ def test_a_prompt_under_the_size_bound_is_still_counted_in_tokens(tiny_model):
     with pytest.raises(ValueError, match=r"prompt: \d+ tokens leave no room in the model's context of 512"):
         Run(tiny_model, "a" * 600, s)  # 600 bytes is under 8192, but 600 characters are 600 tokens
     assert tiny_model.check_prompt_size("Hi") is None  # the check itself, for the app's own callers
+
+
+# --- 4. weights the model would silently get wrong --------------------------------------------------------------
+WTE = "model.transformer.wte.weight"
+
+
+@pytest.fixture
+def folder(tiny_dir, tmp_path) -> Path:
+    return Path(shutil.copytree(tiny_dir, tmp_path / "model"))
+
+
+def change_tensor(folder: Path, key: str, change) -> Path:
+    """Rewrite the shard holding ``key`` with ``change(tensor)`` in its place; returns the shard."""
+    import json
+
+    from safetensors.torch import load_file, save_file
+
+    shard = folder / json.loads((folder / "model.safetensors.index.json").read_text())["weight_map"][key]
+    tensors = load_file(str(shard))
+    tensors[key] = change(tensors[key]).contiguous()
+    save_file(tensors, str(shard), metadata={"format": "pt"})
+    return shard
+
+
+@pytest.mark.parametrize("dtype", [torch.int8, torch.int32, torch.uint8, torch.bool])
+def test_non_float_weights_are_refused_naming_the_tensor_and_dtype(folder, dtype):
+    shard = change_tensor(folder, WTE, lambda t: (t * 10).to(dtype))
+    with pytest.raises(ModelLoadError) as info:
+        load_model(str(folder), device="cpu")
+    text = str(info.value)
+    assert shard.name in text and WTE in text and str(dtype).replace("torch.", "") in text, text
+    assert "floating point" in text and "\n" not in text
+
+
+@pytest.mark.parametrize("bad", [math.nan, math.inf, -math.inf])
+def test_nan_or_inf_weights_are_refused_naming_the_first_tensor(folder, bad):
+    shard = change_tensor(folder, WTE, lambda t: t.index_fill(0, torch.tensor([5]), bad))
+    with pytest.raises(ModelLoadError) as info:
+        load_model(str(folder), device="cpu")
+    text = str(info.value)
+    assert shard.name in text and WTE in text and "NaN or infinite" in text and "\n" not in text, text
+
+
+def test_all_nan_weights_are_refused(folder):
+    import json
+
+    weight_map = json.loads((folder / "model.safetensors.index.json").read_text())["weight_map"]
+    for key in weight_map:
+        change_tensor(folder, key, lambda t: torch.full_like(t, math.nan))
+    with pytest.raises(ModelLoadError, match="NaN or infinite"):
+        load_model(str(folder), device="cpu")
+
+
+def test_weights_beyond_the_loading_dtypes_range_are_refused(folder):
+    change_tensor(folder, WTE, lambda t: t.index_fill(0, torch.tensor([3]), 1e6))  # finite in fp32
+    assert load_model(str(folder), device="cpu", dtype="float32")  # fine as it is
+    with pytest.raises(ModelLoadError, match=f"{WTE} .*beyond float16's range"):
+        load_model(str(folder), device="cpu", dtype="float16")
+
+
+def test_float_weights_of_another_precision_still_load(folder):
+    change_tensor(folder, WTE, lambda t: t.to(torch.bfloat16))
+    model = load_model(str(folder), device="cpu")
+    assert model.dtype == torch.float32
+
+
+def test_a_masked_lm_with_nan_weights_is_refused(tmp_path):
+    """transformers reads a masked LM's weights; NaN there is refused all the same."""
+    from safetensors.torch import load_file, save_file
+
+    from slowfast.models.tiny import write_tiny_masked_lm
+
+    folder = write_tiny_masked_lm(tmp_path / "mlm")
+    assert load_model(str(folder), device="cpu")  # it loads as written
+    tensors = load_file(str(folder / "model.safetensors"))
+    key = next(k for k in sorted(tensors) if tensors[k].is_floating_point() and tensors[k].dim() == 2)
+    tensors[key] = torch.full_like(tensors[key], math.nan)
+    save_file(tensors, str(folder / "model.safetensors"), metadata={"format": "pt"})
+    with pytest.raises(ModelLoadError, match="model.safetensors: tensor .* holds NaN or infinite values"):
+        load_model(str(folder), device="cpu")
+
+
+def test_a_dream_checkpoint_with_int8_weights_is_refused(tmp_path):
+    import json
+
+    from slowfast.models.tiny import write_tiny_dream_checkpoint
+
+    folder = write_tiny_dream_checkpoint(tmp_path / "dream")
+    key = next(iter(json.loads((folder / "model.safetensors.index.json").read_text())["weight_map"]))
+    change_tensor(folder, key, lambda t: t.to(torch.int8))
+    with pytest.raises(ModelLoadError, match=f"tensor {key} holds int8 values"):
+        load_model(str(folder), device="cpu")

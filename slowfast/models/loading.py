@@ -441,6 +441,37 @@ def weight_files(folder: Path) -> list[Path]:
     return files
 
 
+FINITE_CHUNK = 1 << 24  # elements checked for NaN/inf at a time (bounds the check's temporary memory)
+
+
+def all_finite(t: torch.Tensor) -> bool:
+    """Whether every value of ``t`` is finite (no NaN, no inf), in chunks on its own device."""
+    flat = t.reshape(-1)
+    return all(bool(torch.isfinite(flat[i:i + FINITE_CHUNK]).all()) for i in range(0, flat.numel(), FINITE_CHUNK))
+
+
+def checked_weight(tensor: torch.Tensor, dtype: torch.dtype, file: Path, key: str) -> torch.Tensor:
+    """``tensor`` (checkpoint tensor ``key`` of ``file``) in ``dtype``, refused with a
+    ModelLoadError when the network would silently get it wrong: values that are not floating
+    point (int8 or other quantized or integer weights would be cast as if they were the
+    weights), or NaN or infinite values, in the file or from the cast to ``dtype`` (a model
+    that decodes nothing but noise). One pass over each tensor, once, at load time."""
+    if not tensor.is_floating_point():
+        raise ModelLoadError(f"{file}: tensor {key} holds {str(tensor.dtype).replace('torch.', '')} values; the "
+                             "network's weights are floating point (float32, bfloat16 or float16): use an "
+                             "unquantized checkpoint")
+    out = tensor.to(dtype)
+    if not all_finite(out):
+        if not all_finite(tensor):
+            raise ModelLoadError(f"{file}: tensor {key} holds NaN or infinite values; the checkpoint is corrupt "
+                                 "(or from a diverged training run): download or copy it again, or use another")
+        name = str(dtype).replace("torch.", "")
+        raise ModelLoadError(f"{file}: tensor {key} holds values beyond {name}'s range (they are finite in the "
+                             f"file's {str(tensor.dtype).replace('torch.', '')}); load it in float32 or bfloat16 "
+                             "(--dtype)")
+    return out
+
+
 def load_weights(folder: Path, device: torch.device, dtype: torch.dtype,
                  sources: Optional[dict[str, Path]] = None, names: Any = None) -> dict[str, torch.Tensor]:
     """Read every shard straight onto ``device`` in ``dtype``, under our parameter names
@@ -458,7 +489,7 @@ def load_weights(folder: Path, device: torch.device, dtype: torch.dtype,
                     name = names.ours(key)
                     if name in origin:
                         raise ModelLoadError(f"{file}: tensor {key} is also in {origin[name].name}")
-                    state[name] = f.get_tensor(key).to(dtype)
+                    state[name] = checked_weight(f.get_tensor(key), dtype, file, key)
                     origin[name] = file
         except (SafetensorError, OSError) as exc:
             raise ModelLoadError(f"{file}: not a readable safetensors file ({describe(exc)}); "
@@ -829,6 +860,11 @@ def load_masked_lm(name: str, folder: Path, raw: dict[str, Any], device: torch.d
     except Exception as exc:
         raise ModelLoadError(f"{folder / 'config.json'}: transformers could not load it as a masked LM "
                              f"(model_type={raw.get('model_type')!r}): {describe(exc)}") from exc
+    for key, tensor in hf.state_dict().items():  # transformers read the weights: NaN or inf is still refused
+        if tensor.is_floating_point() and not all_finite(tensor):
+            raise ModelLoadError(f"{weights_location(folder)}: tensor {key} holds NaN or infinite values; the "
+                                 "checkpoint is corrupt (or from a diverged training run): download or copy it "
+                                 "again, or use another")
     net = MaskedLMNet(hf.to(device).eval())
     if not 0 <= int(mask_id) < net.cfg.vocab_size:
         raise ModelLoadError(f"{folder / 'tokenizer_config.json'}: the mask token's id {mask_id} is outside the "
