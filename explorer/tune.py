@@ -1,6 +1,8 @@
 """Tune: a small random search, streamed, whose front loads into the controls."""
 from __future__ import annotations
 
+import time
+import weakref
 
 import gradio as gr
 
@@ -12,11 +14,40 @@ from explorer.sessions import SESSIONS, load
 
 
 TUNE_COUNT, TUNE_POINTS = (2, 20), (2, 24)  # the Tune tab's ranges: prompts per setting, random settings
+# The scored baseline per model (by id, held weakly: a model that is let go takes its entries with
+# it), by its sweep key (settings, task, count, model) and seed: a second sweep of the same prompts
+# reuses it instead of decoding it again.
+BASELINES: dict[int, tuple[weakref.ref, dict[tuple[str, int], dict]]] = {}
+
+
+def cached_baselines(model) -> dict:
+    """The model's scored baselines (a dict to read and fill)."""
+    key = id(model)
+    entry = BASELINES.get(key)
+    if entry is None or entry[0]() is not model:
+        try:
+            ref = weakref.ref(model, lambda _ref: BASELINES.pop(key, None))
+        except TypeError:  # a model that takes no weak reference: nothing is kept
+            return {}
+        entry = BASELINES[key] = (ref, {})
+    return entry[1]
+
+
+def front_table(front: list[dict]) -> list[list]:
+    return [[round(p["accuracy"], 3), round(p["nfe"], 1), round(p["tokens_fed"]), p["label"]]
+            for p in front]  # the long label last
 
 
 def on_tune(model_name: str, task: str, count: int, points: int, seed: int, state: dict):
-    """A small random search, live: each scored point redraws the scatter and the front."""
-    from slowfast.sweep import iter_sweep, pareto_front, random_points
+    """A small random search, live: each scored point redraws the scatter and the front.
+
+    The sweep is ``tune_points``: SlowFast with 1 and 2 exploration steps and the threshold
+    sampler at 0.9 first, then the random settings, then the one-token-per-forward baseline,
+    the slowest, last (at once when a sweep of the same model, task, count and seed scored it
+    before). No warm-up decode: the first setting is the first thing decoded and streamed. The
+    table lists the front most accurate first."""
+    from slowfast.problems import problem_set
+    from slowfast.sweep import INFORMATIVE_POINTS, best_first, iter_sweep, pareto_front, point_key, tune_points
 
     for value, (low, high), name in ((count, TUNE_COUNT, "Prompts per setting"),
                                      (points, TUNE_POINTS, "Random settings")):
@@ -26,31 +57,47 @@ def on_tune(model_name: str, task: str, count: int, points: int, seed: int, stat
     if task not in TASKS:
         yield f"⚠️ Task: {visuals.esc(str(task))} is not allowed; allowed: {', '.join(TASKS)}", None, None
         return
+    start = time.monotonic()
     model, note = load(model_name, state.get("trust_remote_code", False))
     if model is None:
         yield f"⚠️ {note}", None, None
         return
+    count, seed = int(count), int(seed or 0)
     try:
-        todo = random_points(int(points), seed=int(seed or 0))
+        todo = tune_points(int(points), seed=seed)
+        problems = problem_set(task, count)
     except ValueError as exc:
         yield f"⚠️ {visuals.esc(str(exc))}", None, None
         return
     state["tune_task"] = task
+    baseline = todo[-1]
+    baselines = cached_baselines(model)
+    cache_key = (point_key(baseline, problems, problems.gen_length, model.name), seed)
+    known = baselines.get(cache_key)
     scored: list[dict] = []
-    what = f"{int(points)} random settings and the baseline" if len(todo) > int(points) else "settings"
-    yield f"Scoring {len(todo)} settings ({what}) on {int(count)} held-out **{task}** prompts…", gr.update(), \
+    what = (f"{len(INFORMATIVE_POINTS)} fixed informative settings, {int(points)} random ones, and the "
+            f"one-token-per-forward baseline last{' (from the last sweep of these prompts)' if known else ''}")
+    yield f"Scoring {len(todo)} settings ({what}) on {count} held-out **{task}** prompts…", gr.update(), \
         gr.update()
+
+    def frame(point: dict) -> tuple:
+        scored.append(point)
+        front = best_first(pareto_front(scored))
+        state["tune"] = front
+        return (f"{len(scored)} of {len(todo)} settings scored in {time.monotonic() - start:.1f} s ({what}) on "
+                f"{count} **{task}** prompts each; the table lists the front, most accurate first: the settings "
+                "no other beats on both accuracy and NFE. Click a row to load its settings (and one of the "
+                "task's prompts) into the explorer.",
+                visuals.pareto_figure(scored, front), front_table(front))
+
     with DECODES.decoding("sweep"):  # one decoding at a time, as runs and compares
-        for point in iter_sweep(model, task, todo, int(count), seed=int(seed or 0)):
-            scored.append(point)
-            front = pareto_front(scored)
-            state["tune"] = front
-            table = [[round(p["accuracy"], 3), round(p["nfe"], 1), round(p["tokens_fed"]), p["label"]]
-                     for p in front]  # the long label last
-            yield (f"{len(scored)} of {len(todo)} settings scored ({what}) on {int(count)} **{task}** prompts; "
-                   "the table lists the front: the settings no other beats on both accuracy and NFE. Click a row "
-                   "to load its settings (and one of the task's prompts) into the explorer.",
-                   visuals.pareto_figure(scored, front), table)
+        for point in iter_sweep(model, problems, todo[:-1] if known else todo, count, seed=seed,
+                                warmup=False):
+            if point["sampler"] == "baseline":
+                baselines[cache_key] = point
+            yield frame(point)
+    if known:
+        yield frame(known)
 
 
 def on_tune_select(prompt: str, evt: gr.SelectData, request: gr.Request):

@@ -84,6 +84,31 @@ def test_the_front_keeps_what_nothing_beats_on_both():
     assert pareto_front([]) == []
 
 
+def test_the_front_leaves_out_zero_scores_and_its_table_lists_the_most_accurate_first():
+    pts = [dict(name=n, accuracy=a, nfe=f) for n, a, f in
+           [("zero", 0.0, 3), ("low", 0.5, 10), ("top", 1.0, 40), ("tie", 0.5, 10), ("beaten", 0.5, 50)]]
+    front = pareto_front(pts)
+    assert [p["name"] for p in front] == ["low", "tie", "top"]  # the 0% point is cheapest, yet not on it
+    from slowfast.sweep import best_first
+
+    assert [p["name"] for p in best_first(front)] == ["top", "low", "tie"]
+    zeros = [dict(name="a", accuracy=0.0, nfe=9), dict(name="b", accuracy=0.0, nfe=4)]
+    assert [p["name"] for p in pareto_front(zeros)] == ["b"]  # nothing above 0: the cheapest stays
+
+
+def test_tune_points_start_informative_and_score_the_baseline_last(tiny_model, jsonl):
+    from slowfast.sweep import INFORMATIVE_POINTS, tune_points
+
+    points = tune_points(2, seed=0)
+    assert points[:len(INFORMATIVE_POINTS)] == list(INFORMATIVE_POINTS)
+    assert [p["params"]["exploration_steps"] for p in points if p["sampler"] == "slowfast"][:2] == [1, 2]
+    assert points[len(INFORMATIVE_POINTS):-1] == random_points(2, seed=0, baseline=False)
+    assert points[-1] == BASELINE_POINT and tune_points(2, seed=0, baseline=False) == points[:-1]
+    problems = problem_set(jsonl=jsonl, count=1, gen_length=G)
+    scored = [p["sampler"] for p in iter_sweep(tiny_model, problems, points)]
+    assert scored[0] != "baseline" and scored[-1] == "baseline" and scored.count("baseline") == 1
+
+
 def test_iter_sweep_yields_scored_points_that_reload_into_the_engine(tiny_model, jsonl):
     problems = problem_set(jsonl=jsonl, count=4, gen_length=G)
     points = grid_points({"threshold": [0.5, 0.9]}, samplers=["threshold"])
