@@ -9,38 +9,9 @@ with the reason and where in the output its checker found it going wrong (``Task
 """
 from __future__ import annotations
 
-from typing import Optional
-
-from .arithmetic import Arithmetic
 from .base import SPLITS, Diagnosis, Example, Task, is_heldout
-from .copy_letters import Copy
-from .story import Story
-
-TASKS: dict[str, Task] = {t.name: t for t in (Story(), Arithmetic(), Copy())}
-
-
-def get_task(name: str) -> Task:
-    if name not in TASKS:
-        raise ValueError(f"task: {name!r} is not known; allowed: {', '.join(TASKS)}")
-    return TASKS[name]
-
-
-def heldout_prompts(task_name: str, n: int, seed: int = 0) -> list[str]:
-    """The first ``n`` held-out prompts of a task (fixed for a seed)."""
-    return [ex.prompt for ex in get_task(task_name).examples("heldout", n, seed)]
-
-
-def example_for(prompt: str) -> Optional[tuple[Task, Example]]:
-    """The task and example ``prompt`` belongs to (any split, or typed by hand in a task's
-    format), so a run on it can be scored; None for any other prompt."""
-    for task in TASKS.values():
-        example = task.parse(prompt)
-        if example is not None:
-            return task, example
-    return None
-
-
-from .verdict import Verdict, verdict  # noqa: E402 (it reads example_for)
+from .registry import TASKS, example_for, get_task, heldout_prompts
+from .verdict import Verdict, verdict
 
 __all__ = ["SPLITS", "TASKS", "Diagnosis", "Example", "Task", "Verdict", "example_for", "get_task",
            "heldout_prompts", "is_heldout", "verdict"]

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Optional
 
-from . import example_for
+from .registry import example_for
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,32 @@
+"""The task sets by name, and the task a typed prompt belongs to."""
+from __future__ import annotations
+
+from typing import Optional
+
+from .arithmetic import Arithmetic
+from .base import Example, Task
+from .copy_letters import Copy
+from .story import Story
+
+TASKS: dict[str, Task] = {t.name: t for t in (Story(), Arithmetic(), Copy())}
+
+
+def get_task(name: str) -> Task:
+    if name not in TASKS:
+        raise ValueError(f"task: {name!r} is not known; allowed: {', '.join(TASKS)}")
+    return TASKS[name]
+
+
+def heldout_prompts(task_name: str, n: int, seed: int = 0) -> list[str]:
+    """The first ``n`` held-out prompts of a task (fixed for a seed)."""
+    return [ex.prompt for ex in get_task(task_name).examples("heldout", n, seed)]
+
+
+def example_for(prompt: str) -> Optional[tuple[Task, Example]]:
+    """The task and example ``prompt`` belongs to (any split, or typed by hand in a task's
+    format), so a run on it can be scored; None for any other prompt."""
+    for task in TASKS.values():
+        example = task.parse(prompt)
+        if example is not None:
+            return task, example
+    return None
