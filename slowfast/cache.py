@@ -23,24 +23,43 @@ Where the code lives: this module holds the whole algorithm. ``run_block`` is th
 path of one transformer layer: it asks the schedule (``FeatureCache.plan``) which case
 applies, runs that case's function (``refresh_all``, ``refresh_response``,
 ``refresh_prompt`` or ``reuse``; the last two share the V-verify step ``verify_response``)
-over the block's pieces (``attn_norm``, ``q``/``k``/``v`` projections with RoPE, ``attend``
-with its output projection, ``ffn``, and ``flops`` for the cost), and appends the layer's
-``LayerStats`` to ``FeatureCache.last_stats``. The network calls ``run_block`` per layer
-(and sums the stats' FLOPs in ``forward_flops``); this module imports nothing from the model
-at run time. The engine calls ``begin_forward`` before each forward and reads ``summary()``.
+over the block's pieces (the ``Block`` protocol: ``attn_norm``, ``q``/``k``/``v`` projections
+with RoPE, ``attend`` with its output projection, ``ffn``, and ``flops`` for the cost), and
+appends the layer's ``LayerStats`` to ``FeatureCache.last_stats``. The network calls
+``run_block`` per layer (and sums the stats' FLOPs in ``forward_flops``); this module imports
+nothing from the model. The engine calls ``begin_forward`` before each forward and reads ``summary()``.
 """
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field, fields
-from typing import TYPE_CHECKING, Any, ClassVar, Optional
+from typing import Any, Callable, ClassVar, Optional, Protocol, runtime_checkable
 
 import torch
 import torch.nn.functional as F
 
 from .params import CACHE, Param, dataclass_of_params, fill_defaults, shown, shown_name
 
-if TYPE_CHECKING:  # the model imports this module at run time; avoid a cycle
-    from .models.transformer import Block
+
+@runtime_checkable
+class Block(Protocol):
+    """The pieces of a transformer layer that the cache drives (our transformer's ``Block`` has
+    them): the attention's norm, RoPE'd queries and keys, values, attention with its output
+    projection, the FFN (its norm inside), and the layer's FLOPs for a count of rows of each
+    kind. The cache depends on these, not on the model."""
+
+    attn_norm: Callable[[torch.Tensor], torch.Tensor]
+
+    def q(self, n: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor: ...
+
+    def k(self, n: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor: ...
+
+    def v(self, n: torch.Tensor) -> torch.Tensor: ...
+
+    def attend(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor: ...
+
+    def ffn(self, h: torch.Tensor) -> torch.Tensor: ...
+
+    def flops(self, qkv_rows: int, v_rows: int, query_rows: int, keys: int, ffn_rows: int) -> float: ...
 
 
 @dataclass_of_params
@@ -194,7 +213,7 @@ def scatter_rows(t: torch.Tensor, idx: torch.Tensor, rows: torch.Tensor) -> None
     t.scatter_(1, idx.view(*idx.shape, *([1] * (t.dim() - 2))).expand(rows.shape), rows)
 
 
-def refresh_all(block: "Block", x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, store: LayerStore,
+def refresh_all(block: Block, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, store: LayerStore,
                 P: int, gen_length: int) -> tuple[torch.Tensor, LayerStats]:
     """Both refresh: a full forward of the block; every cached feature is overwritten (the
     response stores are allocated for ``gen_length`` rows on first use)."""
@@ -220,7 +239,7 @@ def refresh_all(block: "Block", x: torch.Tensor, cos: torch.Tensor, sin: torch.T
     return h + f, st
 
 
-def refresh_response(block: "Block", x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, store: LayerStore,
+def refresh_response(block: Block, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, store: LayerStore,
                      P: int) -> tuple[torch.Tensor, LayerStats]:
     """Response only: the response rows are recomputed against the cached prompt K/V; the
     prompt rows take their cached attention and FFN outputs."""
@@ -244,7 +263,7 @@ def refresh_response(block: "Block", x: torch.Tensor, cos: torch.Tensor, sin: to
     return torch.cat([out_p, hr + fr], dim=1), st
 
 
-def verify_response(block: "Block", xr: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, store: LayerStore,
+def verify_response(block: Block, xr: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, store: LayerStore,
                     P: int, rho: float, st: LayerStats
                     ) -> tuple[int, Optional[torch.Tensor], Optional[torch.Tensor]]:
     """V-verify, the step shared by ``refresh_prompt`` and ``reuse``: new V for every response
@@ -286,7 +305,7 @@ def _with_response(x: torch.Tensor, out_p: torch.Tensor, store: LayerStore, P: i
     return torch.cat([out_p, x[:, P:] + store.attn_r[:, :R] + store.ffn_r[:, :R]], dim=1), st
 
 
-def refresh_prompt(block: "Block", x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, store: LayerStore,
+def refresh_prompt(block: Block, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, store: LayerStore,
                    P: int, rho: float) -> tuple[torch.Tensor, LayerStats]:
     """Prompt only: the response is V-verified (``verify_response``), then the prompt rows are
     recomputed against the verified response K/V, in one attention call and one FFN call
@@ -317,7 +336,7 @@ def refresh_prompt(block: "Block", x: torch.Tensor, cos: torch.Tensor, sin: torc
     return _with_response(x, out_p, store, P, picked, st)
 
 
-def reuse(block: "Block", x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, store: LayerStore,
+def reuse(block: Block, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, store: LayerStore,
           P: int, rho: float) -> tuple[torch.Tensor, LayerStats]:
     """Neither refreshes: the prompt rows take their cached features, the response is
     V-verified (``verify_response``) and only the picked rows get attention (against the
@@ -340,7 +359,7 @@ def reuse(block: "Block", x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor,
     return _with_response(x, out_p, store, P, picked, st)
 
 
-def run_block(cache: FeatureCache, layer: int, block: "Block", x: torch.Tensor, cos: torch.Tensor,
+def run_block(cache: FeatureCache, layer: int, block: Block, x: torch.Tensor, cos: torch.Tensor,
               sin: torch.Tensor) -> torch.Tensor:
     """Layer ``layer``'s cached forward: the case from ``cache.plan(layer)``, on the layer's
     store; its LayerStats are appended to ``cache.last_stats``. Returns the block's output."""

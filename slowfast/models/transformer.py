@@ -13,16 +13,13 @@ cached or not.
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, fields
-from typing import TYPE_CHECKING, Any, Optional
+from typing import Any, Optional
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..cache import run_block
-
-if TYPE_CHECKING:
-    from ..cache import FeatureCache
+from ..cache import FeatureCache, run_block
 
 
 @dataclass
@@ -149,7 +146,8 @@ def layer_flops(cfg: ModelConfig, qkv_rows: int, v_rows: int, query_rows: int, k
 
 
 class Block(nn.Module):
-    """One LLaDA block: h = x + attn(attn_norm(x)); out = h + ffn(ff_norm(h))."""
+    """One LLaDA block: h = x + attn(attn_norm(x)); out = h + ffn(ff_norm(h)). Its pieces are
+    the ones dLLM-Cache drives (``cache.Block``, a protocol the cache declares)."""
 
     def __init__(self, cfg: ModelConfig):
         super().__init__()
