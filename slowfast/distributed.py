@@ -46,7 +46,7 @@ class Dist:
         """Every rank's ``obj``, in rank order, on every rank (``[obj]`` when not distributed)."""
         if not self.active:
             return [obj]
-        import torch.distributed as dist
+        import torch.distributed as dist  # here: only a torchrun run needs it
 
         out: list[Any] = [None] * self.world
         dist.all_gather_object(out, obj)
@@ -61,7 +61,7 @@ class Dist:
         """Rank 0's ``obj`` on every rank."""
         if not self.active:
             return obj
-        import torch.distributed as dist
+        import torch.distributed as dist  # here: only a torchrun run needs it
 
         box = [obj if self.is_main else None]
         dist.broadcast_object_list(box, src=0)
@@ -87,7 +87,7 @@ def setup(device: Optional[str] = None) -> Dist:
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if world <= 1:
         return Dist()
-    import torch.distributed as dist
+    import torch.distributed as dist  # here: only a torchrun run needs it
 
     rank, local = int(os.environ["RANK"]), int(os.environ.get("LOCAL_RANK", "0"))
     d = Dist(rank=rank, world=world, local_rank=local)
@@ -101,7 +101,7 @@ def setup(device: Optional[str] = None) -> Dist:
 
 
 def _destroy() -> None:
-    import torch.distributed as dist
+    import torch.distributed as dist  # here: only a torchrun run needs it
 
     if dist.is_initialized():
         dist.destroy_process_group()

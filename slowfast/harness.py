@@ -40,9 +40,15 @@ sampler's (or the engine's) own ValueError, before any model is loaded.
 """
 from __future__ import annotations
 
+if __name__ == "__main__":  # python -m slowfast.harness is the lm-eval command; it imports this file by its
+    import sys  # name (slowfast.harness), which registers the model once
+
+    from slowfast.commands.lmeval import main
+
+    sys.exit(main())
+
 import logging
 import math
-import sys
 from dataclasses import fields, replace
 from typing import Any, Optional, Sequence
 
@@ -59,7 +65,7 @@ except ImportError as exc:  # pragma: no cover - the message is what a user with
 
 from .cache import CACHE_PRESETS, CacheSettings
 from .engine import MAX_INT, GenerationSettings, Run, drain, first_end
-from .models.loading import DLLM, ModelLoadError, default_device, load_model, parse_device
+from .models.loading import DLLM, default_device, load_model, parse_device
 from .params import DEFAULTS
 from .samplers import SAMPLERS, STEPS_SAMPLERS
 
@@ -471,45 +477,3 @@ class SlowFastLM(LM):
         raise NotImplementedError(
             "slowfast: loglikelihood_rolling (perplexity tasks) is not supported: a masked diffusion LM gives a "
             "Monte-Carlo bound (ELBO) on a text's log-likelihood, not the exact token-by-token value these tasks sum")
-
-
-def help_preface() -> str:
-    """What ``--help`` prints before lm_eval's own help: our model and its model_args."""
-    return (
-        "python -m slowfast lm-eval: lm_eval's command line with the model 'slowfast' registered (README.md, "
-        "\"Accuracy on benchmarks\", and slowfast/harness.py have the details).\n\n"
-        "  python -m slowfast lm-eval --model slowfast --model_args pretrained=embedded,sampler=slowfast,"
-        "gen_length=96 --tasks TASK\n\n"
-        f"model_args (key=value, comma separated): {', '.join(NAMED_ARGS)}, and any parameter of the chosen "
-        f"sampler ({', '.join(SAMPLERS)}) or of dLLM-Cache by our name or the reference code's. pretrained: "
-        "'embedded', a local folder or a hub id (default embedded); cache: off, on or a preset "
-        f"({', '.join(sorted(CACHE_PRESETS))}).\n\n"
-        "lm_eval's own help follows.\n")
-
-
-def main(argv: Optional[Sequence[str]] = None) -> int:
-    """``python -m slowfast.harness [lm_eval arguments]``: lm_eval's own command line (``run``,
-    ``ls``, ``validate``) with the ``slowfast`` model registered. Returns the exit status: 2 with
-    one line on stderr for bad model_args (or another ValueError), a model that does not load,
-    or bad lm_eval flags."""
-    from lm_eval.__main__ import cli_evaluate
-
-    if argv is not None:
-        sys.argv = [sys.argv[0], *argv]
-    if "-h" in sys.argv[1:] or "--help" in sys.argv[1:]:
-        print(help_preface())
-    try:
-        cli_evaluate()
-    except (ValueError, ModelLoadError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    except SystemExit as exc:  # argparse: --help (0) or a bad flag (2, its message already printed)
-        if exc.code is None or isinstance(exc.code, int):
-            return exc.code or 0
-        print(exc.code, file=sys.stderr)
-        return 1
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

@@ -17,7 +17,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Optional
 
+from .engine import Run, drain
 from .params import DEFAULTS
+from .tasks import get_task
 
 
 @dataclass(frozen=True)
@@ -86,14 +88,12 @@ def problem_set(task: Optional[str] = None, count: Optional[int] = 8, *, jsonl: 
         return ProblemSet(name=Path(jsonl).stem, gen_length=gen_length or DEFAULTS["gen_length"],
                           metric="exact_match", problems=problems, chat=True if chat is None else chat,
                           source="jsonl")
-    from .tasks import get_task
-
     t = get_task(task or "story")
     examples = t.examples("heldout", count or 8, seed)
     problems = [Problem(index=i, prompt=ex.prompt, answer=ex.target, example=ex) for i, ex in enumerate(examples)]
 
     def scorer(problem: Problem, text: str) -> float:
-        return float(t.score(problem.example, text)[t.primary_metric])
+        return float(t.correct(problem.example, text))
 
     return ProblemSet(name=t.name, gen_length=gen_length or t.gen_length, metric=t.primary_metric,
                       problems=problems, chat=bool(chat), scorer=scorer, source="task")
@@ -102,8 +102,6 @@ def problem_set(task: Optional[str] = None, count: Optional[int] = 8, *, jsonl: 
 def run_problem(model, problems: ProblemSet, problem: Problem, settings) -> dict[str, Any]:
     """Decode one prompt with ``settings`` (a GenerationSettings); a run the engine had to end
     (its forward or cycle cap) counts with what it decoded and ``stalled`` set."""
-    from .engine import Run, drain
-
     trace = drain(Run(model, problem.prompt, settings))
     s = trace.stats
     return {"index": problem.index, "nfe": int(s.nfe), "forwards": int(s.forwards),

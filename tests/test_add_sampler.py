@@ -10,7 +10,7 @@ import pytest
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 
 import app  # noqa: E402
-from slowfast.cli import build_parser, main  # noqa: E402
+from slowfast.commands.cli import build_parser, main  # noqa: E402
 from slowfast.engine import GenerationSettings, generate  # noqa: E402
 from slowfast.params import BY_NAME, Param, dataclass_of_params, markdown_table  # noqa: E402
 from slowfast.samplers import (  # noqa: E402

@@ -7,10 +7,11 @@ import statistics
 
 import pytest
 
-from slowfast.bench import (BASE, CONFIG_IDS, bench_overhead, bench_task, machine, machine_line, summarize_configs,
-                            task_configs)
+from slowfast.commands.bench.overhead import bench_overhead
+from slowfast.commands.bench.tasks import BASE, CONFIG_IDS, bench_task, summarize_configs, task_configs
+from slowfast.commands.common import machine, machine_line
 from slowfast.cache import CACHE_PRESETS
-from slowfast.cli import main
+from slowfast.commands.cli import main
 from slowfast.engine import GenerationSettings, generate
 from slowfast.problems import Problem, ProblemSet, problem_set, read_jsonl
 

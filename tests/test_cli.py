@@ -5,7 +5,7 @@ import sys
 
 import pytest
 
-from slowfast.cli import main
+from slowfast.commands.cli import main
 from slowfast.trace import Trace
 
 

@@ -6,8 +6,8 @@ import sys
 
 import pytest
 
-from slowfast import evaluate
-from slowfast.cli import main
+from slowfast.commands import evaluate
+from slowfast.commands.cli import main
 from slowfast.models.loading import EMBEDDED_DIR
 from slowfast.problems import problem_set
 from slowfast.sweep import load_points

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from slowfast.cli import main
+from slowfast.commands.cli import main
 from slowfast.distributed import Dist, setup
 from slowfast.engine import GenerationSettings, generate
 
@@ -18,7 +18,7 @@ PROMPTS = ["Hi", "abc", "Copy: x y", "Q: 1+2", "hello there", "zz"]
 G = 16
 DRIVER = """\
 import sys
-from slowfast.cli import main
+from slowfast.commands.cli import main
 args = sys.argv[1:]
 cut = args.index("--then")
 sys.exit(main(args[:cut]) or main(args[cut + 1:]))

@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from slowfast.cache import CacheSettings, FeatureCache
-from slowfast.cli import main as cli_main
+from slowfast.commands.cli import main as cli_main
 from slowfast.engine import GenerationSettings, generate
 from slowfast.models import ModelConfig, ModelLoadError, Transformer, load_model
 from slowfast.models.loading import (DLLM, DREAM_7B, KNOWN_MODELS, LLADA_8B, check_memory, memory_needed,

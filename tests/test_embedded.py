@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 from slowfast.engine import GenerationSettings, first_end, generate
-from slowfast.evaluate import SLIDERS, cycles, has_parallel_fast_step, spearman
+from slowfast.commands.evaluate import SLIDERS, cycles, has_parallel_fast_step, spearman
 from slowfast.models import load_model
 from slowfast.tasks import TASKS
 

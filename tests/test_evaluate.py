@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 
 from slowfast.engine import GenerationSettings, generate
-from slowfast.evaluate import cycles, has_parallel_fast_step, ranks, spearman
+from slowfast.commands.evaluate import cycles, has_parallel_fast_step, ranks, spearman
 
 
 def test_ranks_share_ties():
@@ -40,7 +40,7 @@ def test_count_events_find_each_change_its_noun_and_the_new_count():
 
 
 def test_count_inference_hides_the_counts_it_scores():
-    from slowfast.evaluate import count_inference
+    from slowfast.commands.evaluate import count_inference
     from slowfast.models import load_model
     from slowfast.tasks import TASKS
 
@@ -53,7 +53,7 @@ def test_count_inference_hides_the_counts_it_scores():
 
 
 def test_step_inference_hides_the_results_it_scores():
-    from slowfast.evaluate import step_inference
+    from slowfast.commands.evaluate import step_inference
     from slowfast.models import load_model
     from slowfast.tasks import TASKS
 
@@ -80,7 +80,7 @@ def made_up_run(model, prompt, text, first):
 
 
 def test_a_failed_story_is_classified_by_what_was_written_first():
-    from slowfast.evaluate import FAILURE_KINDS, story_failure
+    from slowfast.commands.evaluate import FAILURE_KINDS, story_failure
     from slowfast.tasks.story import count_events
     from slowfast.models import load_model
 

@@ -20,7 +20,7 @@ from hypothesis import strategies as st  # noqa: E402
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 
 import app  # noqa: E402
-from slowfast import cli  # noqa: E402
+from slowfast.commands import cli  # noqa: E402
 from slowfast.engine import GenerationSettings, Run  # noqa: E402
 from slowfast.samplers import DecodingStalled  # noqa: E402
 from slowfast.session import Controls, run_to_end  # noqa: E402

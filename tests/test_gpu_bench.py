@@ -5,7 +5,7 @@ import json
 import pytest
 import torch
 
-from slowfast import gpu_bench
+from slowfast.commands import gpu_bench
 from slowfast.models.loading import LLADA_8B, parameter_count
 
 

@@ -10,7 +10,7 @@ from typing import Callable
 
 import pytest
 
-from slowfast.cli import main
+from slowfast.commands.cli import main
 from slowfast.models import ModelLoadError, load_model
 
 SHARD = "model-00001-of-00012.safetensors"

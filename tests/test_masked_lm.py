@@ -8,7 +8,7 @@ import shutil
 import pytest
 import torch
 
-from slowfast.cli import main as cli_main
+from slowfast.commands.cli import main as cli_main
 from slowfast.engine import GenerationSettings, Run, generate
 from slowfast.models import ModelLoadError, load_model
 from slowfast.models.loading import model_info

@@ -10,7 +10,7 @@ os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 
 import app  # noqa: E402
 from slowfast.cache import CacheSettings  # noqa: E402
-from slowfast.cli import build_parser  # noqa: E402
+from slowfast.commands.cli import build_parser  # noqa: E402
 from slowfast.engine import GenerationSettings, generate  # noqa: E402
 from slowfast.params import BY_NAME, DEFAULTS, PARAMETERS, markdown_table  # noqa: E402
 from slowfast.samplers import make_policy  # noqa: E402

@@ -7,7 +7,7 @@ import pytest
 
 from slowfast.cache import CACHE_PRESETS
 from slowfast.engine import first_end, generate
-from slowfast.evaluate import cycles, spearman, story_failure
+from slowfast.commands.evaluate import cycles, spearman, story_failure
 from slowfast.models import load_model
 from slowfast.session import DEFAULT_PROMPT, PRESETS_DIR, Controls, example_prompts, load_presets, preset_controls
 from slowfast.tasks import TASKS, Example, verdict

@@ -1,7 +1,7 @@
 """The refactoring check: canonical traces compared across code versions."""
 import json
 
-from slowfast import snapshot
+from slowfast.commands import snapshot
 
 
 def test_snapshot_finds_no_difference_in_the_same_code_and_names_a_changed_trace(tmp_path, monkeypatch, capsys):

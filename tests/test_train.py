@@ -8,8 +8,9 @@ import json
 import pytest
 import torch
 
-from slowfast import train
+from slowfast.commands import train
 from slowfast.models.loading import load_model
+from slowfast.tasks import TASKS
 
 TINY = ["--d-model", "32", "--n-layers", "1", "--n-heads", "2", "--mlp-hidden", "64", "--threads", "1",
         "--batch-story", "2", "--batch-arithmetic", "2", "--batch-copy", "2", "--eval-n", "2",
@@ -21,6 +22,15 @@ def run(tmp_path, name, steps, *extra):
     args = TINY + ["--work-dir", str(work), "--out", str(work / "export"), "--steps", str(steps), *extra]
     assert train.main(args) == 0
     return torch.load(work / "state.pt", weights_only=True)
+
+
+def refused(tmp_path, capsys, *extra) -> str:
+    """The one ``error:`` line of a run the flags refuse (exit status 2)."""
+    work = tmp_path / "bad"
+    assert train.main(TINY + ["--work-dir", str(work), "--out", str(work / "export"), "--steps", "1", *extra]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and err.count("\n") == 1, err
+    return err
 
 
 def test_ema_update_is_the_moving_average_of_the_weights():
@@ -54,14 +64,13 @@ def test_the_export_is_the_averaged_model_and_loads_as_the_shipped_one(tmp_path)
     assert "moving average of the weights (decay 0.5)" in (out / "README.md").read_text()
 
 
-def test_a_decay_outside_zero_to_one_is_refused(tmp_path):
-    with pytest.raises(SystemExit, match="--ema"):
-        run(tmp_path, "bad", 1, "--ema", "1.5")
+def test_a_decay_outside_zero_to_one_is_refused(tmp_path, capsys):
+    assert "--ema" in refused(tmp_path, capsys, "--ema", "1.5")
 
 
-def test_suffix_masking_names_only_tasks_it_knows(tmp_path):
-    with pytest.raises(SystemExit, match="--suffix-tasks: copy not allowed"):
-        run(tmp_path, "bad", 1, "--suffix-p", "0.3", "--suffix-tasks", "arithmetic,copy")
+def test_suffix_masking_names_only_tasks_it_knows(tmp_path, capsys):
+    err = refused(tmp_path, capsys, "--suffix-p", "0.3", "--suffix-tasks", "arithmetic,copy")
+    assert "--suffix-tasks: copy not allowed" in err
 
 
 class Recorder(torch.nn.Module):
@@ -136,9 +145,9 @@ def test_count_events_of_a_training_batch_are_response_positions():
 
     from slowfast.tasks.story import NUMBERS, OBJECTS
 
-    tok = train.load_tokenizer(train.DEFAULT_OUT)
+    tok = train.load_tokenizer(train.SHIPPED_DIR)
     data = train.Data(tok)
-    tokens, plen, _ = data.task_batch(train.TASKS["story"], random.Random(0), 3)
+    tokens, plen, _ = data.task_batch(TASKS["story"], random.Random(0), 3)
     nouns = set(OBJECTS) | set(OBJECTS.values())
     for row, found in zip(tokens, data.count_events(tokens, plen)):
         assert len(found) >= 3
@@ -169,9 +178,9 @@ def test_step_events_hide_a_result_and_its_next_use_and_show_what_it_is_computed
 def test_step_events_of_a_training_batch_and_their_masks():
     import random
 
-    tok = train.load_tokenizer(train.DEFAULT_OUT)
+    tok = train.load_tokenizer(train.SHIPPED_DIR)
     data = train.Data(tok)
-    tokens, plen, exs = data.task_batch(train.TASKS["arithmetic"], random.Random(0), 8)
+    tokens, plen, exs = data.task_batch(TASKS["arithmetic"], random.Random(0), 8)
     events = data.events("arithmetic", tokens, plen)
     for row, found, ex in zip(tokens, events, exs):
         assert len(found) == len(ex.meta["ops"])  # every step of a chain that fits its canvas
@@ -203,12 +212,10 @@ def test_a_run_with_chain_events_logs_step_computation_and_its_card_says_so(tmp_
     assert "A share of the chain examples (1.0)" in card and "A share of the story examples (1.0)" in card
 
 
-def test_unknown_event_tasks_are_refused(tmp_path):
-    with pytest.raises(SystemExit, match="--event-tasks: copy not allowed"):
-        run(tmp_path, "bad", 1, "--event-p", "1", "--event-tasks", "story,copy")
+def test_unknown_event_tasks_are_refused(tmp_path, capsys):
+    assert "--event-tasks: copy not allowed" in refused(tmp_path, capsys, "--event-p", "1", "--event-tasks", "story,copy")
 
 
 @pytest.mark.parametrize("flag", ["--suffix-p", "--chunk-p", "--event-p"])
-def test_a_share_outside_zero_to_one_is_refused(tmp_path, flag):
-    with pytest.raises(SystemExit, match=flag):
-        run(tmp_path, "bad", 1, flag, "1.5")
+def test_a_share_outside_zero_to_one_is_refused(tmp_path, capsys, flag):
+    assert refused(tmp_path, capsys, flag, "1.5").startswith(f"error: {flag}: ")
