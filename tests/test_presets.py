@@ -34,7 +34,7 @@ def run(embedded, preset):
 def with_changed(preset, claim: str, value: dict):
     """The preset with some sampler parameters (``correct_with``) or cache settings
     (``correct_with_cache``, over a cache preset's own when it names one) changed."""
-    part = "params" if claim == "correct_with" else "cache"
+    part = "params" if claim in ("correct_with", "wrong_with") else "cache"
     base = preset["settings"].get(part)
     if part == "cache":
         assert base, f"{claim}: the preset runs without the cache"
@@ -113,6 +113,8 @@ def test_preset_claims_hold_on_its_own_run(embedded, name):
             assert trace.summary["nfe"] <= value
         elif claim in ("correct_with", "correct_with_cache"):  # right under other parameters / cache settings
             assert score(preset["prompt"], run(embedded, with_changed(preset, claim, value)).text)
+        elif claim == "wrong_with":  # wrong under other sampler parameters (e.g. the defaults)
+            assert not score(preset["prompt"], run(embedded, with_changed(preset, claim, value)).text)
         else:
             raise AssertionError(f"preset {name}: unknown claim {claim!r}")
 
