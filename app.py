@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import os
 
-from explorer.compare import COMPARE_CONFIGS, on_compare, on_compare_end  # noqa: F401
+os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # no telemetry unless the host turns it on (see explorer/)
+
+from explorer.compare import COMPARE_CONFIGS, on_compare, on_compare_end  # noqa: E402,F401
 from explorer.controls import (  # noqa: F401
     CONTROL_NAMES, chat_template_of, controls_from, model_choices, on_check, on_model_change, on_preset, on_variant,
 )

@@ -8,3 +8,8 @@
 
 No algorithm lives here: decoding is ``slowfast``'s, what a step shows is ``visuals``'.
 """
+import os
+
+# Gradio's telemetry and version check (api.gradio.app) are off unless the host turns them on
+# (GRADIO_ANALYTICS_ENABLED=True); set here, before any module of this package imports gradio.
+os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")

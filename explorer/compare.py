@@ -13,7 +13,7 @@ from explorer.controls import controls_from
 from explorer.run import RENDER_BUDGET, STREAM_SECONDS, new_run_id, stopped_note, verdict_of
 from visuals.player import PlayerStream, dumps, whole_run
 from explorer import sessions
-from explorer.sessions import load
+from explorer.sessions import DeviceWork, begin_work, held, load, prompt_refusal
 
 
 COMPARE_CONFIGS = ["baseline", "slowfast", "slowfast + cache", "threshold", "dream"]
@@ -22,7 +22,24 @@ COMPARE_CONFIGS = ["baseline", "slowfast", "slowfast + cache", "threshold", "dre
 def on_compare(model_name: str, prompt: str, configs: list[str], state: dict, *values):
     """Run each configuration in turn (one decoding at a time), saying which one runs, each
     streaming into the compare player's slot (the runs then play side by side on one step
-    axis); a cancelled or abandoned compare stops its current run at once."""
+    axis); a cancelled or abandoned compare stops its current run at once, and a stopped one
+    starts no further configuration."""
+    work = begin_work(state, "configuration")
+    try:
+        yield from compare_frames(model_name, prompt, configs, state, work, values)
+    finally:
+        work.finish()
+
+
+def compare_frames(model_name: str, prompt: str, configs: list[str], state: dict, work: DeviceWork, values: tuple):
+    refusal = prompt_refusal(prompt, model_name)  # before anything else, as a run's
+    if refusal is not None:
+        yield f"⚠️ {visuals.esc(refusal)}", gr.update(), gr.update()
+        return
+    if not isinstance(configs, list) or not all(isinstance(c, str) and c in COMPARE_CONFIGS for c in configs):
+        yield (f"⚠️ configs: a list of {', '.join(COMPARE_CONFIGS)}; not {visuals.esc(repr(configs)[:80])}",
+               gr.update(), gr.update())
+        return
     model, note = load(model_name, state.get("trust_remote_code", False))
     if model is None:
         yield f"⚠️ {note}", gr.update(), gr.update()
@@ -32,23 +49,31 @@ def on_compare(model_name: str, prompt: str, configs: list[str], state: dict, *v
         return
     try:
         jobs = configured(model, prompt, configs, controls_from(values))
-    except ValueError as exc:
+    except (ValueError, TypeError, OverflowError) as exc:
         yield f"⚠️ {visuals.esc(str(exc))}", gr.update(), gr.update()
         return
     labels = list(configs)
     if sessions.decode_on_gpu is not None:  # Space: each configuration is one GPU call
         traces = []
-        for i, (label, job) in enumerate(zip(labels, jobs)):
+        # (a GPU call cannot be stopped midway: Stop ends the compare before the next one)
+        for i, (label, settings) in enumerate(held(state, [(lb, j.run.settings) for lb, j in zip(labels, jobs)],
+                                                   work=work)):
             yield f"Running **{label}** ({i + 1} of {len(jobs)})…", gr.update(), gr.update()
-            traces.append(Trace.from_dict(sessions.decode_on_gpu(model_name, prompt, dataclasses.asdict(job.run.settings))))
+            traces.append(Trace.from_dict(sessions.decode_on_gpu(model_name, prompt, dataclasses.asdict(settings))))
+        if len(traces) < len(jobs):
+            yield on_compare_end(state)
+            return
         player = dumps([whole_run(t, new_run_id(), verdict=verdict_of(t), slot=i, label=label)
                         for i, (t, label) in enumerate(zip(traces, labels))])
     else:
         state.update(compare_live=(0, len(jobs)), stop_note=None)  # until its table: see on_compare_end
-        for frame in stream_each(jobs, labels, state):
+        for frame in stream_each(jobs, labels, state, work):
             yield frame
             if frame[0].startswith("Stopped"):
                 return
+        if work.stopped:
+            yield on_compare_end(state)
+            return
         traces, player = [job.trace() for job in jobs], gr.update()
     state["compare_live"] = None
     state["compare"] = traces
@@ -62,29 +87,31 @@ def configured(model, prompt: str, configs: list[str], base) -> list[BackgroundR
         c = dataclasses.replace(base, sampler=label.split(" ")[0], cache=label.endswith("cache"))
         try:
             jobs.append(BackgroundRun(model, prompt, c.settings(), label=label))
-        except ValueError as exc:
+        except (ValueError, TypeError, OverflowError) as exc:
             raise ValueError(f"{label}: {exc}") from None
     return jobs
 
 
-def stream_each(jobs: list[BackgroundRun], labels: list[str], state: dict):
-    """Decode the configurations one after the other, each streaming into its slot; an API
-    client's Stop ends the compare after the current run (the page cancels the event itself)."""
+def stream_each(jobs: list[BackgroundRun], labels: list[str], state: dict, work: DeviceWork):
+    """Decode the configurations one after the other, each streaming into its slot. Each is held
+    by the event's switch before it starts, so a Stop (an API client's: the page cancels the
+    event itself) that lands at any moment, between two configurations too, ends the compare
+    after the current run and starts no further one."""
     current = None
     try:
-        for i, (label, job) in enumerate(zip(labels, jobs)):
+        for i, (label, job) in enumerate(zip(labels, held(state, jobs, work=work))):
             stream = PlayerStream(new_run_id(), slot=i, label=label)
             current = state["run"] = job.start()
             running = f"Running **{label}** ({i + 1} of {len(jobs)})…"
             yield running, gr.update(), gr.update()
             for trace, done in stream_batches(job, STREAM_SECONDS, budget=RENDER_BUDGET):
-                if state.get("stop_note"):
+                if work.stopped:
                     break
                 update = stream.end(trace, verdict=verdict_of(trace)) if done else stream.update(trace)
                 if update is not None:  # each configuration's steps reach the browser as it decodes
                     yield running, gr.update(), dumps(update)
             state["compare_live"] = (i + 1, len(jobs))
-            if state.get("stop_note"):
+            if work.stopped:
                 yield on_compare_end(state)
                 return
     finally:
@@ -129,6 +156,6 @@ def on_compare_end(state: dict) -> list:
     if not progress:
         return [gr.update()] * 3
     stopped_note(state)
-    done, total = progress
+    done, total = state.get("compare_live") or progress
     return [f"Stopped: {done} of {total} configurations had run; press **Compare** to compare them again.",
             gr.update(), gr.update()]

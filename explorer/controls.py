@@ -3,24 +3,61 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 from pathlib import Path
-from typing import Optional
+from typing import Any, Optional
 
 import gradio as gr
 
 import visuals
 from slowfast.models.loading import EMBEDDED_DIR, KNOWN_MODELS
-from slowfast.params import BY_NAME
+from slowfast.params import BY_NAME, MAX_SEED, shown
 from slowfast.samplers.slowfast import VARIANT_PARAMS, variant_defaults
 from slowfast.session import Controls, check_controls, preset_controls
-from explorer.sessions import POOL, PRESETS
+from explorer.sessions import POOL, PRESETS, allowed_models, model_name_refusal, prompt_refusal
 
 
 CONTROL_NAMES = [f.name for f in dataclasses.fields(Controls)]
 
 
 def controls_from(values: tuple) -> Controls:
-    return Controls(**dict(zip(CONTROL_NAMES, values)))
+    """The controls an event sent (the page's or an API client's), each checked for its kind
+    first: a value the settings check cannot weigh (text for a number, a number beyond any
+    float, a list for a switch) raises ValueError in the settings check's words, naming the
+    control; everything else is left to that check (``Controls.settings``)."""
+    given = dict(zip(CONTROL_NAMES, values))
+    for name, value in given.items():
+        given[name] = control_value(name, value)
+    return Controls(**given)
+
+
+SWITCHES = ("chat", "cache")  # the controls that are not parameters of the table
+
+
+def control_value(name: str, value: Any) -> Any:
+    """``value`` for control ``name`` as the settings check can weigh it (see controls_from)."""
+    p = BY_NAME.get(name) if name not in SWITCHES and name != "sampler" else None
+    if name == "sampler" or (p is not None and (p.choices or p.type is str)):
+        if not isinstance(value, str) or len(value) > 64:
+            allowed = ", ".join(p.choices) if p is not None and p.choices else "a sampler's name"
+            raise ValueError(f"{name}: {shown(value)} is not allowed; allowed: {allowed}")
+        return value
+    if name in SWITCHES or (p is not None and p.type is bool):
+        if isinstance(value, bool) or value is None or (isinstance(value, int) and value in (0, 1)):
+            return bool(value) if value is not None or name in SWITCHES else value
+        raise ValueError(f"{name}: {shown(value)} is not allowed; allowed: true or false")
+    if p is None or value is None:
+        return value
+    allowed = p.allowed() + (" (or unset)" if p.default is None else "")
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ValueError(f"{name}: {shown(value)} is not a number; it must be {allowed}")
+    if isinstance(value, int) and (abs(value) > MAX_SEED if p.type is int else abs(value) > 1e308):
+        # beyond every integer parameter (the seed's range is the widest), or beyond a float (10**400)
+        bound = f" (at most {MAX_SEED})" if p.type is int and p.maximum is None else ""
+        raise ValueError(f"{name}: {shown(value)} is too large; it must be {allowed}{bound}")
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ValueError(f"{name}: {value} is not allowed; it must be {allowed}")
+    return value
 
 
 def on_preset(name: str):
@@ -47,6 +84,7 @@ def on_variant(variant: str):
 
 def model_choices(default_model: str) -> list:
     """The picker's entries: (name, size, memory, cache) for the models we know."""
+    only = allowed_models()
     out = [("embedded · 5M · runs offline on a CPU", "embedded")]
     for name, info in KNOWN_MODELS.items():
         size = f"{info.parameters / 1e9:.1f}B" if info.parameters >= 1e9 else f"{info.parameters / 1e6:.0f}M"
@@ -54,30 +92,39 @@ def model_choices(default_model: str) -> list:
                     f"{info.weight_bytes('float32') / 1e9:.0f} GB fp32 · cache {'yes' if info.cache else 'no'}", name))
     if default_model not in [v for _, v in out]:
         out.insert(0, (default_model, default_model))
+    if only is not None:  # a public host offers only what it serves
+        out = [(label, v) for label, v in out if v in only] + [(m, m) for m in only if m not in [v for _, v in out]]
     return out
 
 
 def on_check(model_name: str, prompt: str, *values) -> str:
-    model = POOL.models.get((model_name or "").strip())  # never loads on a keystroke
+    model = POOL.models.get(model_name.strip()) if isinstance(model_name, str) else None  # never loads on a keystroke
     try:
-        message = check_controls(controls_from(values), model, prompt if model is not None else None)
-    except (TypeError, ValueError) as exc:
+        message = prompt_refusal(prompt, model_name) or check_controls(controls_from(values), model,
+                                                                  prompt if model is not None else None)
+    except (TypeError, ValueError, OverflowError) as exc:
         message = str(exc)
     return f"⚠️ {message}" if message else "✓ Settings are valid."
 
 
 def resolve_local(model_name: str) -> Optional[Path]:
-    """The local folder of ``model_name`` without downloading (None for a hub id)."""
-    name = (model_name or "").strip()
+    """The local folder of ``model_name`` without downloading (None for a hub id, or a name
+    that cannot be a folder)."""
+    if model_name_refusal(model_name) is not None:
+        return None
+    name = model_name.strip()
     if name == "embedded":
         return EMBEDDED_DIR
-    folder = Path(name).expanduser()
-    return folder if name and folder.is_dir() else None
+    try:
+        folder = Path(name).expanduser()
+        return folder if folder.is_dir() else None
+    except (OSError, RuntimeError):  # '~nobody', a name the file system refuses
+        return None
 
 
 def chat_template_of(model_name: str) -> Optional[bool]:
     """Whether a model has a chat template, as far as we know without loading it (None: unknown)."""
-    model = POOL.models.get((model_name or "").strip())
+    model = POOL.models.get(model_name.strip()) if isinstance(model_name, str) else None
     if model is not None:
         return model.has_chat_template
     folder = resolve_local(model_name)
@@ -103,7 +150,7 @@ def chat_refusal(model_name: str) -> Optional[str]:
     local folder) is not refused: loading it tells, and later turns are checked."""
     if chat_template_of(model_name) is not False:
         return None
-    name = visuals.esc((model_name or "").strip())
+    name = visuals.esc(model_name.strip())
     return (f"Chat needs a chat template; **{name}** has none, so its prompt would be fed as plain text. "
             "Use **Run** with a plain prompt.")
 

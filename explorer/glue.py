@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import inspect
+import math
 import threading
 import time
 from typing import Any, Optional
@@ -15,18 +16,34 @@ import gradio as gr
 from explorer.sessions import DEVICE, SESSIONS
 
 
-def _slider_value(self: gr.Slider, payload: Any) -> Any:
-    """gr.Slider.preprocess without its bounds check (see below)."""
-    return payload if payload is None else gr.Number.round_to_precision(payload, self.precision)
+def _number_value(self: gr.Number, payload: Any) -> Any:
+    """gr.Slider's and gr.Number's preprocess without their bounds check, and a value that is
+    not a finite number passed on as it came (see below)."""
+    if isinstance(payload, bool) or not isinstance(payload, (int, float)) or (
+            isinstance(payload, float) and not math.isfinite(payload)):
+        return payload
+    return gr.Number.round_to_precision(payload, self.precision)
+
+
+def _as_sent(self: gr.components.Component, payload: Any) -> Any:
+    """A choice control's preprocess that passes the value on as it came (see below)."""
+    return payload
 
 
 # A number typed into a slider's box reaches the handler even outside the slider's range: the
 # settings check then says what is allowed, Tune refuses it and the step slider clamps it
-# (Gradio's own bounds check answers a bare "Error" on every output). Class-wide: Gradio
-# rebuilds a component from its class whenever an event updates it, so an instance's own
-# method would be lost, and a subclass makes Gradio write an app.pyi stub next to this file.
-# Every slider of this app is one of ours.
-gr.Slider.preprocess = _slider_value
+# (Gradio's own bounds check answers a bare "Error" on every output). So do an API client's
+# values that Gradio's own preprocessing would turn into an exception or its own words (text or
+# infinity for a number box's integer: a TypeError or OverflowError; a sampler or configuration
+# not among the choices): the handlers check every value (``controls.controls_from``, compare's
+# configs) and answer in the settings check's words. Class-wide: Gradio rebuilds a component
+# from its class whenever an event updates it, so an instance's own method would be lost, and a
+# subclass makes Gradio write an app.pyi stub next to this file. Every slider, number box,
+# radio and checkbox group of this app is one of ours, each with type="value".
+gr.Slider.preprocess = _number_value
+gr.Number.preprocess = _number_value
+gr.Radio.preprocess = _as_sent
+gr.CheckboxGroup.preprocess = _as_sent
 
 
 def named(fn, *names: str, device: bool = False):
@@ -73,22 +90,23 @@ def api_signature(fn, shown: list[str]) -> inspect.Signature:
 async def streamed(gen, state: dict, device: bool):
     """A handler's generator as an async generator, so that Gradio's cancel (Stop, a client's
     cancel) raises right here instead of waiting for the garbage collector: the session's run
-    stops at once. ``device``: the event holds the device (its runs are stopped when it ends)."""
-    mine: list = []  # the runs this event started
+    stops at once. ``device``: the event holds the device; however it ends, its work is stopped
+    through the one switch Stop uses (``sessions.DeviceWork``, in ``state["work"]``)."""
+    mine: list = []  # the switches of this event (its handler makes one as it starts)
     token = DEVICE.start() if device else None
     ended = threading.Event()
 
     def end(_task=None) -> None:
-        """The event is over, however it ended: its runs stop after their current forward, its
-        generator is closed and its device time logged (once)."""
+        """The event is over, however it ended: its work stops after its current forward and
+        nothing further starts, its generator is closed and its device time logged (once)."""
         if ended.is_set():
             return
         ended.set()
-        # (on the device, the session's latest run is this event's even when it began in the
-        # frame being computed as the event was cancelled)
-        for job in [*mine, state.get("run") if device else None]:
-            if job is not None and not job.done.is_set():
-                job.stop()
+        # (on the device, the session's latest switch is this event's even when it was made in
+        # the frame being computed as the event was cancelled)
+        for work in [*mine, state.get("work") if device else None]:
+            if work is not None:
+                work.stop()
         if token is not None:
             DEVICE.end(token)
         threading.Thread(target=close_when_idle, args=(gen,), daemon=True).start()
@@ -102,9 +120,9 @@ async def streamed(gen, state: dict, device: bool):
     try:
         while True:
             item = await anyio.to_thread.run_sync(next, gen, DONE)
-            job = state.get("run") if device else None  # only device events start runs
-            if job is not None and not any(job is j for j in mine):
-                mine.append(job)
+            work = state.get("work") if device else None  # only device events make switches
+            if work is not None and not any(work is w for w in mine):
+                mine.append(work)
             if item is DONE:
                 return
             yield item

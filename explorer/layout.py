@@ -5,6 +5,7 @@ from typing import Any
 
 import gradio as gr
 
+import visuals
 from visuals.player import player_files, plotly_path
 from slowfast.cache import CACHE_PRESETS
 from slowfast import params
@@ -29,6 +30,9 @@ from explorer.glue import named
 from explorer.run import on_chat, on_run, on_run_end, on_stop
 from explorer.sessions import (
     MAX_UPLOAD,
+    PAGE_STATES,
+    PRESET_PROBLEMS,
+    STATE_HOLDERS,
     PRESETS,
     QUEUE_SIZE,
     TASK_NAMES,
@@ -91,11 +95,14 @@ def build_app(default_model: str = "embedded") -> gr.Blocks:
                     "change. Pick a preset or type a prompt, press **Run**, then step through the run.")
         with gr.Row():
             with gr.Column(scale=1, min_width=340):
-                model = gr.Dropdown(model_choices(default_model), value=default_model, allow_custom_value=True,
+                only = allowed_models()  # a public host offers only the models it serves, and no typed name
+                model = gr.Dropdown(model_choices(default_model), allow_custom_value=only is None,
+                                    value=default_model if only is None or default_model in only else only[0],
                                     label="Model", info="hub ids download once (a model too big for this machine is "
-                                                        "refused with what it needs); or type a local folder")
+                                                        "refused with what it needs); or type a local folder"
+                                    if only is None else "the models this host serves")
                 trust = gr.Checkbox(False, label="Allow the model's own code (trust_remote_code)",
-                                    visible=allowed_models() is None,
+                                    visible=only is None,
                                     info="⚠️ only for a folder or hub id you trust: its Python runs on this "
                                          "machine. Off: such models are refused with a message.")
                 prompt = gr.Textbox(DEFAULT_PROMPT, label="Prompt", lines=2, elem_id="prompt")
@@ -112,6 +119,9 @@ def build_app(default_model: str = "embedded") -> gr.Blocks:
                 c["cache"] = gr.Checkbox(d.cache, label="dLLM-Cache (feature reuse)")
                 preset = gr.Dropdown(list(PRESETS), value=None, label="Preset", elem_id="preset",
                                      info="paper settings and teaching scenarios; choosing one fills the controls")
+                # preset files that were skipped at start-up, and why (the app starts without them)
+                gr.Markdown("\n".join(f"⚠️ {visuals.esc(m)}" for m in PRESET_PROBLEMS), elem_id="preset-problems",
+                            visible=bool(PRESET_PROBLEMS))
                 explanation = gr.Markdown()
                 example = gr.Dropdown(list(examples), value=None, label="Example prompt")
                 c["chat"] = gr.Checkbox(d.chat if has_chat is not False else False, label="Apply the chat template",
@@ -202,11 +212,14 @@ def build_app(default_model: str = "embedded") -> gr.Blocks:
                                           [model, prompt, configs, *controls],
                                           [compare_msg, compare_table, compare_player],
                                           api_name="compare", concurrency_id="device")
+        tune_event = tune_btn.click(named(on_tune, "model", "task", "count", "points", "seed", "state", device=True),
+                                    [model, tune_task, tune_count, tune_points, tune_seed],
+                                    [tune_msg, tune_plot, tune_table], api_name="tune", concurrency_id="device")
         # Stop ends this browser's running decode after its current forward and cancels
         # its queued ones (Gradio closes their generators, which stops their runs too)
         # (the browser's players pause at once, before the server hears of it; what they paused goes along)
         stop_btn.click(named(on_stop, "state", "playback"), [playback], [message], api_name="stop",
-                       queue=False, cancels=[run_event, compare_event, *chat_events], js=STOP_THE_PLAYERS)
+                       queue=False, cancels=[run_event, compare_event, *chat_events, tune_event], js=STOP_THE_PLAYERS)
         # after each run or chat turn (a cancelled one too: the page runs it once the stream is
         # gone): a stopped run drawn as far as it got, Run enabled
         for event in (run_event, *chat_events):
@@ -216,9 +229,6 @@ def build_app(default_model: str = "embedded") -> gr.Blocks:
                            queue=False, **hidden)
         chat_clear.click(lambda: [], None, [chatbot], queue=False, **hidden)
         export_btn.click(named(on_export, "state"), None, [export_msg, export_files], **hidden)
-        tune_btn.click(named(on_tune, "model", "task", "count", "points", "seed", "state", device=True),
-                       [model, tune_task, tune_count, tune_points, tune_seed], [tune_msg, tune_plot, tune_table],
-                       api_name="tune", concurrency_id="device")
         tune_table.select(on_tune_select, [prompt], [tune_msg, prompt, *controls], **hidden)
         upload.upload(named(on_replay, "trace_file", "state"), [upload],
                       [message, api_text, player, api_status, prompt, model, *controls], api_name="replay")
@@ -240,4 +250,12 @@ def launch(demo: gr.Blocks, **kwargs):
     demo.queue(default_concurrency_limit=1, max_size=QUEUE_SIZE)
     gr.set_static_paths([plotly_path()])  # the players' Plotly.js, and nothing else of the package
     kwargs.setdefault("show_error", True)  # Gradio's own input checks say what is wrong, not a bare "Error"
-    return demo.launch(max_file_size=MAX_UPLOAD, css=CSS, **kwargs)
+    kwargs.setdefault("state_session_capacity", PAGE_STATES)  # Gradio's per-browser state, bounded (sessions.py)
+    block = not kwargs.pop("prevent_thread_lock", False)
+    launched = demo.launch(max_file_size=MAX_UPLOAD, css=CSS, prevent_thread_lock=True, **kwargs)
+    holder = getattr(demo, "state_holder", None)  # made by launch: a browser's is dropped with its session
+    if holder is not None and holder not in STATE_HOLDERS:
+        STATE_HOLDERS.append(holder)
+    if block:  # python app.py: serve until interrupted, as demo.launch() does
+        demo.block_thread()
+    return launched

@@ -15,7 +15,7 @@ from slowfast.trace import Trace
 from visuals.player import PlayerStream, dumps, status_numbers, whole_run
 from explorer.controls import chat_refusal, controls_from
 from explorer import sessions
-from explorer.sessions import load, loading_note
+from explorer.sessions import begin_work, load, loading_note, prompt_refusal
 
 
 STREAM_SECONDS = 0.05  # a live run sends its new steps at most this often (the browser draws every one)
@@ -48,7 +48,8 @@ def result(trace: Trace) -> list:
     """What an API client reads when a run ends: the text and the status line (the page's
     player shows both itself; these two outputs are hidden)."""
     s = trace.stats
-    state = "finished" if s.finished else "stopped" if s.stopped else f"ended: {s.error}" if s.error else "stopped"
+    state = ("finished (stopped in forwards that decode nothing)" if s.finished and s.stopped else "finished"
+             if s.finished else "stopped" if s.stopped else f"ended: {s.error}" if s.error else "stopped")
     line = status_numbers(trace, len(trace.records) - 1) if trace.records else "no steps"
     return [trace.text, f"{state} | {line}"]
 
@@ -57,10 +58,22 @@ def on_run(model_name: str, prompt, state: dict, *values):
     """Stream a run into the browser's player: the decoder works in a thread and every new step
     goes out as a small delta (the browser draws each one and keeps the run for scrubbing).
     ``prompt`` is text or, from the chat box, the conversation so far."""
+    work = begin_work(state)  # Stop finds this event here, whatever it is doing
+    try:
+        yield from run_frames(model_name, prompt, state, work, values)
+    finally:
+        work.finish()
+
+
+def run_frames(model_name: str, prompt, state: dict, work, values: tuple):
+    refusal = prompt_refusal(prompt, model_name)  # before anything else: a 10 MB prompt is refused in microseconds
+    if refusal is not None:
+        yield idle(f"⚠️ {visuals.esc(refusal)}")
+        return
     try:
         controls = controls_from(values)
         settings = controls.settings()
-    except ValueError as exc:
+    except (ValueError, TypeError, OverflowError) as exc:
         yield idle(f"⚠️ {visuals.esc(str(exc))}")
         return
     pending = loading_note(model_name)
@@ -80,9 +93,12 @@ def on_run(model_name: str, prompt, state: dict, *values):
         yield [note, result(trace)[0], run_message(trace), result(trace)[1], gr.Button(interactive=True)]
         return
     try:
-        job = BackgroundRun(model, prompt, settings)
-    except ValueError as exc:
+        job = BackgroundRun(model, prompt, settings)  # tokenizes and checks the prompt's tokens: nothing decodes yet
+    except (ValueError, TypeError) as exc:
         yield idle(f"⚠️ {visuals.esc(str(exc))}")
+        return
+    if not work.hold(job):  # Stop came while the model loaded
+        yield idle("Stopped before the run started.")
         return
     stream = PlayerStream(new_run_id())
     state["run"] = job.start()
@@ -92,7 +108,7 @@ def on_run(model_name: str, prompt, state: dict, *values):
     try:
         for trace, done in stream_batches(job, STREAM_SECONDS, budget=RENDER_BUDGET):
             state["trace"] = trace
-            if state.get("stop_note"):  # Stop (an API client's: the page cancels the stream itself)
+            if work.stopped or state.get("stop_note"):  # Stop (an API client's: the page cancels the stream itself)
                 yield on_run_end(state)
                 return
             message = note if job.error is None else f"⚠️ {visuals.esc(job.error)}"
@@ -143,26 +159,46 @@ STOP_NOTE_SECONDS = 10.0  # how long on_stop and on_run_end share what Stop did
 
 
 def stopped_note(state: dict) -> Optional[str]:
-    """Stop this browser's decoding after its current forward and say what that did; None when
-    nothing decodes. The Stop button's own event and the ``on_run_end`` that follows the
-    cancelled stream may come in either order: both get the same words."""
+    """Stop this browser's device event (its decoding after the current forward; nothing further
+    starts: no next configuration of a compare, no next setting of Tune) and say what that did;
+    None when nothing was under way. The Stop button's own event and the ``on_run_end`` that
+    follows the cancelled stream may come in either order: both get the same words."""
     note = state.get("stop_note")
     if note and time.monotonic() - note[0] < STOP_NOTE_SECONDS:
         return note[1]
-    job = state.get("run")
-    if job is None or (job.done.is_set() and not state.get("live")):
-        return None
-    job.stop()
-    job.wait(5)
-    trace = job.trace()
-    n = len(trace.records)
-    if trace.stats.finished:
-        text = f"Stopped: the run had already decoded all its {n} steps"
+    work = sessions.stop_work(state)  # None: no device event under way
+    if work is not None:
+        job = work.current
+    else:  # a run whose stream Stop ended before its last message (on_run_end's call)
+        job = state.get("run") if state.get("live") else None
+        if job is None:
+            return None
+    if job is None or not hasattr(job, "trace"):  # a run not started yet, or Tune scoring a setting
+        text = ("Stopped before the run started." if work.what == "run" else
+                f"Stopped: no further {work.what} starts.")
     else:
-        text = f"Stopped: decoding ended after {n} forward{'s' if n != 1 else ''}"
-    text += "; the slider, ◀ Step ▶ and ▶ Play show every step." if n > 1 else "."
+        job.stop()
+        job.wait(5)
+        text = run_stopped_note(job.trace(), between=work is not None and work.what == "configuration")
     state["stop_note"] = (time.monotonic(), text)
     return text
+
+
+def run_stopped_note(trace: Trace, between: bool = False) -> str:
+    """What Stop did to a run (``between``: it is a compare's configuration, so a finished one
+    means the Stop landed between two configurations)."""
+    n, s = len(trace.records), trace.stats
+    forwards = f"{n} forward{'s' if n != 1 else ''}"
+    if s.finished and not s.stopped and between:
+        return "Stopped between two configurations: the next one does not start."
+    if s.finished and not s.stopped:
+        text = f"Stopped: the run had already decoded all its {n} steps"
+    elif s.finished:  # stopped while it ran forwards that decode nothing (a slow stage's last explorations)
+        text = (f"Stopped after {forwards}: every position was already decoded; the forwards left in its "
+                "schedule, which decode nothing, did not run")
+    else:
+        text = f"Stopped: decoding ended after {forwards}"
+    return text + ("; the slider, ◀ Step ▶ and ▶ Play show every step." if n > 1 else ".")
 
 
 def playback_note(playback: str) -> Optional[str]:

@@ -314,10 +314,13 @@ class SessionStore:
     """Per-browser state held on the server, bounded: at most ``max_sessions`` sessions, each
     dropped ``ttl`` seconds after its last use, when its browser leaves (``drop``), or when
     newer sessions need the room. ``on_drop`` releases what a dropped state holds (it stops
-    the session's run), so a client that disconnects leaves nothing decoding or in memory."""
+    the session's run), and ``forget`` (optional) is told the dropped session's key (the app
+    drops the web framework's own state of that browser), so a client that disconnects leaves
+    nothing decoding or in memory."""
 
-    def __init__(self, on_drop: Callable[[dict], None], max_sessions: int = 64, ttl: float = 3600.0):
-        self.on_drop, self.max_sessions, self.ttl = on_drop, max_sessions, ttl
+    def __init__(self, on_drop: Callable[[dict], None], max_sessions: int = 64, ttl: float = 3600.0,
+                 forget: Optional[Callable[[str], None]] = None):
+        self.on_drop, self.max_sessions, self.ttl, self.forget = on_drop, max_sessions, ttl, forget
         self._states: dict[str, tuple[dict, float]] = {}
         self._lock = threading.Lock()
 
@@ -330,18 +333,23 @@ class SessionStore:
             while len(self._states) - len(dropped) >= self.max_sessions:
                 oldest = next(k for k in self._states if k not in dropped)
                 dropped.append(oldest)
-            released = [self._states.pop(k)[0] for k in dropped]
+            released = [(k, self._states.pop(k)[0]) for k in dropped]
             if key is not None:
                 self._states[key] = (state, now)  # most recently used last
-        for old in released:
-            self.on_drop(old)
+        for k, old in released:
+            self._release(k, old)
         return state
 
     def drop(self, key: Optional[str]) -> None:
         with self._lock:
             entry = self._states.pop(key, None)
         if entry is not None:
-            self.on_drop(entry[0])
+            self._release(key, entry[0])
+
+    def _release(self, key: str, state: dict) -> None:
+        self.on_drop(state)
+        if self.forget is not None:
+            self.forget(key)
 
     def __len__(self) -> int:
         return len(self._states)
@@ -350,21 +358,77 @@ class SessionStore:
 PRESETS_DIR = Path(__file__).resolve().parent.parent / "presets"
 
 
-def load_presets(folder) -> dict[str, dict[str, Any]]:
-    """Name -> preset from ``folder/*.json`` (sorted by file name); bad files raise ValueError."""
+PRESET_TEXT_FIELDS = ("description", "prompt", "explanation")  # optional, text when present
+
+
+def check_preset(preset: Any) -> str:
+    """The preset's name if ``preset`` (a preset file's JSON) is one the app can offer, else
+    ValueError saying why: an object with a name (text), optional text fields, ``settings``
+    (an object) that the settings check accepts, and a ``cache`` that is null, a known cache
+    preset's name or an object of cache settings."""
+    if not isinstance(preset, dict):
+        raise ValueError(f"not a JSON object (it holds a {type(preset).__name__})")
+    name = preset.get("name")
+    if not isinstance(name, str) or not name.strip():
+        raise ValueError("no \"name\" (text) to show in the preset menu")
+    for key in PRESET_TEXT_FIELDS:
+        if key in preset and not isinstance(preset[key], str):
+            raise ValueError(f"\"{key}\" is a {type(preset[key]).__name__}, not text")
+    if "checks" in preset and not isinstance(preset["checks"], dict):
+        raise ValueError("\"checks\" is not an object")
+    settings = preset.get("settings")
+    if not isinstance(settings, dict):
+        raise ValueError("no \"settings\" object")
+    if "params" in settings and not isinstance(settings["params"], dict):
+        raise ValueError("settings.params is not an object")
+    cache = settings.get("cache")
+    if isinstance(cache, str) and cache not in CACHE_PRESETS:
+        raise ValueError(f"settings.cache: {cache!r} is not a cache preset; allowed: {', '.join(CACHE_PRESETS)}, "
+                         "null or an object of cache settings")
+    if cache is not None and not isinstance(cache, (str, dict)):
+        raise ValueError(f"settings.cache is a {type(cache).__name__}; allowed: a cache preset's name, null or an "
+                         "object of cache settings")
+    try:
+        settings_ = Controls(**preset_controls(preset)).settings()
+    except (ValueError, TypeError, OverflowError, KeyError, AttributeError) as exc:
+        raise ValueError(str(exc).removeprefix(f"preset {name!r}: ")) from None
+    own = {p.name for p in sampler_params(settings_.sampler)}
+    foreign = sorted(k for k in settings.get("params", {}) if k not in own)
+    if foreign:  # the run would ignore them: the preset would not do what it says
+        raise ValueError(f"settings.params: {', '.join(foreign)} {'is not a parameter' if len(foreign) == 1 else 'are not parameters'} "
+                         f"of the {settings_.sampler} sampler; its parameters: {', '.join(sorted(own)) or 'none'}")
+    return name
+
+
+def load_presets(folder, problems: Optional[list[str]] = None) -> dict[str, dict[str, Any]]:
+    """Name -> preset from ``folder/*.json`` (sorted by file name). A file that is not a valid
+    preset (``check_preset``), or whose name an earlier file has, is skipped with a logged
+    message naming the file and why; ``problems`` collects those messages (the app shows them
+    under its preset menu), so one bad file never stops the app from starting."""
     import json
 
     presets: dict[str, dict[str, Any]] = {}
+    files: dict[str, str] = {}
     for path in sorted(Path(folder).glob("*.json")):
         try:
-            preset = json.loads(path.read_text(encoding="utf-8"))
-        except json.JSONDecodeError as exc:
-            raise ValueError(f"preset file {path.name}: not valid JSON ({exc})") from exc
-        preset_controls(preset)  # fails loudly on unknown settings
-        presets[preset["name"]] = preset
+            preset = json.loads(path.read_bytes().decode("utf-8"))
+            name = check_preset(preset)
+            if name in presets:
+                raise ValueError(f"its name {name!r} is already the name of {files[name]}")
+        except (OSError, UnicodeDecodeError, RecursionError, ValueError) as exc:
+            why = (f"not valid JSON ({exc})" if isinstance(exc, json.JSONDecodeError) else
+                   f"not UTF-8 text ({exc.reason})" if isinstance(exc, UnicodeDecodeError) else
+                   f"cannot be read ({exc.strerror or exc})" if isinstance(exc, OSError) else
+                   "nested too deeply" if isinstance(exc, RecursionError) else str(exc))
+            message = f"preset file {path.name}: {why}; skipped"
+            log.warning("%s", message)
+            if problems is not None:
+                problems.append(message)
+            continue
+        presets[name], files[name] = preset, path.name
     return presets
 
 
 __all__ = ["BackgroundRun", "Controls", "DECODES", "DEFAULT_PROMPT", "MODEL_CHOICES", "ModelLoadError", "ModelPool", "PRESETS_DIR",
            "SessionStore", "check_controls",
-           "example_prompts", "load_presets", "preset_controls", "run_to_end", "stream_batches", "DeviceEvents"]
+           "check_preset", "example_prompts", "load_presets", "preset_controls", "run_to_end", "stream_batches", "DeviceEvents"]

@@ -188,7 +188,7 @@ def test_stop_during_the_browsers_playback_says_where_it_paused(tiny_dir):
 def test_a_model_that_cannot_load_is_reported_and_nothing_breaks(tmp_path, tiny_dir):
     state = {}
     message, *_ = drain(app.on_run(str(tmp_path / "missing"), "Hi", state, *values()))
-    assert "Could not load" in message and "no such folder" in message and "trace" not in state
+    assert "Could not load" in message and "no model this server can use" in message and "trace" not in state
     drain(app.on_run(str(tiny_dir), "Hi", state, *values()))  # still works afterwards
     assert state["trace"].summary["finished"]
 
