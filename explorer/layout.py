@@ -175,8 +175,8 @@ def build_app(default_model: str = "embedded") -> gr.Blocks:
                         with gr.Row():
                             tune_task = gr.Dropdown(TASK_NAMES, value=TASK_NAMES[0] if TASK_NAMES else None,
                                                     label="Task", elem_id="tune-task")
-                            tune_count = gr.Slider(*TUNE_COUNT, 3, step=1, label="Prompts per setting", elem_id="tune-count")
-                            tune_points = gr.Slider(*TUNE_POINTS, 3, step=1, label="Random settings", elem_id="tune-points")
+                            tune_count = gr.Slider(*TUNE_COUNT, 2, step=1, label="Prompts per setting", elem_id="tune-count")
+                            tune_points = gr.Slider(*TUNE_POINTS, 2, step=1, label="Random settings", elem_id="tune-points")
                             tune_seed = gr.Number(0, precision=0, label="Seed")
                         tune_btn = gr.Button("Sweep", elem_id="tune")
                         tune_msg = gr.Markdown(elem_id="tune-msg")

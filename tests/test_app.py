@@ -436,19 +436,23 @@ def test_model_load_messages_show_names_as_text(tmp_path):
 def test_tune_scores_settings_live_and_a_clicked_row_loads_them(tiny_dir):
     from types import SimpleNamespace
 
+    from slowfast.sweep import INFORMATIVE_POINTS
+
     state = {}
     frames = list(app.on_tune(str(tiny_dir), "copy", 2, 2, 0, state))
+    n = len(INFORMATIVE_POINTS) + 2 + 1  # the fixed settings, the random ones, the baseline
     message, fig, table = frames[-1]
-    assert "3 of 3 settings scored" in message and table
+    assert f"{n} of {n} settings scored in " in message and table
     points = [t for t in fig.data if t.mode == "markers"]
-    assert sum(len(t.x) for t in points) == 3  # one point per scored setting
+    assert sum(len(t.x) for t in points) == n  # one point per scored setting
     baseline = next(t for t in points if t.name == "baseline")
     assert list(baseline.x) == [16.0]  # copy's 16 tokens at one token per forward
     line = next(t for t in fig.data if t.name == "Pareto front")
-    assert list(line.x) == pytest.approx([row[1] for row in table], abs=0.05)  # the table's front, as drawn
-    assert list(line.y) == pytest.approx([row[0] for row in table], abs=0.0005)
+    drawn = sorted(zip(line.x, line.y))
+    assert [x for x, _ in drawn] == pytest.approx(sorted(row[1] for row in table), abs=0.05)  # the table's front
+    assert [y for _, y in drawn] == pytest.approx(sorted(row[0] for row in table), abs=0.0005)
     assert (fig.layout.xaxis.title.text, fig.layout.yaxis.title.text) == ("mean NFE (forwards per prompt)", "accuracy")
-    assert len(frames) == 1 + 3  # the start, then one frame per scored setting
+    assert len(frames) == 1 + n  # the start, then one frame per scored setting
     front = state["tune"]
     assert [row[-1] for row in table] == [p["label"] for p in front]
     session = app.SESSIONS.get("tune-test")
@@ -463,6 +467,51 @@ def test_tune_scores_settings_live_and_a_clicked_row_loads_them(tiny_dir):
     message, prompt, *_ = app.on_tune_select(prompt["value"], evt, SimpleNamespace(session_hash="tune-test"))
     assert prompt == {"__type__": "update"} and "prompt" not in message  # a copy prompt stays
     app.SESSIONS.drop("tune-test")
+
+
+def test_tune_streams_informative_settings_first_and_the_baseline_last_and_reuses_it(tiny_dir, monkeypatch):
+    import slowfast.sweep
+    from explorer import tune
+
+    monkeypatch.setattr(tune, "BASELINES", {}, raising=False)  # none kept yet
+    state, swept = {}, []
+    real = slowfast.sweep.iter_sweep
+
+    def recording(model, task, points, *args, **kwargs):
+        swept.append([p["sampler"] for p in points])
+        yield from real(model, task, points, *args, **kwargs)
+
+    monkeypatch.setattr(slowfast.sweep, "iter_sweep", recording)
+    first_scored = None
+    for message, fig, table in app.on_tune(str(tiny_dir), "copy", 2, 2, 7, state):
+        if first_scored is None and isinstance(table, list):
+            first_scored = fig
+    (only,) = [t for t in first_scored.data if t.mode == "markers"]  # the first point streamed alone
+    assert only.name == "slowfast" and json.loads(only.customdata[0])["params"]["exploration_steps"] == 1
+    assert swept[0][-1] == "baseline" and "baseline" not in swept[0][:-1]
+    frames = list(app.on_tune(str(tiny_dir), "copy", 2, 2, 7, state))  # the same prompts and seed again
+    assert "baseline" not in swept[1] and len(swept[1]) == len(swept[0]) - 1  # its baseline is reused...
+    last = [t for t in frames[-1][1].data if t.mode == "markers"]
+    assert len(frames) == 1 + len(swept[0]) and list(next(t for t in last if t.name == "baseline").x) == [16.0]
+    list(app.on_tune(str(tiny_dir), "copy", 2, 2, 8, state))  # ...but not for another seed
+    assert swept[2][-1] == "baseline"
+
+
+def test_tune_lists_the_front_most_accurate_first_without_zero_scores(tiny_dir, monkeypatch):
+    import slowfast.sweep
+    from explorer import tune
+
+    def fake(model, task, points, *args, **kwargs):
+        for i, (acc, nfe) in enumerate([(0.0, 4.0), (0.5, 10.0), (1.0, 30.0), (0.5, 20.0)]):
+            settings = {"sampler": "threshold", "params": {"threshold": i / 10}, "cache": None}
+            yield {**settings, "settings": settings, "label": f"setting {i}", "accuracy": acc, "nfe": nfe,
+                   "tokens_fed": 10 * nfe, "seconds_per_prompt": 0.1, "metric": "exact_match"}
+
+    monkeypatch.setattr(slowfast.sweep, "iter_sweep", fake)
+    monkeypatch.setattr(tune, "BASELINES", {}, raising=False)  # none kept yet
+    frames = list(app.on_tune(str(tiny_dir), "copy", 2, 2, 0, {}))
+    assert frames[1][2] == [[0.0, 4.0, 40, "setting 0"]]  # nothing above 0 yet: the 0% point is the front
+    assert frames[-1][2] == [[1.0, 30.0, 300, "setting 2"], [0.5, 10.0, 100, "setting 1"]]
 
 
 @pytest.mark.parametrize("count, points, word", [(999, 4, "Prompts per setting: 999"), (4, 1, "Random settings: 1"),
