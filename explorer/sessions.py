@@ -13,7 +13,8 @@ from typing import Any, Iterable, Iterator, Optional
 import gradio as gr
 
 import visuals
-from slowfast.models.loading import PROMPT_BYTES_PER_TOKEN, check_memory
+from slowfast.models.dllm import PROMPT_BYTES_PER_TOKEN
+from slowfast.models.loading import check_memory
 from slowfast.session import (
     PRESETS_DIR,
     DeviceEvents,

@@ -16,7 +16,7 @@ import numpy as np
 import torch
 
 from .cache import CacheSettings, FeatureCache
-from .models.loading import DLLM
+from .models.dllm import DLLM
 from .params import DEFAULTS, GENERATION, LIMITS, MAX_INT, MAX_SEED  # noqa: F401 (MAX_*: their old home)
 from .params import shown, shown_name
 from .samplers import DEFAULT_SAMPLER, DecodingStalled, Layout, Observation, Policy, make_policy

@@ -65,7 +65,8 @@ except ImportError as exc:  # pragma: no cover - the message is what a user with
 
 from .cache import CACHE_PRESETS, CacheSettings
 from .engine import MAX_INT, GenerationSettings, Run, drain, first_end
-from .models.loading import DLLM, default_device, load_model, parse_device
+from .models.dllm import DLLM
+from .models.loading import default_device, load_model, parse_device
 from .params import DEFAULTS
 from .samplers import SAMPLERS, STEPS_SAMPLERS
 

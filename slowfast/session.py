@@ -21,7 +21,8 @@ from .cache import CACHE_PRESETS
 from .engine import GenerationSettings, Run, drain
 from .params import BY_NAME, CACHE, GENERATION, LIMITS, Param
 from .samplers import DEFAULT_SAMPLER, SAMPLERS, on_change, sampler_params
-from .models.loading import DLLM, KNOWN_MODELS, ModelLoadError, load_model
+from .models.dllm import DLLM
+from .models.loading import KNOWN_MODELS, ModelLoadError, load_model
 from .trace import Trace
 
 MODEL_CHOICES = ["embedded", *KNOWN_MODELS]

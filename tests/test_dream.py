@@ -16,7 +16,8 @@ from slowfast.cache import CacheSettings, FeatureCache
 from slowfast.commands.cli import main as cli_main
 from slowfast.engine import GenerationSettings, generate
 from slowfast.models import ModelConfig, ModelLoadError, Transformer, load_model
-from slowfast.models.loading import (DLLM, DREAM_7B, KNOWN_MODELS, LLADA_8B, check_memory, memory_needed,
+from slowfast.models.dllm import DLLM
+from slowfast.models.loading import (DREAM_7B, KNOWN_MODELS, LLADA_8B, check_memory, memory_needed,
                                      parameter_count)
 from slowfast.models.tiny import REMOTE_CODE_TRAP, write_tiny_dream_checkpoint
 from slowfast.samplers import Layout, Observation, make_policy

@@ -3,7 +3,7 @@ at one token per forward (low-confidence remasking, a single block), scored by t
 from __future__ import annotations
 
 from ...engine import GenerationSettings, Run, drain
-from ...models.loading import DLLM
+from ...models.dllm import DLLM
 from ...models.transformer import Transformer
 from ...tasks import TASKS, Task
 from .data import Data
