@@ -59,6 +59,9 @@ class Thresholds:
     threshold: Optional[float] = None  # threshold sampler: decode above this
     factor: Optional[float] = None  # threshold sampler: Fast-dLLM's factor rule instead
     remasking: Optional[str] = None  # baseline: which positions it keeps (low_confidence / random)
+    entropy_bound: Optional[float] = None  # entropy_bound (DiffusionGemma): accept while the entropy sum - max <= this
+    stop_entropy: Optional[float] = None  # entropy_bound: a canvas stops when its mean entropy is below this ...
+    stop_stability: Optional[int] = None  # ... and its argmax equals that of this many previous steps
 
     @property
     def spread_label(self) -> str:
@@ -93,6 +96,8 @@ class Scoring:
 
     The token is drawn as Dream's ``generate`` draws it: logits / temperature, then top-p
     and top-k filtering, softmax; greedy at temperature 0, else one categorical sample.
+    With ``greedy`` the token is the most likely one at any temperature (the run's
+    temperature is not used), as the published SlowFast Dream code takes it.
     ``confidence`` is that token's probability under the filtered distribution, and
     ``score`` is the per-position statistic named here: the same probability, the margin
     top1 - top2 of the filtered probabilities, or their negative entropy sum(p log p).
@@ -103,6 +108,7 @@ class Scoring:
     score: str = "probability"  # one of SCORES
     top_p: Optional[float] = None
     top_k: Optional[int] = None
+    greedy: bool = False  # the most likely token whatever the run's temperature
 
 
 @dataclass
@@ -206,8 +212,9 @@ class Policy(ABC):
 
     def scoring(self) -> Optional[Scoring]:
         """None: the engine's LLaDA rule (confidence = probability of the argmax or of the
-        Gumbel-sampled token). A policy that needs Dream's sampling rule or a second
-        statistic per position (margin, entropy) returns a Scoring."""
+        Gumbel-sampled token). A policy that needs Dream's sampling rule, a second
+        statistic per position (margin, entropy) or the most likely token at any
+        temperature (``greedy``) returns a Scoring."""
         return None
 
     @abstractmethod

@@ -37,7 +37,10 @@ def top_k_filter(logits: torch.Tensor, top_k: int) -> torch.Tensor:
 
 def score_logits(logits: torch.Tensor, temperature: float, generator: Optional[torch.Generator],
                  scoring: Scoring) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """(confidence, token, score) per row of ``logits`` ([rows, vocab]) under ``scoring``."""
+    """(confidence, token, score) per row of ``logits`` ([rows, vocab]) under ``scoring``
+    (with ``scoring.greedy`` the temperature is not used: the most likely token, no draw)."""
+    if scoring.greedy:
+        temperature = 0.0
     x = logits.float()
     if temperature > 0:
         x = x / temperature

@@ -28,7 +28,9 @@ tau_high_conf 0.85, K_max 8, W_hist 2, variance < 1.0.
 by its unbiased (n - 1) variance <= 1.0, span end round(mean) while unstable, and a slow
 stage that ends as soon as the canvas is full. As in that code the window starts each cycle
 filled with zeros (its first estimate is compared against a zero), so the first cycle
-freezes at once when its first estimate is 1.
+freezes at once when its first estimate is 1, and every position's token is its most likely
+one whatever the run's temperature (that code takes ``softmax(logits).max()`` and never
+reads the temperature; the other variants sample at temperature > 0 as LLaDA's code does).
 """
 from __future__ import annotations
 
@@ -39,7 +41,7 @@ from typing import Any, Optional
 import numpy as np
 
 from ..params import Param, dataclass_of_params
-from .base import Decision, DecodingStalled, Layout, Observation, Policy, Stage, Thresholds, top_positions
+from .base import Decision, DecodingStalled, Layout, Observation, Policy, Scoring, Stage, Thresholds, top_positions
 
 # The published defaults of the other variants (the reference code's are the table's, ``PARAMS``).
 VARIANT_DEFAULTS: dict[str, dict[str, Any]] = {
@@ -197,6 +199,11 @@ class SlowFastPolicy(Policy):
         if self.variant == "dream":
             return max(1, int(np.round(np.mean(self.window))))
         return int(np.mean(self.window))
+
+    def scoring(self) -> Optional[Scoring]:
+        """The dream variant takes the most likely token at any temperature, as the published
+        Dream code does; the other variants use the engine's LLaDA rule (None)."""
+        return Scoring(greedy=True) if self.variant == "dream" else None
 
     def thresholds(self) -> Thresholds:
         return Thresholds(
