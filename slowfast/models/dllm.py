@@ -92,10 +92,23 @@ class DLLM:
                 raise ValueError(f"prompt: {size} bytes of UTF-8 text, over the size a prompt may have; allowed: "
                                  f"at most {limit} bytes {why}")
 
+    @property
+    def block_causal(self) -> bool:
+        """Whether the network attends block-causally (LLaDA2: bidirectional within a block,
+        causal across blocks): a run then gives each forward its ``block_context``."""
+        return hasattr(self.net, "block_context")
+
+    def block_context(self, block_length: int, prompt_length: int) -> Any:
+        """A run's block-causal context (its block length, prompt length and the KV cache of
+        finished blocks; ``slowfast.models.llada2.BlockContext``), None for other networks."""
+        return self.net.block_context(block_length, prompt_length) if self.block_causal else None
+
     @torch.inference_mode()
-    def forward(self, tokens: torch.Tensor, cache=None, start: int = 0) -> torch.Tensor:
+    def forward(self, tokens: torch.Tensor, cache=None, start: int = 0, blocks: Any = None) -> torch.Tensor:
         """Logits of positions ``start..T-1`` of ``tokens``; ``cache`` is a
-        ``slowfast.cache.FeatureCache`` or None."""
+        ``slowfast.cache.FeatureCache`` or None; ``blocks`` a block-causal network's run context."""
+        if blocks is not None:
+            return self.net(tokens, cache=cache, logits_from=start, blocks=blocks)
         if not self.shift_logits:
             return self.net(tokens, cache=cache, logits_from=start)
         # Dream-style: position i reads the logits computed at row i - 1 (row 0 reads itself)

@@ -21,11 +21,13 @@ from typing import Any, Optional
 import torch
 
 from . import dream
+from . import llada2
 from .dllm import DLLM
 from .masked_lm import MaskedLMNet, is_masked_lm_config, wants_remote_masked_lm
 from .transformer import ModelConfig, Transformer
 
 LLADA, DREAM, MASKED_LM = "llada", dream.FAMILY, "masked-lm"
+LLADA2 = llada2.FAMILY  # LLaDA2.x MoE, our block-causal network (llada2.py)
 
 EMBEDDED_DIR = Path(__file__).resolve().parent / "embedded"
 WEIGHT_PREFIX = "model."  # official names are model.transformer.*; ours are transformer.*
@@ -172,7 +174,7 @@ def model_info(name: str) -> Optional[ModelInfo]:
     has_chat = (folder / "chat_template.jinja").is_file() or "chat_template" in (
         (folder / "tokenizer_config.json").read_text(errors="replace")
         if (folder / "tokenizer_config.json").is_file() else "")
-    return ModelInfo(name, family, params, family != MASKED_LM, has_chat, f"{family} checkpoint in {folder}")
+    return ModelInfo(name, family, params, family != LLADA2 and family != MASKED_LM, has_chat, f"{family} checkpoint in {folder}")
 
 
 @dataclass(frozen=True)
@@ -347,6 +349,8 @@ def checkpoint_family(raw: dict[str, Any], path: Path, trust_remote_code: bool =
         return LLADA
     if dream.is_dream_config(raw):
         return DREAM
+    if llada2.is_llada2_config(raw):
+        return LLADA2
     if is_masked_lm_config(raw):
         return MASKED_LM
     if wants_remote_masked_lm(raw):
@@ -692,6 +696,8 @@ def load_model(
         family = checkpoint_family(raw, path, trust_remote_code)
         if family == MASKED_LM:
             return load_masked_lm(name, folder, raw, dev, dt, trust_remote_code)
+        if family == LLADA2:
+            return load_llada2(name, folder, raw, path, dev, dt, trust_remote_code)
         eos_config: list[int] = []
         if family == DREAM:
             cfg, eos_config = dream_config(raw, path)
@@ -721,6 +727,53 @@ def load_model(
         raise ModelLoadError(f"could not load the model in {folder}: {describe(exc)}") from exc
     return DLLM(name=name, net=net, tokenizer=tokenizer, mask_id=mask_id, eos_ids=frozenset(eos), folder=folder,
                 shift_logits=family == DREAM, family=family)
+
+
+class SameNames:
+    """A layout whose checkpoint names are our parameter names (LLaDA2's)."""
+
+    def ours(self, key: str) -> str:
+        return key
+
+    def theirs(self, name: str) -> str:
+        return name
+
+
+def load_llada2(name: str, folder: Path, raw: dict[str, Any], path: Path, device: torch.device,
+                dtype: torch.dtype, trust_remote_code: bool = False) -> DLLM:
+    """A LLaDA2.x folder in our block-causal MoE network (``llada2.py``; its modeling code is
+    never run): config.json checked key by key, every official tensor with the shape it implies,
+    the mask and end tokens from the tokenizer (cross-checked with config.json's ids)."""
+    try:
+        cfg = llada2.Config.from_json(raw)
+    except (TypeError, ValueError) as exc:
+        raise ModelLoadError(f"{path}: unsupported LLaDA2 configuration: {describe(exc)}") from exc
+    sources: dict[str, Path] = {}
+    state = load_weights(folder, device, dtype, sources, SameNames())
+    expected, where = llada2.expected_shapes(cfg), str(weights_location(folder))
+    missing = [k for k in expected if k not in state]
+    if missing:
+        more = f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""
+        raise ModelLoadError(f"{where}: tensor {missing[0]} is missing{more}; config.json implies shape "
+                             f"{expected[missing[0]]}")
+    for key, tensor in state.items():
+        if key not in expected or tuple(tensor.shape) != expected[key]:
+            what = "is not part of the network config.json describes" if key not in expected else (
+                f"has shape {tuple(tensor.shape)}, config.json implies {expected[key]}")
+            raise ModelLoadError(f"{sources.get(key, where)}: tensor {key} {what}")
+    net = llada2.build(cfg)
+    net.load_state_dict(state, assign=True)
+    net.eval()
+    tokenizer = load_tokenizer(folder, trust_remote_code=trust_remote_code)
+    check_chat_template(tokenizer, folder)
+    mask_id = tokenizer_mask_id(tokenizer, folder, cfg.mask_token_id, path)
+    if not 0 <= mask_id < cfg.vocab_size:
+        raise ModelLoadError(f"{folder / 'tokenizer_config.json'}: the mask token's id {mask_id} is outside the "
+                             f"vocabulary of {path} (0..{cfg.vocab_size - 1})")
+    eos = end_ids(tokenizer, cfg.eos_token_id)
+    eos.discard(mask_id)
+    return DLLM(name=name, net=net, tokenizer=tokenizer, mask_id=mask_id, eos_ids=frozenset(eos), folder=folder,
+                family=LLADA2)
 
 
 def load_masked_lm(name: str, folder: Path, raw: dict[str, Any], device: torch.device, dtype: torch.dtype,

@@ -1,6 +1,6 @@
 """Tiny random-weight checkpoints in official layouts, for tests and for trying the CLI offline.
 
-    python -m slowfast.models.tiny /tmp/tiny-llada [--seed 0] [--logit-scale 4] [--layout llada|dream|modernbert]
+    python -m slowfast.models.tiny /tmp/tiny-llada [--seed 0] [--logit-scale 4] [--layout llada|dream|modernbert|llada2]
 
 ``llada`` (default) writes config.json, sharded safetensors with model.safetensors.index.json,
 and a small character-level tokenizer (tokenizer.json, tokenizer_config.json, special tokens
@@ -11,6 +11,8 @@ merges.txt with Dream's special tokens (Qwen2.5's, then <|beginoftext|> and <|ma
 ChatML template, and remote-code files that raise if anything ever imports them.
 ``modernbert`` writes a ModernBertForMaskedLM with save_pretrained and a character tokenizer
 with [CLS]/[SEP]/[MASK] and a chat template (the generic masked-LM adapter's test model).
+``llada2`` writes LLaDA2.x's layout (``LLaDA2MoeModelLM``: config.json, the official tensor
+names in shards, a character tokenizer with <|mask|>, the remote-code files as traps).
 """
 from __future__ import annotations
 
@@ -22,7 +24,7 @@ from typing import Optional
 
 import torch
 
-from . import dream
+from . import dream, llada2
 from .loading import save_checkpoint, write_safetensors
 from .transformer import ModelConfig, Transformer
 
@@ -197,6 +199,79 @@ def write_tiny_dream_checkpoint(folder: str | Path, seed: int = 0, max_shard_byt
     return folder
 
 
+# --- LLaDA2.x's layout (LLaDA2MoeModelLM) ----------------------------------------------------
+
+LLADA2_SPECIALS = ["<|startoftext|>", "<|endoftext|>", "<|mask|>", "<role>", "</role>", "<|role_end|>", "<|unk|>"]
+# Ling / LLaDA2's turn format: <role>HUMAN</role>text<|role_end|>, then <role>ASSISTANT</role>.
+LLADA2_CHAT_TEMPLATE = (
+    "{% for m in messages %}<role>{{ 'HUMAN' if m['role'] == 'user' else m['role'] | upper }}</role>"
+    "{{ m['content'] }}<|role_end|>{% endfor %}{% if add_generation_prompt %}<role>ASSISTANT</role>{% endif %}"
+)
+LLADA2_CODE_FILES = ("configuration_llada2_moe.py", "modeling_llada2_moe.py")
+
+
+def llada2_tokenizer(chat_template: Optional[str] = LLADA2_CHAT_TEMPLATE):
+    """A character-level PreTrainedTokenizerFast with LLaDA2's special tokens (<|mask|>, <|endoftext|>)."""
+    from transformers import PreTrainedTokenizerFast
+
+    tok, _ = char_level(LLADA2_SPECIALS, "<|unk|>")
+    fast = PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<|startoftext|>", eos_token="<|endoftext|>",
+                                   mask_token="<|mask|>", pad_token="<|endoftext|>", unk_token="<|unk|>")
+    if chat_template:
+        fast.chat_template = chat_template
+    return fast
+
+
+def write_tiny_llada2_checkpoint(folder: str | Path, seed: int = 0, max_shard_bytes: Optional[int] = 200_000,
+                                 chat_template: Optional[str] = LLADA2_CHAT_TEMPLATE, logit_scale: float = 4.0,
+                                 **overrides) -> Path:
+    """A random-weight checkpoint in LLaDA2.x's official layout: config.json with
+    ``LLaDA2MoeConfig``'s keys (architectures ``LLaDA2MoeModelLM``, model_type ``llada2_moe``,
+    auto_map), sharded safetensors under the official names (``model.word_embeddings``,
+    ``model.layers.N.attention.query_key_value``, ``...mlp.gate.expert_bias``, ``...mlp.experts.E.*``,
+    ``...mlp.shared_experts.*``, ``lm_head``), a character tokenizer with <|mask|> and
+    <|endoftext|>, and the remote-code files as traps that raise if anything imports them.
+    Layer 0 is dense, the others mixtures of 8 experts in 4 groups (2 per token, 1 shared)."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    tok = llada2_tokenizer(chat_template)
+    vocab = tok.get_vocab()
+    padded = -(-len(vocab) // 16) * 16  # LLaDA2 pads its vocabulary too (157184 rows)
+    fields = dict(vocab_size=padded, hidden_size=64, intermediate_size=96, num_hidden_layers=3,
+                  num_attention_heads=4, num_key_value_heads=2, head_dim=16, use_qkv_bias=False, use_bias=False,
+                  rms_norm_eps=1e-6, max_position_embeddings=512, rope_theta=600000.0, pad_token_id=vocab["<|endoftext|>"],
+                  eos_token_id=vocab["<|endoftext|>"], num_experts=8, num_shared_experts=1, num_experts_per_tok=2,
+                  n_group=4, topk_group=2, routed_scaling_factor=2.5, moe_intermediate_size=32,
+                  first_k_dense_replace=1, partial_rotary_factor=0.5)
+    fields.update(overrides)
+    cfg = llada2.Config.from_json(fields)
+    torch.manual_seed(seed)
+    model = llada2.LLaDA2(cfg)
+    with torch.no_grad():  # every tensor random and non-trivial: norms, router bias, experts
+        for name, t in model.state_dict(keep_vars=True).items():
+            if name.endswith("expert_bias"):
+                t.normal_(0.0, 0.3)
+            elif name.endswith("layernorm.weight") or name.endswith("norm.weight"):
+                t.uniform_(0.5, 1.5)
+            elif name == "model.word_embeddings.weight":
+                t.normal_(0.0, 1.0)
+            elif t.dim() == 2:
+                t.normal_(0.0, 1.0 / t.shape[1] ** 0.5).mul_(2.0)
+            elif name.endswith(".bias"):
+                t.normal_(0.0, 0.5)
+        if not cfg.tie_word_embeddings:
+            model.lm_head.weight.mul_(logit_scale)
+    write_safetensors(dict(model.state_dict()), folder, max_shard_bytes)
+    (folder / "config.json").write_text(json.dumps(cfg.to_json(), indent=2) + "\n")
+    (folder / "generation_config.json").write_text(json.dumps(
+        {"bos_token_id": vocab["<|startoftext|>"], "eos_token_id": vocab["<|endoftext|>"],
+         "pad_token_id": vocab["<|endoftext|>"]}, indent=2) + "\n")
+    tok.save_pretrained(str(folder))
+    for code in LLADA2_CODE_FILES:
+        (folder / code).write_text(REMOTE_CODE_TRAP)
+    return folder
+
+
 # --- a transformers masked LM (ModernBERT) ---------------------------------------------------
 
 BERT_SPECIALS = ["[UNK]", "[CLS]", "[SEP]", "[PAD]", "[MASK]"]
@@ -259,11 +334,13 @@ def main(argv: Optional[list[str]] = None) -> int:
     parser.add_argument("--seed", type=int, default=0, help="weight seed (default 0)")
     parser.add_argument("--logit-scale", type=float, default=4.0,
                         help="output-layer scale: larger gives peakier confidences (default 4)")
-    parser.add_argument("--layout", choices=("llada", "dream", "modernbert"), default="llada",
+    parser.add_argument("--layout", choices=("llada", "dream", "modernbert", "llada2"), default="llada",
                         help="whose official layout to write (default llada)")
     args = parser.parse_args(argv)
     if args.layout == "dream":
         print(write_tiny_dream_checkpoint(args.folder, seed=args.seed, logit_scale=args.logit_scale))
+    elif args.layout == "llada2":
+        print(write_tiny_llada2_checkpoint(args.folder, seed=args.seed, logit_scale=args.logit_scale))
     elif args.layout == "modernbert":
         print(write_tiny_masked_lm(args.folder, seed=args.seed))
     else:
