@@ -186,6 +186,11 @@ class Run:
         """``prompt``: text, token ids, or a conversation ``[{"role", "content"}, ...]``."""
         self.model, self.settings = model, settings
         self.policy = settings.policy()
+        if getattr(self.policy, "OWN_GENERATION", False) or getattr(model, "OWN_GENERATION", False):
+            raise ValueError(f"sampler: {settings.sampler} on {model.name} ({model.family}): the entropy_bound sampler "
+                             "and DiffusionGemma go together, through transformers' generate "
+                             "(slowfast.gemma_run.new_run); allowed here: a masked diffusion LM with "
+                             "another sampler")
         if settings.cache is not None and not model.supports_cache:
             raise ValueError(f"cache: dLLM-Cache is not available for this model ({model.name}, {model.family}); "
                              "it needs our transformer's layers. Allowed: run without the cache")

@@ -30,6 +30,11 @@ FORMAT = "slowfast-trace"
 VERSION = 1
 ARRAY_FIELDS = {"confidence": np.float16, "argmax": np.int32}
 ARRAY_DTYPES = {"confidence": "<f2", "argmax": "<i4"}  # as written by encode_array (little-endian)
+# Optional per-record arrays (DiffusionGemma's steps; absent from the engine's records and from older files):
+# the per-position entropy of the processed logits, and the canvas after the step (renoised positions included).
+OPTIONAL_ARRAYS = {"entropy": np.float16, "canvas": np.int32}
+OPTIONAL_DTYPES = {"entropy": "<f2", "canvas": "<i4"}
+OPTIONAL_LISTS = ("accepted", "renoised")  # positions the step accepted / renoised (DiffusionGemma)
 
 # Limits on what a trace may hold (README, "Trace file format"). They bound the time and
 # memory a load and a replay take, so an uploaded file cannot hold the app.
@@ -88,12 +93,22 @@ class StepRecord:
     info: dict = field(default_factory=dict)  # policy extras (e.g. span estimate, cycle)
     flops: float = 0.0  # estimated matmul FLOPs of this step's forward(s)
     cache: Optional[dict] = None  # dLLM-Cache rows recomputed/reused per layer (None: no cache)
+    # DiffusionGemma's steps only (None elsewhere, and then not written to the file):
+    entropy: Optional[np.ndarray] = None  # float16 [gen_length]: entropy of the processed logits
+    canvas: Optional[np.ndarray] = None  # int32 [gen_length]: the canvas after the step (what the next forward reads)
+    accepted: Optional[list[int]] = None  # positions whose sampled token the step accepted
+    renoised: Optional[list[int]] = None  # positions of the canvas it renoised (uniformly random tokens)
 
     def to_dict(self) -> dict[str, Any]:
         d = {k: getattr(self, k) for k in self.__dataclass_fields__}
         d["span"] = list(self.span) if self.span is not None else None
         for name in ARRAY_FIELDS:
             d[name] = encode_array(getattr(self, name))
+        for name in (*OPTIONAL_ARRAYS, *OPTIONAL_LISTS):
+            if d[name] is None:
+                del d[name]
+            elif name in OPTIONAL_ARRAYS:
+                d[name] = encode_array(np.asarray(d[name], dtype=OPTIONAL_ARRAYS[name]))
         return d
 
     @classmethod
@@ -294,8 +309,12 @@ SETTINGS_KEYS = ("sampler", "gen_length", "block_length", "steps", "temperature"
                  "params", "max_forwards_per_block", "cache")
 CACHE_SETTINGS_KEYS = tuple(p.name for p in CACHE)
 RECORD_KEYS = tuple(f.name for f in fields(StepRecord))
+REQUIRED_RECORD_KEYS = tuple(k for k in RECORD_KEYS if k not in (*OPTIONAL_ARRAYS, *OPTIONAL_LISTS))
 CACHE_COUNT_KEYS = ("prompt_recomputed", "prompt_reused", "response_recomputed", "response_reused")
-INFO_TYPES = {"cycle": "count", "k": "count", "estimate": "number", "frozen": "bool"}  # known policy extras
+INFO_TYPES = {"cycle": "count", "k": "count", "estimate": "number", "frozen": "bool",  # known policy extras
+              # DiffusionGemma's steps (gemma_run.py)
+              "temperature": "number", "mean_entropy": "number", "stable": "bool", "confident": "bool",
+              "stop": "bool", "remaining": "count", "accepted_count": "count"}
 _SAFE_TEXT = re.compile(r"[A-Za-z0-9_.\-]{1,40}\Z")  # shown quoted in messages; anything else is described
 _KEY = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,63}\Z")  # names of sampler parameters and policy extras
 _SAFE_VALUE = re.compile(r"[A-Za-z0-9_.\-]{0,64}\Z")  # string values of sampler parameters
@@ -521,10 +540,11 @@ def _check_array(a: Any, where: str, dtype: str, G: int) -> np.ndarray:
         raise _fail(where, f"b64: decodes to {len(raw)} bytes; expected {nbytes}")
     out = np.frombuffer(raw, dtype=np.dtype(dtype)).copy()
     if dtype == ARRAY_DTYPES["confidence"]:
-        bad = np.flatnonzero(~((out >= 0) & (out <= 1)))  # NaN fails both
+        top = math.inf if where.endswith(": entropy") else 1  # an entropy (nats) is >= 0; a confidence in 0..1
+        bad = np.flatnonzero(~((out >= 0) & (out <= top)))  # NaN fails both
         if bad.size:
             p = int(bad[0])
-            raise _fail(where, f"value {float(out[p])!r} at position {p} outside 0..1")
+            raise _fail(where, f"value {float(out[p])!r} at position {p} outside 0..{top:g}")
     else:
         bad = np.flatnonzero(out < 0)
         if bad.size:
@@ -536,7 +556,7 @@ def _check_array(a: Any, where: str, dtype: str, G: int) -> np.ndarray:
 def _check_record(r: Any, i: int, G: int, n_blocks: int) -> dict[str, np.ndarray]:
     """Check one record on its own; returns its decoded arrays."""
     at = f"record {i}"
-    _object(r, at, RECORD_KEYS, RECORD_KEYS)
+    _object(r, at, REQUIRED_RECORD_KEYS, RECORD_KEYS)
     _int(r["step"], f"{at}: step", 0, MAX_RECORDS - 1)
     stage, stages = r["stage"], stage_names()
     if stage not in stages:
@@ -593,7 +613,13 @@ def _check_record(r: Any, i: int, G: int, n_blocks: int) -> dict[str, np.ndarray
                         _number(x, f"{at}: cache.{k}[{j}]", -math.inf, math.inf)
                 else:
                     _int(x, f"{at}: cache.{k}[{j}]", 0, MAX_COUNT)
-    return {name: _check_array(r[name], f"{at}: {name}", ARRAY_DTYPES[name], G) for name in ARRAY_FIELDS}
+    for name in OPTIONAL_LISTS:
+        if r.get(name) is not None:
+            _ints(r[name], f"{at}: {name}", G, 0, G - 1)
+    arrays = {name: _check_array(r[name], f"{at}: {name}", ARRAY_DTYPES[name], G) for name in ARRAY_FIELDS}
+    arrays.update({name: _check_array(r[name], f"{at}: {name}", OPTIONAL_DTYPES[name], G)
+                   for name in OPTIONAL_ARRAYS if r.get(name) is not None})
+    return arrays
 
 
 def _check_trace(d: Any) -> list[dict[str, np.ndarray]]:

@@ -20,7 +20,7 @@ from typing import Any, Optional
 
 import torch
 
-from . import dream
+from . import diffusion_gemma, dream
 from . import llada2
 from .dllm import DLLM
 from .masked_lm import MaskedLMNet, is_masked_lm_config, wants_remote_masked_lm
@@ -28,6 +28,7 @@ from .transformer import ModelConfig, Transformer
 
 LLADA, DREAM, MASKED_LM = "llada", dream.FAMILY, "masked-lm"
 LLADA2 = llada2.FAMILY  # LLaDA2.x MoE, our block-causal network (llada2.py)
+DIFFUSION_GEMMA = diffusion_gemma.FAMILY  # transformers' DiffusionGemmaForBlockDiffusion and its own generate
 
 EMBEDDED_DIR = Path(__file__).resolve().parent / "embedded"
 WEIGHT_PREFIX = "model."  # official names are model.transformer.*; ours are transformer.*
@@ -105,6 +106,9 @@ KNOWN_MODELS: dict[str, ModelInfo] = {m.name: m for m in (
     ModelInfo("Dream-org/Dream-v0-Base-7B", DREAM, parameter_count(DREAM_7B), True, False,
               "Dream 7B base, our transformer (Qwen2.5 shape, shifted logits)"),
     # ModernBERT-base / -large sizes as published by Answer.AI (149M / 395M), rounded
+    # 26B parameters in all (about 4B active per token, MoE), as its name says; bf16 weights ~52 GB
+    ModelInfo("google/diffusiongemma-26B-A4B-it", DIFFUSION_GEMMA, 26_000_000_000, False, True,
+              "DiffusionGemma 26B-A4B instruct (uniform-noise block diffusion), transformers' own class and generate"),
     ModelInfo("dllm-hub/ModernBERT-base-chat-v0.1", MASKED_LM, 149_000_000, False, True,
               "ModernBERT-base chat dLLM, transformers' ModernBertForMaskedLM; runs on a laptop CPU"),
     ModelInfo("dllm-hub/ModernBERT-large-chat-v0.1", MASKED_LM, 395_000_000, False, True,
@@ -174,7 +178,8 @@ def model_info(name: str) -> Optional[ModelInfo]:
     has_chat = (folder / "chat_template.jinja").is_file() or "chat_template" in (
         (folder / "tokenizer_config.json").read_text(errors="replace")
         if (folder / "tokenizer_config.json").is_file() else "")
-    return ModelInfo(name, family, params, family != LLADA2 and family != MASKED_LM, has_chat, f"{family} checkpoint in {folder}")
+    return ModelInfo(name, family, params, family != LLADA2 and family not in (MASKED_LM, DIFFUSION_GEMMA), has_chat,
+                     f"{family} checkpoint in {folder}")
 
 
 @dataclass(frozen=True)
@@ -351,6 +356,8 @@ def checkpoint_family(raw: dict[str, Any], path: Path, trust_remote_code: bool =
         return DREAM
     if llada2.is_llada2_config(raw):
         return LLADA2
+    if diffusion_gemma.is_diffusion_gemma_config(raw):
+        return DIFFUSION_GEMMA
     if is_masked_lm_config(raw):
         return MASKED_LM
     if wants_remote_masked_lm(raw):
@@ -398,8 +405,8 @@ def read_config(folder: Path) -> ModelConfig:
     """Our network's ModelConfig from a LLaDA- or Dream-layout folder's config.json."""
     raw, path = read_raw_config(folder)
     family = checkpoint_family(raw, path)
-    if family == MASKED_LM:
-        raise ModelLoadError(f"{path}: a transformers masked LM ({raw.get('model_type')!r}), not a network of ours")
+    if family in (MASKED_LM, DIFFUSION_GEMMA):
+        raise ModelLoadError(f"{path}: a transformers model ({raw.get('model_type')!r}), not a network of ours")
     return llada_config(raw, path) if family == LLADA else dream_config(raw, path)[0]
 
 
@@ -698,6 +705,16 @@ def load_model(
             return load_masked_lm(name, folder, raw, dev, dt, trust_remote_code)
         if family == LLADA2:
             return load_llada2(name, folder, raw, path, dev, dt, trust_remote_code)
+        if family == DIFFUSION_GEMMA:
+            weight_files(folder)  # the usual message when a shard is missing
+            tokenizer = load_tokenizer(folder, trust_remote_code=trust_remote_code)
+            check_chat_template(tokenizer, folder)
+            model = diffusion_gemma.load_diffusion_gemma(name, folder, raw, dev, dt, tokenizer)
+            for key, tensor in model.net.state_dict().items():  # transformers read the weights: NaN or inf is refused
+                if tensor.is_floating_point() and not all_finite(tensor):
+                    raise ModelLoadError(f"{weights_location(folder)}: tensor {key} holds NaN or infinite values; the "
+                                         "checkpoint is corrupt: download or copy it again, or use another")
+            return model
         eos_config: list[int] = []
         if family == DREAM:
             cfg, eos_config = dream_config(raw, path)
