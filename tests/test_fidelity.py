@@ -1,17 +1,22 @@
 """Fidelity to the published code: SlowFast's forward count and decisions against a longhand
 oracle written the way the reference sampler is structured (loops over blocks, sub-cycles,
-exploration steps and the fast phase, batch 1, greedy), and the differences that are ours on
-purpose (README, "Differences from the published code")."""
+exploration steps and the fast phase, batch 1, greedy), and the differences from the published
+code, each pinned (README, "Differences from the published code"): the argmax, ties, the Dream
+variant's temperature, padded embedding rows, the noise, the cycle cap."""
+import copy
+import dataclasses
 from collections import deque
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
 import torch
 
 from slowfast.engine import GenerationSettings, Run, confidences, generate
-from slowfast.models import load_model
-from slowfast.models.tiny import write_tiny_checkpoint
-from slowfast.samplers import DecodingStalled
+from slowfast.models import DLLM, load_model
+from slowfast.models.tiny import write_tiny_checkpoint, write_tiny_dream_checkpoint
+from slowfast.samplers import DecodingStalled, Layout, Observation, Scoring, make_policy
+from slowfast.samplers.scoring import score_logits
 
 
 @pytest.fixture(scope="module")
@@ -134,10 +139,11 @@ def test_a_full_block_keeps_the_slow_stage_running(peaky_model):
 # --- differences that are ours on purpose -------------------------------------------------------
 
 def test_greedy_argmax_is_the_true_argmax_even_where_exp_overflows():
-    """The references take argmax(exp(logits)), which is inf for every logit above ~88.7 in
-    float32 and then picks the first such token; ours takes the largest logit."""
+    """The SlowFast repository's LLaDA sampler takes argmax(exp(logits)) at temperature 0, which
+    is inf for every logit above ~88.7 in float32 (and bf16) and then picks the first such
+    token; ours takes the largest logit, as LLaDA's current generate.py and Fast-dLLM do."""
     logits = torch.tensor([[0.0, 100.0, 200.0, 150.0]])
-    assert int(logits.exp().argmax(-1)) == 1  # what the reference code would pick
+    assert int(logits.exp().argmax(-1)) == 1  # what the SlowFast repository's code would pick
     conf, tok = confidences(logits, 0.0, None)
     assert int(tok) == 2 and float(conf) == pytest.approx(1.0)
 
@@ -164,3 +170,248 @@ def test_the_cycle_cap_stops_the_run_instead_of_leaving_masks(tiny_model):
         for _ in run:
             pass
     assert run.trace.records and run.trace.summary["error"]
+
+
+# --- fidelity notes (issue 26): the argmax, ties, the Dream variant's temperature, padded rows ---------
+
+def test_greedy_argmax_is_the_true_argmax_also_where_float64_exp_overflows():
+    """At temperature 0 ours is the true argmax on both paths (LLaDA's rule and Dream's
+    scoring), also above ~709.78 where exp overflows in float64 (the SlowFast repository's
+    LLaDA code takes argmax(exp(logits)) in the model's dtype, an older LLaDA generate.py
+    in float64; current LLaDA and Fast-dLLM return the logits unchanged at temperature 0).
+    No noise is drawn: the run's generator is left as it was."""
+    logits = torch.tensor([[0.0, 750.0, 800.0, 760.0]])
+    assert int(logits.double().exp().argmax(-1)) == 1  # every exp is inf: the first one wins
+    generator = torch.Generator().manual_seed(7)
+    state = generator.get_state()
+    conf, tok = confidences(logits, 0.0, generator)
+    assert int(tok) == 2 and float(conf) == 1.0
+    _, dream_tok, _ = score_logits(logits, 0.0, generator, Scoring())
+    assert int(dream_tok) == 2
+    assert torch.equal(generator.get_state(), state)
+
+
+@pytest.fixture(scope="module")
+def huge_logits_model(tmp_path_factory):
+    """Output layer scaled by 400: logits up to ~1400, where exp overflows in float32 and float64."""
+    return load_model(str(write_tiny_checkpoint(tmp_path_factory.mktemp("huge"), logit_scale=400.0)), device="cpu")
+
+
+@pytest.mark.parametrize("sampler, params", [("baseline", {}), ("slowfast", {}), ("threshold", {}),
+                                             ("slowfast", {"variant": "dream"})])
+def test_a_greedy_run_records_the_true_argmax_where_exp_would_pick_another(huge_logits_model, sampler, params):
+    model = huge_logits_model
+    prompt = model.encode_prompt("What is 7+5?", chat=False)
+    s = GenerationSettings(sampler=sampler, gen_length=16, block_length=16, steps=16, params=params)
+    trace = generate(model, prompt, s)
+    x = torch.tensor([prompt + [model.mask_id] * 16])
+    logits = model.forward(x, start=len(prompt))[0]
+    true = logits.argmax(-1).tolist()
+    assert trace.records[0].argmax.tolist() == true
+    assert logits.exp().argmax(-1).tolist() != true and logits.double().exp().argmax(-1).tolist() != true
+
+
+def test_sampled_tokens_are_llada_s_float64_gumbel_max_with_its_overflow():
+    """At temperature > 0 ours is LLaDA's and Fast-dLLM's rule: argmax(exp(l) / (-log u) ** T)
+    in float64. Where no exp overflows that is the Gumbel-max argmax(l / T - log(-log u)) for
+    the same u; above ~709.78 every exp is inf and the first overflowing token wins whatever
+    the noise (so does the references'), not the true Gumbel-max's token."""
+    rows, T = 400, 0.7
+    logits = torch.randn(rows, 50, generator=torch.Generator().manual_seed(0)) * 4
+    _, tok = confidences(logits, T, torch.Generator().manual_seed(1))
+    u = torch.rand(logits.shape, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+    gumbel_max = (logits.double() / T - torch.log(-torch.log(u))).argmax(-1)
+    assert torch.equal(tok, gumbel_max)
+    assert (tok != logits.argmax(-1)).any(), "the noise should change some tokens"
+    huge = torch.tensor([[0.0, 750.0, 800.0]]).repeat(rows, 1)
+    _, tok = confidences(huge, T, torch.Generator().manual_seed(1))
+    u = torch.rand(huge.shape, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+    assert tok.tolist() == [1] * rows
+    assert (huge.double() / T - torch.log(-torch.log(u))).argmax(-1).tolist() == [2] * rows
+
+
+# Ties among equal scores (saturated probabilities of exactly 1.0, or any equal values) go to
+# the lowest position here; the published code takes torch.topk's order, which is not
+# specified for ties (Dream's two copies call it on the masked positions only or on the whole
+# canvas with -inf elsewhere, and do not agree). Scripted confidences: four saturated ties.
+TIES = np.array([0.3, 1.0, 0.3, 1.0, 1.0, 0.3, 1.0, 0.1], np.float32)
+
+
+def scripted_run(sampler, params, conf=TIES, score=None, steps=4):
+    """Decisions of a policy on a canvas whose confidences never change: [(decoded, masked before)]."""
+    G = conf.size
+    layout = Layout(G, G, steps)
+    policy = make_policy(sampler, params)
+    policy.check_layout(layout)
+    policy.reset(layout, np.random.default_rng(0))
+    mask, out = np.ones(G, bool), []
+    while not policy.done(mask) and len(out) < 4 * G:
+        d = policy.decide(Observation(mask=mask.copy(), confidence=conf.copy(),
+                                      score=None if score is None else score.copy()))
+        out.append((sorted(int(p) for p in d.decode), mask.copy(), d))
+        mask[d.decode] = False
+    assert not mask.any()
+    return out
+
+
+def lowest_of_the_best(values, candidates, k):
+    """The k candidates with the highest values, equal values by lower position first."""
+    idx = np.flatnonzero(candidates)
+    return sorted(sorted(idx.tolist(), key=lambda i: (-float(values[i]), i))[:k])
+
+
+def test_ties_go_to_the_lowest_position_in_the_baseline():
+    steps = [decoded for decoded, _, _ in scripted_run("baseline", {})]
+    assert steps == [[1, 3], [4, 6], [0, 2], [5, 7]]  # torch.topk may take e.g. [3, 6] first
+
+
+@pytest.mark.parametrize("alg", ["maskgit_plus", "topk_margin", "entropy"])
+def test_ties_go_to_the_lowest_position_in_dream_s_decoding(alg):
+    # saturated rows score 1.0 (probability, margin) or exactly 0.0 (negative entropy)
+    score = TIES if alg != "entropy" else np.where(TIES == 1.0, 0.0, -1.0 - TIES).astype(np.float32)
+    run = scripted_run("dream", {"alg": alg}, score=score, steps=8)
+    broken = 0
+    for decoded, masked, _ in run:
+        assert decoded == lowest_of_the_best(score, masked, len(decoded))
+        top = score[masked].max() if masked.any() else None
+        broken += 0 < len(decoded) < int((score[masked] == top).sum())
+    assert broken, "some step should have had to break a tie"
+
+
+@pytest.mark.parametrize("params", [{}, {"variant": "paper"}, {"variant": "dream"}])
+def test_slowfast_decodes_saturated_ties_together_and_breaks_other_ties_lowest_first(params):
+    """Two or more saturated positions are all above the threshold, so SlowFast decodes them
+    together (the tie cannot matter); below it, the single most confident is the lowest."""
+    run = scripted_run("slowfast", params)
+    assert run[0][0] == [1, 3, 4, 6]
+    singles = 0
+    for decoded, masked, d in run[1:]:
+        if len(decoded) == 1:
+            lo, hi = d.span if d.stage == "fast" else (d.span[0], TIES.size)
+            scope = masked.copy()
+            scope[:lo], scope[hi:] = False, False
+            assert decoded == lowest_of_the_best(TIES, scope, 1)
+            singles += int((TIES[scope] == TIES[decoded[0]]).sum() > 1)
+    assert singles, "some step should have had to break a tie"
+
+
+@pytest.mark.parametrize("params", [{}, {"factor": 1.0}])
+def test_threshold_decodes_saturated_ties_together_and_breaks_other_ties_lowest_first(params):
+    steps = [decoded for decoded, _, _ in scripted_run("threshold", params)]
+    assert steps == [[1, 3, 4, 6], [0], [2], [5], [7]]
+
+
+class PositionNet(torch.nn.Module):
+    """A stand-in network: generated position g predicts token 7 with logit ``gaps[g]`` over
+    zeros, whatever the canvas (a gap of 40 saturates float32's softmax to exactly 1.0)."""
+
+    def __init__(self, vocab: int, prompt_len: int, gaps):
+        super().__init__()
+        self.anchor = torch.nn.Parameter(torch.zeros(1))
+        self.P, self.gaps = prompt_len, torch.tensor(gaps, dtype=torch.float32)
+        self.cfg = SimpleNamespace(vocab_size=vocab, max_sequence_length=512, n_layers=1)
+
+    def forward(self, tokens, cache=None, logits_from=0):
+        B, T = tokens.shape
+        logits = torch.zeros(B, T, self.cfg.vocab_size)
+        G = min(T - self.P, self.gaps.numel())
+        logits[:, self.P:self.P + G, 7] = self.gaps[:G]
+        return logits[:, logits_from:]
+
+    def forward_flops(self, *args, **kwargs):
+        return 0.0
+
+
+@pytest.mark.parametrize("sampler, params", [("baseline", {}), ("dream", {"alg": "maskgit_plus"}),
+                                             ("dream", {"alg": "entropy"}), ("dream", {"alg": "topk_margin"})])
+def test_saturated_probabilities_tie_in_a_run_and_go_to_the_lowest_position(tiny_model, sampler, params):
+    gaps = [1.0, 40.0, 1.5, 40.0, 40.0, 2.0, 40.0, 0.5]
+    prompt = [10, 11, 12]
+    stub = DLLM(name="positions", net=PositionNet(50, len(prompt), gaps), tokenizer=tiny_model.tokenizer,
+                mask_id=49, eos_ids=frozenset())
+    trace = generate(stub, prompt, GenerationSettings(sampler=sampler, gen_length=8, block_length=8, steps=4,
+                                                      params=params))
+    conf = trace.records[0].confidence
+    assert [float(c) for c in conf[[1, 3, 4, 6]]] == [1.0] * 4  # saturated: exactly 1.0
+    assert trace.records[0].decoded == ([1] if sampler == "dream" else [1, 3])  # Dream's schedule: 1 first
+    masked = np.ones(8, bool)
+    for r in trace.records:
+        assert sorted(r.decoded) == lowest_of_the_best(np.array(gaps), masked, len(r.decoded))
+        masked[r.decoded] = False
+
+
+# The published SlowFast Dream code never reads the temperature: every token is its position's
+# most likely one (softmax(logits).max()). Ours does the same for variant=dream; the other
+# variants sample at temperature > 0 as LLaDA's code does.
+
+@pytest.fixture(scope="module")
+def dream_model(tmp_path_factory):
+    return load_model(str(write_tiny_dream_checkpoint(tmp_path_factory.mktemp("dream"))), device="cpu")
+
+
+def test_the_dream_variant_takes_the_most_likely_token_at_any_temperature(dream_model):
+    model = dream_model
+    prompt = model.encode_prompt("What is 2+2?", chat=False)
+
+    def run(temperature, seed, variant="dream"):
+        return generate(model, prompt, GenerationSettings(sampler="slowfast", gen_length=24, block_length=24,
+                                                          temperature=temperature, seed=seed,
+                                                          params={"variant": variant}))
+
+    greedy = run(0.0, 0)
+    for temperature, seed in ((0.7, 1), (1.5, 2), (1.5, 3)):
+        hot = run(temperature, seed)
+        assert hot.tokens == greedy.tokens
+        assert [r.decoded for r in hot.records] == [r.decoded for r in greedy.records]
+        assert all(np.array_equal(a.confidence, b.confidence) for a, b in zip(hot.records, greedy.records))
+        assert hot.settings["temperature"] == temperature  # recorded as asked
+    # the LLaDA variants do sample on the same model, at the same temperatures and seeds
+    reference = run(0.0, 0, "reference").tokens
+    assert all(run(temperature, seed, "reference").tokens != reference for temperature, seed in ((0.7, 1), (1.5, 2)))
+
+
+def test_greedy_scoring_ignores_the_temperature_and_draws_nothing():
+    logits = torch.tensor([[0.0, 1.0, 0.5], [2.0, 0.0, 1.9]])
+    generator = torch.Generator().manual_seed(0)
+    state = generator.get_state()
+    conf, tok, score = score_logits(logits, 5.0, generator, Scoring(greedy=True))
+    probs = logits.softmax(-1)
+    assert tok.tolist() == [1, 0] and torch.equal(conf, probs.max(-1).values) and torch.equal(score, conf)
+    assert torch.equal(generator.get_state(), state)
+    assert make_policy("slowfast", {"variant": "dream"}).scoring() == Scoring(greedy=True)
+    assert make_policy("slowfast", {}).scoring() is None
+    assert make_policy("slowfast", {"variant": "paper"}).scoring() is None
+    drawn = {int(score_logits(logits, 5.0, torch.Generator().manual_seed(s), Scoring())[1][0]) for s in range(20)}
+    assert len(drawn) > 1  # without greedy the same temperature draws
+
+
+# Padded embedding rows: LLaDA's modeling code returns logits over all embedding_size rows, so
+# its argmax can be a padded row (an id >= vocab_size); ours cuts the logits at vocab_size.
+
+def test_padded_rows_would_win_without_the_cut_and_ours_never_emits_them(tmp_path):
+    model = load_model(str(write_tiny_checkpoint(tmp_path / "padded")), device="cpu")
+    vocab, rows = model.vocab_size, model.net.cfg.rows
+    assert rows == vocab + 4  # the tiny checkpoint's embedding_size has 4 padded rows
+    with torch.no_grad():  # +/- C along two hidden axes: some padded row is far above every real one
+        head = model.net.transformer["ff_out"].weight
+        head[vocab:] = 0.0
+        for i, (axis, sign) in enumerate(((0, 1), (0, -1), (1, 1), (1, -1))):
+            head[vocab + i, axis] = sign * 1e4
+    prompt = model.encode_prompt("What is 7+5?", chat=False)
+    x = torch.tensor([prompt + [model.mask_id] * 16])
+    uncut = copy.deepcopy(model.net)
+    uncut.cfg = dataclasses.replace(model.net.cfg, vocab_size=rows)  # the references' logits: every row
+    assert (uncut(x)[0, len(prompt):].argmax(-1) >= vocab).all()
+    assert model.forward(x, start=len(prompt)).shape[-1] == vocab
+    for sampler in ("baseline", "slowfast", "threshold"):
+        trace = generate(model, prompt, GenerationSettings(sampler=sampler, gen_length=16, block_length=16, steps=16))
+        assert max(trace.tokens) < vocab and all(int(r.argmax.max()) < vocab for r in trace.records)
+
+
+def test_dream_s_vocab_size_is_its_padded_row_count_so_nothing_is_cut(tmp_path):
+    """Dream's config.json gives vocab_size as the padded row count (Dream-7B: 152064 rows for
+    151667 tokenizer tokens), so ours cuts nothing there: ids past the tokenizer's last token
+    can be emitted here as in the reference, and show as empty text."""
+    model = load_model(str(write_tiny_dream_checkpoint(tmp_path / "dream")), device="cpu")
+    assert model.vocab_size == model.net.cfg.rows > len(model.tokenizer)
+    assert model.token_strings([model.vocab_size - 1]) == [""]
