@@ -235,6 +235,7 @@ class Run:
         self._started = False
         self.cache_bytes = 0
         self.cache: Optional[FeatureCache] = None
+        self.blocks: Any = None  # a block-causal model's run context: its KV cache of finished blocks
 
     def stop(self) -> None:
         """Ask the loop to end before its next forward; the trace keeps what was done."""
@@ -250,6 +251,8 @@ class Run:
             cache = FeatureCache(cache_settings, len(self.prompt_ids), self.settings.gen_length,
                                  self.model.n_layers)
         self.cache = cache
+        if getattr(self.model, "block_causal", False):
+            self.blocks = self.model.block_context(self.settings.block_length, len(self.prompt_ids))
         try:
             yield from self._loop(cache)
         except DecodingStalled as exc:
@@ -259,6 +262,8 @@ class Run:
             if cache is not None:
                 self.cache_bytes = cache.nbytes()
                 cache.clear()  # no state leaks into the next run; memory is freed
+            if self.blocks is not None:
+                self.blocks.clear()
 
     def _loop(self, cache: Optional[FeatureCache]) -> Iterator[StepRecord]:
         """forward -> observe -> commit -> record, until the policy is done (or a stop)."""
@@ -304,18 +309,33 @@ class Run:
         fed = canvas.ids[:, : P + canvas.extent]
         if cache is not None:
             cache.begin_forward()
+        extra = {}
+        if self.blocks is not None:  # the blocks before the one this forward works on are final: a KV cache
+            self.blocks.frozen = P + self._finished_prefix(canvas)
+            extra = {"blocks": self.blocks}
         if s.cfg_scale > 0:  # the unconditional pass is batch row 1: its own cache rows
             uncond = fed.clone()
             uncond[:, :P] = model.mask_id
-            both = model.forward(torch.cat([fed, uncond]), cache=cache, start=P)
+            both = model.forward(torch.cat([fed, uncond]), cache=cache, start=P, **extra)
             cond, un = both[:1], both[1:]
             logits = un + (s.cfg_scale + 1.0) * (cond - un)
             canvas.forwards += 2
         else:
-            logits = model.forward(fed, cache=cache, start=P)
+            logits = model.forward(fed, cache=cache, start=P, **extra)
             canvas.forwards += 1
         canvas.nfe += 1
         return logits, model.forward_flops(self.batch, P + canvas.extent, cache, logits_from=P)
+
+    def _finished_prefix(self, canvas: "Canvas") -> int:
+        """Generated positions before the block the next forward works on (the policy's current
+        block, or the first with a mask): no later step changes them."""
+        layout = self.settings.layout
+        masked = np.flatnonzero(canvas.mask)
+        block = int(masked[0]) // layout.block_length if masked.size else layout.num_blocks
+        current = self.policy.current_block()
+        if current is not None:
+            block = min(block, current)
+        return min(block * layout.block_length, layout.gen_length)
 
     def _observe(self, canvas: "Canvas", logits: torch.Tensor) -> Decision:
         """Tokens and confidences (and the policy's score) from the logits, then the
@@ -329,18 +349,26 @@ class Run:
             canvas.score[:extent] = sc.float().cpu().numpy()
         canvas.confidence[:extent] = c.float().cpu().numpy()
         canvas.argmax[:extent] = t.cpu().numpy()
+        changed = None
+        if self.policy.EDITS:  # decoded positions the model now predicts otherwise
+            tokens = canvas.ids[0, canvas.prompt_length:].cpu().numpy()
+            changed = ~canvas.mask & (tokens != canvas.argmax)
         return self.policy.decide(Observation(
             mask=canvas.mask.copy(), confidence=canvas.confidence.copy(),
-            score=None if canvas.score is None else canvas.score.copy()))
+            score=None if canvas.score is None else canvas.score.copy(), changed=changed))
 
     def _commit(self, canvas: "Canvas", decision: Decision) -> np.ndarray:
         """Write the decided positions' tokens into the canvas (after checking them)."""
         decode = np.asarray(decision.decode, dtype=np.int64)
         self._check(decode, canvas.mask, canvas.extent)
-        if decode.size:
+        edit = np.asarray(decision.edit if decision.edit is not None else [], dtype=np.int64)
+        if edit.size:  # decoded positions that take their new prediction (a policy that EDITS)
+            self._check(edit, ~canvas.mask, canvas.extent, what="edit", edits=self.policy.EDITS)
+        both = np.concatenate([decode, edit])
+        if both.size:
             device = canvas.ids.device
-            canvas.ids[0, canvas.prompt_length + torch.from_numpy(decode).to(device)] = \
-                torch.from_numpy(canvas.argmax[decode]).to(device)
+            canvas.ids[0, canvas.prompt_length + torch.from_numpy(both).to(device)] = \
+                torch.from_numpy(canvas.argmax[both]).to(device)
             canvas.mask[decode] = False
         return decode
 
@@ -357,6 +385,9 @@ class Run:
             forwards=canvas.forwards, info=dict(decision.info), flops=flops,
             cache=cache.summary() if cache is not None else None,
         )
+        if self.policy.EDITS:  # the positions re-decoded, and the canvas after the step (views draw it)
+            record.edited = [int(i) for i in (decision.edit if decision.edit is not None else [])]
+            record.canvas = canvas.ids[0, canvas.prompt_length:].cpu().numpy().astype(np.int32)
         self.records.append(record)
         return record
 
@@ -397,11 +428,13 @@ class Run:
         """Rows per forward: 2 with classifier-free guidance (conditional and unconditional)."""
         return 2 if self.settings.cfg_scale > 0 else 1
 
-    def _check(self, decode: np.ndarray, mask: np.ndarray, extent: int) -> None:
-        """A policy may only unmask distinct, still-masked positions this forward saw."""
-        if decode.size and (decode.min() < 0 or decode.max() >= extent or not mask[decode].all()
+    def _check(self, decode: np.ndarray, mask: np.ndarray, extent: int, what: str = "decode",
+               edits: bool = True) -> None:
+        """A policy may only unmask distinct, still-masked positions this forward saw (and edit
+        distinct decoded ones, if it is one that EDITS)."""
+        if decode.size and (not edits or decode.min() < 0 or decode.max() >= extent or not mask[decode].all()
                             or np.unique(decode).size != decode.size):
-            raise RuntimeError(f"{self.settings.sampler}: invalid positions to decode: {decode.tolist()}")
+            raise RuntimeError(f"{self.settings.sampler}: invalid positions to {what}: {decode.tolist()}")
 
     @property
     def trace(self) -> Trace:

@@ -34,7 +34,8 @@ ARRAY_DTYPES = {"confidence": "<f2", "argmax": "<i4"}  # as written by encode_ar
 # the per-position entropy of the processed logits, and the canvas after the step (renoised positions included).
 OPTIONAL_ARRAYS = {"entropy": np.float16, "canvas": np.int32}
 OPTIONAL_DTYPES = {"entropy": "<f2", "canvas": "<i4"}
-OPTIONAL_LISTS = ("accepted", "renoised")  # positions the step accepted / renoised (DiffusionGemma)
+OPTIONAL_LISTS = ("accepted", "renoised",  # positions the step accepted / renoised (DiffusionGemma)
+                  "edited")  # decoded positions that took a new token (a policy that edits: llada2)
 
 # Limits on what a trace may hold (README, "Trace file format"). They bound the time and
 # memory a load and a replay take, so an uploaded file cannot hold the app.
@@ -98,6 +99,7 @@ class StepRecord:
     canvas: Optional[np.ndarray] = None  # int32 [gen_length]: the canvas after the step (what the next forward reads)
     accepted: Optional[list[int]] = None  # positions whose sampled token the step accepted
     renoised: Optional[list[int]] = None  # positions of the canvas it renoised (uniformly random tokens)
+    edited: Optional[list[int]] = None  # llada2's steps: decoded positions that took the new argmax (canvas holds it)
 
     def to_dict(self) -> dict[str, Any]:
         d = {k: getattr(self, k) for k in self.__dataclass_fields__}

@@ -10,6 +10,7 @@ from ..params import CACHE, GENERATION, LIMITS, Param, shown
 from .base import Decision, DecodingStalled, Layout, Observation, Policy, Scoring, Stage, Thresholds
 from .baseline import BaselinePolicy
 from .dream import DreamPolicy
+from .llada2 import LLaDA2Policy
 from .entropy_bound import EntropyBoundPolicy
 from .slowfast import SlowFastPolicy
 from .threshold import ThresholdPolicy
@@ -76,7 +77,7 @@ def thresholds_of(settings: dict[str, Any]) -> Thresholds:
 
 
 # The registry: a new sampler is one file in this folder and its entry here.
-for _policy in (BaselinePolicy, SlowFastPolicy, ThresholdPolicy, DreamPolicy, EntropyBoundPolicy):
+for _policy in (BaselinePolicy, SlowFastPolicy, ThresholdPolicy, DreamPolicy, EntropyBoundPolicy, LLaDA2Policy):
     register(_policy)
 STEPS_SAMPLERS = tuple(name for name, policy in SAMPLERS.items() if policy.USES_STEPS)  # the others stop when full
 

@@ -124,6 +124,7 @@ class Observation:
     mask: np.ndarray  # bool, True = still masked
     confidence: np.ndarray  # float, softmax probability of the predicted token
     score: Optional[np.ndarray] = None  # float, the statistic Policy.scoring() asked for
+    changed: Optional[np.ndarray] = None  # bool, decoded positions predicted otherwise now (Policy.EDITS only)
 
 
 @dataclass
@@ -138,6 +139,7 @@ class Decision:
     horizon_spread: Optional[float] = None  # their spread (std, or variance for the paper variant)
     next_extent: Optional[int] = None  # generated positions the next forward needs; None = all
     info: dict = field(default_factory=dict)
+    edit: Optional[np.ndarray] = None  # decoded positions that take their new prediction (Policy.EDITS only)
 
 
 def top_positions(scores: np.ndarray, candidates: np.ndarray, k: int) -> np.ndarray:
@@ -165,6 +167,7 @@ class Policy(ABC):
     STAGES: ClassVar[tuple[str, ...]] = ()  # the stages its decisions name (a trace's records may name them)
     TITLE: ClassVar[str] = ""  # the app's heading over its parameters
     USES_STEPS: ClassVar[bool] = False  # whether the run's ``steps`` sets its number of forwards
+    EDITS: ClassVar[bool] = False  # whether it may re-decode decoded positions (Observation.changed, Decision.edit)
 
     @classmethod
     def parameter_names(cls) -> list[str]:
