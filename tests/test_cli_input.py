@@ -8,9 +8,9 @@ import pytest
 
 from slowfast.commands import evaluate
 from slowfast.commands.cli import main
+from slowfast.commands.sweep import load_points
 from slowfast.models.loading import EMBEDDED_DIR
 from slowfast.problems import problem_set
-from slowfast.sweep import load_points
 from slowfast.trace import Trace
 
 SWEEP = ["sweep", "--task", "copy", "--count", "1"]

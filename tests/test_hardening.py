@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from slowfast.cli import main
+from slowfast.commands.cli import main
 from slowfast.engine import GenerationSettings, Run, generate
 from slowfast.models import ModelLoadError, load_model
 from slowfast.samplers import DecodingStalled

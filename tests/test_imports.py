@@ -24,18 +24,6 @@ DOORS = {"slowfast.snapshot": "slowfast.commands.snapshot", "slowfast.harness": 
 # Known exceptions, each to go when its file's owner moves it (an exception that no longer occurs
 # fails ``test_every_known_exception_still_occurs``, so this list only shrinks):
 KNOWN_EDGES = {
-    # slowfast/sweep.py's command part (cmd_sweep) still lives beside its search; it imports the
-    # Pareto figure and the command helpers through slowfast/cli.py and slowfast/bench.py, the
-    # old modules kept as re-exports for it. It moves to slowfast/commands/ next.
-    ("slowfast.sweep", "visuals.pareto"): "sweep's command part: its --html figure",
-    ("slowfast.sweep", "visuals"): "sweep's command part: importing visuals.pareto runs visuals/__init__",
-    ("slowfast.sweep", "slowfast.cli"): "sweep's command part: check_output_path",
-    ("slowfast.sweep", "slowfast.bench"): "sweep's command part: at_least, machine, progress_bar",
-    ("slowfast.cli", COMMANDS): "the old command line, re-exported for sweep.py",
-    ("slowfast.cli", "slowfast.commands.cli"): "the old command line, re-exported for sweep.py",
-    ("slowfast.cli", "slowfast.commands.common"): "the old command line, re-exported for sweep.py",
-    ("slowfast.bench", COMMANDS): "the old bench helpers, re-exported for sweep.py",
-    ("slowfast.bench", "slowfast.commands.common"): "the old bench helpers, re-exported for sweep.py",
     # Function-local imports that break a cycle in files other changes own now:
     ("slowfast.params", "slowfast.samplers"): "params.py reads the samplers' parameters; the samplers declare "
                                               "them with params.Param",
@@ -163,7 +151,7 @@ def cycles(g: dict[str, dict[str, int]]) -> list[list[str]]:
 
 def test_the_parser_sees_the_imports_it_must():
     edges = {t for t, *_ in EDGES["slowfast.commands.cli"]}
-    assert {"slowfast.commands.common", "slowfast.commands.bench", "slowfast.sweep"} <= edges
+    assert {"slowfast.commands.common", "slowfast.commands.bench", "slowfast.commands.sweep"} <= edges
     assert "slowfast.commands" not in edges  # its own package runs first anyway
     # importing slowfast.commands.train.card runs the package slowfast.commands.train on the way
     assert {"slowfast.commands.train", "slowfast.commands.train.card"} <= {
@@ -201,8 +189,8 @@ def test_every_known_exception_still_occurs():
 
 
 OWNED = [m for m in MODULES if m.startswith(COMMANDS)] + [
-    "slowfast.problems", "slowfast.distributed", "slowfast.harness", "slowfast.snapshot", "slowfast.cli",
-    "slowfast.bench", "slowfast.cache", "slowfast.tasks", "slowfast.tasks.registry", "slowfast.tasks.verdict"]
+    "slowfast.problems", "slowfast.distributed", "slowfast.harness", "slowfast.snapshot", "slowfast.sweep",
+    "slowfast.cache", "slowfast.tasks", "slowfast.tasks.registry", "slowfast.tasks.verdict"]
 
 
 @pytest.mark.parametrize("module", OWNED)

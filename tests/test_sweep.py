@@ -8,12 +8,12 @@ import plotly.graph_objects as go
 import pytest
 
 import visuals
-from slowfast.cli import main
+from slowfast.commands.cli import main
+from slowfast.commands.sweep import load_points, parse_grid
 from slowfast.engine import GenerationSettings, generate
 from slowfast.params import BY_NAME
 from slowfast.problems import problem_set
-from slowfast.sweep import (ALL_PARAMS, BASELINE_POINT, grid_points, iter_sweep, load_points, pareto_front,
-                            parse_grid, random_points)
+from slowfast.sweep import ALL_PARAMS, BASELINE_POINT, grid_points, iter_sweep, pareto_front, random_points
 
 PROMPTS = ["Hi", "abc", "Copy: x y", "zz"]
 G = 16

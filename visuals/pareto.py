@@ -1,7 +1,7 @@
 """Accuracy against mean NFE for the points of a sweep, with the Pareto front as a staircase.
 
 ``pareto_figure(points)`` takes scored points as ``slowfast.sweep.iter_sweep`` yields them
-(or as ``load_points`` reads them back). Each family (baseline, SlowFast, SlowFast + cache,
+(or as the sweep command's results file holds them). Each family (baseline, SlowFast, SlowFast + cache,
 threshold, threshold + cache) is its own trace with its own marker and colour, so the legend
 tells them apart. Every marker carries its point's full generation settings as a JSON string
 in ``customdata``: an app loads a clicked point with

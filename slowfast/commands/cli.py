@@ -5,12 +5,12 @@ import argparse
 import sys
 from typing import Optional
 
-from ..sweep import add_parser as add_sweep_parser  # sweep's command part still lives beside its search
 from . import lmeval, train
 from .bench import add_parser as add_bench_parser
 from .common import run
 from .evaluate.command import main as eval_main
 from .generate import add_parser as add_generate_parser
+from .sweep import add_parser as add_sweep_parser
 
 # commands that parse their own flags: the rest of the command line is theirs
 OWN_FLAGS = {"train": train.main, "eval": eval_main, "lm-eval": lmeval.main}
