@@ -301,6 +301,23 @@ def test_threshold_decodes_saturated_ties_together_and_breaks_other_ties_lowest_
     assert steps == [[1, 3, 4, 6], [0], [2], [5], [7]]
 
 
+def test_greedy_llada_confidences_are_float32_so_near_certain_ones_tie_at_one():
+    """At temperature 0 the LLaDA rule's confidences are float32 softmax probabilities (at
+    temperature > 0 float64, as LLaDA's): probabilities within ~3e-8 of 1 are exactly 1.0 and
+    tie, and the baseline takes the lower position, where LLaDA's generate.py (float64 softmax)
+    still ranks them. On a peaky checkpoint this, not the noise, is what separates a greedy
+    baseline run from the published one."""
+    logits = torch.tensor([[20.0, 0.0], [25.0, 0.0]])  # row 1 is the more certain one
+    conf, _ = confidences(logits, 0.0, None)
+    assert conf.tolist() == [1.0, 1.0]
+    p64 = torch.softmax(logits.double(), -1)[:, 0]
+    assert p64[1] > p64[0]
+    policy = make_policy("baseline", {})
+    policy.reset(Layout(2, 2, 2), np.random.default_rng(0))
+    assert policy.decide(Observation(mask=np.ones(2, bool), confidence=conf.numpy())).decode.tolist() == [0]
+    assert int(p64.argmax()) == 1  # what LLaDA's generate.py would unmask first
+
+
 class PositionNet(torch.nn.Module):
     """A stand-in network: generated position g predicts token 7 with logit ``gaps[g]`` over
     zeros, whatever the canvas (a gap of 40 saturates float32's softmax to exactly 1.0)."""
