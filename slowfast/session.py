@@ -18,7 +18,8 @@ from typing import Any, Callable, Iterator, Optional
 import torch
 
 from .cache import CACHE_PRESETS
-from .engine import GenerationSettings, Run, drain
+from .engine import GenerationSettings, drain
+from .gemma_run import new_run  # our engine's Run, or DiffusionGemma's through transformers' generate
 from .params import BY_NAME, CACHE, GENERATION, LIMITS, Param
 from .samplers import DEFAULT_SAMPLER, SAMPLERS, on_change, sampler_params
 from .models.dllm import DLLM
@@ -134,7 +135,7 @@ def check_controls(controls: Controls, model: Optional[DLLM] = None, prompt: Opt
     try:
         settings = controls.settings()
         if model is not None and prompt is not None:
-            Run(model, prompt, settings)
+            new_run(model, prompt, settings)
     except ValueError as exc:
         return str(exc)
     return ""
@@ -242,7 +243,7 @@ class BackgroundRun:
     decodes nothing). The UI calls ``stop`` when its client cancels or goes away."""
 
     def __init__(self, model: DLLM, prompt: str, settings: GenerationSettings, label: str = ""):
-        self.run = Run(model, prompt, settings)  # validates before any thread starts
+        self.run = new_run(model, prompt, settings)  # validates before any thread starts
         self.label = label or settings.sampler
         self.done = threading.Event()
         self.error: Optional[str] = None
@@ -305,7 +306,7 @@ def stream_batches(job: BackgroundRun, interval: float = 0.05, budget: float = 0
 def run_to_end(model: DLLM, prompt: str, settings: GenerationSettings) -> Trace:
     """Decode synchronously (tests, the Space's GPU worker); errors end the run and stay in its trace."""
     with DECODES.decoding(settings.sampler):
-        return drain(Run(model, prompt, settings))
+        return drain(new_run(model, prompt, settings))
 
 
 

@@ -26,6 +26,7 @@ from typing import Any, Optional
 import numpy as np
 
 from slowfast.samplers import Stage
+from slowfast.samplers.entropy_bound import DENOISE
 from slowfast.samplers.slowfast import SlowFastInfo
 
 from .common import esc
@@ -500,6 +501,48 @@ def _threshold(s: _Step) -> list[list[str]]:
     return [text]
 
 
+def _denoise_tokens(s: _Step, positions: list[int]) -> str:
+    """Positions with the token the canvas holds there after the step (the accepted sample)."""
+    strings = getattr(s.trace, "token_strings", {}) or {}
+    canvas = s.r.canvas if s.r.canvas is not None else s.r.argmax
+    shown = [f"{p} `{esc(strings.get(str(int(canvas[p])), str(int(canvas[p])))).replace('`', 'ˋ')}`"
+             for p in positions[:MAX_LISTED]]
+    more = f" and {len(positions) - MAX_LISTED} more" if len(positions) > MAX_LISTED else ""
+    return ", ".join(shown) + more
+
+
+def _denoise(s: _Step) -> list[list[str]]:
+    """DiffusionGemma's step: the canvas denoised whole, the entropy bound's acceptance, the
+    stopping rule's two tests (from the record: ``info``, ``accepted``, ``renoised``)."""
+    r, lim, info = s.r, s.lim, dict(s.r.info or {})
+    lo, hi = (r.span if r.span is not None else (s.bs, s.be))
+    accepted, renoised = list(r.accepted or []), list(r.renoised or [])
+    text = [f"**Entropy bound** sampler (DiffusionGemma), canvas {r.block} [{lo}, {hi}): there is no mask; every "
+            "position of the canvas holds a token (uniformly random at first) and the decoder re-predicts all of "
+            "them at each step"
+            + (f", its logits divided by the temperature {info['temperature']:.3g}" if "temperature" in info else "")
+            + "."]
+    if lim.entropy_bound is not None:
+        text.append(f"It accepted the {_plural(len(accepted), 'lowest-entropy position')} whose entropies sum, "
+                    f"less the largest of them, to at most {_g(lim.entropy_bound)}: "
+                    f"{_denoise_tokens(s, accepted) or 'none'}; the other {len(renoised)} were renoised with "
+                    "uniformly random tokens.")
+    mean, k = info.get("mean_entropy"), lim.stop_stability
+    if mean is not None and lim.stop_entropy is not None:
+        conf = _ineq(mean, "<", lim.stop_entropy)
+        stable = ("no stability test (0 steps)" if k == 0 else
+                  f"the argmax is the same as in the previous {_plural(int(k), 'step')}" if info.get("stable") else
+                  f"the argmax differs from one of the previous {_plural(int(k), 'step')} (or there were fewer)")
+        verdict = "so the canvas stops here" if info.get("stop") else "so denoising goes on"
+        text.append(f"Stopping rule: mean entropy {conf}; {stable}; {verdict}.")
+    if r.decoded:
+        why = ("the stopping rule held" if info.get("stop") else
+               "the schedule's last step ran" if info.get("remaining") == 0 else "its last step ran")
+        text.append(f"The canvas is finished ({why}): its argmax is written as positions [{lo}, {hi}) of the "
+                    "answer, and the encoder reads it into the KV cache before the next canvas.")
+    return [text]
+
+
 # --- the panel ---------------------------------------------------------------------------------------------------
 def _body(trace: Any, step: Optional[int]) -> tuple[Optional[_Step], list[list[str]]]:
     s = _Step(trace, step)
@@ -514,6 +557,8 @@ def _body(trace: Any, step: Optional[int]) -> tuple[Optional[_Step], list[list[s
         paragraphs = _baseline(s)
     elif stage == Stage.THRESHOLD:
         paragraphs = _threshold(s)
+    elif stage == DENOISE:
+        paragraphs = _denoise(s)
     else:
         paragraphs = [[f"Stage `{esc(stage)}`: decoded {len(s.decoded)} positions."]]
     end = _run_end(s)

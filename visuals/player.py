@@ -116,7 +116,7 @@ def run_head(trace: Any, run_id: str = "") -> dict[str, Any]:
         "gen": int(trace.gen_length), "block": int(settings.get("block_length") or trace.gen_length),
         "mask": MASK_GLYPH, "thresholds": [[float(v), str(label)] for v, label in lim.lines()],
         "horizon": lim.horizon, "spread": lim.spread, "spread_label": lim.spread_label,
-        "spread_inclusive": bool(lim.spread_inclusive), "cache": None if cache is None else
+        "spread_inclusive": bool(lim.spread_inclusive), "stop_entropy": lim.stop_entropy, "cache": None if cache is None else
         {k: cache[k] for k in ("kp", "kr", "rho") if k in cache},
         "colors": {s: [STAGE_COLORS[s], STAGE_LIGHT[s]] for s in STAGE_COLORS}, "intro": intro_html(),
     }
@@ -168,6 +168,10 @@ def step_delta(trace: Any, i: int, sent_tokens: Optional[set] = None) -> dict[st
         d["sp"] = _round(r.horizon_spread)
     if r.cache:
         d["cache"] = _cache_rates(r.cache)
+    eb = r.info or {}
+    if "mean_entropy" in eb:  # DiffusionGemma's step: the stopping rule's numbers and the sampler's acceptances
+        d["eb"] = {"H": _round(eb["mean_entropy"]), "acc": len(r.accepted or []), "st": bool(eb.get("stable")),
+                   "stop": bool(eb.get("stop"))}
     d["line"] = status_numbers(trace, i)
     d["explain"] = explain_html(trace, i)
     d["strs"] = token_strings(trace, [*d["tok"], *(int(argmax[p]) for p in changed)], sent_tokens)

@@ -7,7 +7,8 @@ from typing import Any, Optional
 
 from .. import params
 from ..cache import CACHE_PRESETS
-from ..engine import GenerationSettings, Run, drain
+from ..engine import GenerationSettings, drain
+from ..gemma_run import new_run
 from ..models.loading import load_model
 from ..params import add_flag
 from ..samplers import SAMPLERS, STEPS_SAMPLERS
@@ -19,8 +20,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     g = sub.add_parser("generate", help="decode one prompt step by step and print the text")
     g.add_argument("--model", default="embedded",
                    help="'embedded', a local folder or a hub id: LLaDA (e.g. GSAI-ML/LLaDA-8B-Instruct), Dream "
-                        "(Dream-org/Dream-v0-Instruct-7B) or any transformers masked LM "
-                        "(dllm-hub/ModernBERT-base-chat-v0.1)")
+                        "(Dream-org/Dream-v0-Instruct-7B), any transformers masked LM "
+                        "(dllm-hub/ModernBERT-base-chat-v0.1) or DiffusionGemma (google/diffusiongemma-26B-A4B-it, "
+                        "with --sampler entropy_bound)")
     g.add_argument("--prompt", required=True)
     g.add_argument("--sampler", default="slowfast", help=f"one of: {', '.join(SAMPLERS)}")
     for p in params.GENERATION:  # block and steps follow the generation length: one block, one token a forward
@@ -105,7 +107,10 @@ def cmd_generate(args: argparse.Namespace) -> int:
         check_output_path(args.trace, "--trace")  # before the run, so a finished run is never lost
     model = load_model(args.model, device=args.device, dtype=args.dtype,
                        trust_remote_code=args.trust_remote_code)
-    trace = drain(Run(model, args.prompt, settings))
+    canvas = getattr(model, "canvas_length", None)  # DiffusionGemma: its blocks are its canvases
+    if canvas is not None and args.block_length is None:
+        settings.block_length = canvas
+    trace = drain(new_run(model, args.prompt, settings))
     status = 0
     if trace.stats.error:  # the engine ended it (a cap): the partial trace is still written
         print(f"error: {trace.stats.error}", file=sys.stderr)

@@ -82,7 +82,15 @@ def write_tiny_diffusion_gemma(folder: str | Path, seed: int = 0, canvas_length:
         stability_threshold=settings["stability_threshold"], confidence_threshold=settings["confidence_threshold"],
         sampler_config=EntropyBoundSamplerConfig(entropy_bound=settings["entropy_bound"]),
         bos_token_id=vocab["<bos>"], pad_token_id=vocab["<pad>"], eos_token_id=[vocab["<eos>"], vocab["<end_of_turn>"]])
-    model.save_pretrained(str(folder), max_shard_size=max_shard_size)
+    from transformers.utils import logging as hf_logging
+
+    bars = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()  # no "Writing model shards" bar in a test's output
+    try:
+        model.save_pretrained(str(folder), max_shard_size=max_shard_size)
+    finally:
+        if bars:
+            hf_logging.enable_progress_bar()
     tok.save_pretrained(str(folder))
     return folder
 
