@@ -318,6 +318,14 @@ def test_greedy_llada_confidences_are_float32_so_near_certain_ones_tie_at_one():
     assert int(p64.argmax()) == 1  # what LLaDA's generate.py would unmask first
 
 
+def test_llada2_s_most_confident_fallback_breaks_saturated_ties_lowest_first():
+    """Nothing is strictly above an M2T threshold of 1.0, so each forward takes the
+    ``min_transfer`` most confident: the saturated ties, two by two, lowest first."""
+    steps = [decoded for decoded, _, _ in scripted_run("llada2", {"m2t_threshold": 1.0, "min_transfer": 2})]
+    assert [d for d in steps if d] == [[1, 3], [4, 6], [0, 2], [5, 7]]
+    assert [d for d, _, _ in scripted_run("llada2", {})][:2] == [[1, 3, 4, 6], [0]]
+
+
 class PositionNet(torch.nn.Module):
     """A stand-in network: generated position g predicts token 7 with logit ``gaps[g]`` over
     zeros, whatever the canvas (a gap of 40 saturates float32's softmax to exactly 1.0)."""
