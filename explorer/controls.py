@@ -10,7 +10,8 @@ from typing import Any, Optional
 import gradio as gr
 
 import visuals
-from slowfast.models.loading import EMBEDDED_DIR, KNOWN_MODELS
+from slowfast.models.families import FAMILIES, family_line, verdict
+from slowfast.models.loading import EMBEDDED_DIR, KNOWN_MODELS, check_memory
 from slowfast.params import BY_NAME, MAX_SEED, shown
 from slowfast.samplers.slowfast import VARIANT_PARAMS, variant_defaults
 from slowfast.session import Controls, check_controls, preset_controls
@@ -83,18 +84,24 @@ def on_variant(variant: str):
 
 
 def model_choices(default_model: str) -> list:
-    """The picker's entries: (name, size, memory, cache) for the models we know."""
+    """The picker's entries: (name, size, memory, cache, whether it runs here) for the models we know."""
     only = allowed_models()
     out = [("embedded · 5M · runs offline on a CPU", "embedded")]
     for name, info in KNOWN_MODELS.items():
         size = f"{info.parameters / 1e9:.1f}B" if info.parameters >= 1e9 else f"{info.parameters / 1e6:.0f}M"
         out.append((f"{name} · {size} · {info.weight_bytes('bfloat16') / 1e9:.0f} GB bf16 / "
-                    f"{info.weight_bytes('float32') / 1e9:.0f} GB fp32 · cache {'yes' if info.cache else 'no'}", name))
+                    f"{info.weight_bytes('float32') / 1e9:.0f} GB fp32 · cache {'yes' if info.cache else 'no'} · "
+                    f"{verdict(check_memory(name))}", name))
     if default_model not in [v for _, v in out]:
         out.insert(0, (default_model, default_model))
     if only is not None:  # a public host offers only what it serves
         out = [(label, v) for label, v in out if v in only] + [(m, m) for m in only if m not in [v for _, v in out]]
     return out
+
+
+def families_markdown() -> str:
+    """The model families, one line each: what runs them and whether they run on this machine."""
+    return "\n".join(f"- {visuals.esc(family_line(f))}" for f in FAMILIES)
 
 
 def on_check(model_name: str, prompt: str, *values) -> str:

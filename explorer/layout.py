@@ -20,6 +20,7 @@ from explorer.controls import (
     CONTROL_NAMES,
     VARIANT_CONTROLS,
     chat_template_of,
+    families_markdown,
     model_choices,
     on_check,
     on_model_change,
@@ -142,6 +143,9 @@ def model_section(ui: Page, default_model: str) -> None:
                            label="Model", info="hub ids download once (a model too big for this machine is "
                                                "refused with what it needs); or type a local folder"
                            if only is None else "the models this host serves")
+    with gr.Accordion("Model families: what runs on this machine", open=False, visible=only is None,
+                      elem_id="model-families"):
+        ui.families = gr.Markdown(families_markdown() if only is None else "")
     ui.trust = gr.Checkbox(False, label="Allow the model's own code (trust_remote_code)",
                            visible=only is None,
                            info="⚠️ only for a folder or hub id you trust: its Python runs on this "

@@ -14,6 +14,7 @@ import gradio as gr
 
 import visuals
 from slowfast.models.dllm import PROMPT_BYTES_PER_TOKEN
+from slowfast.models.families import refusal as memory_refusal
 from slowfast.models.loading import check_memory
 from slowfast.session import (
     PRESETS_DIR,
@@ -354,7 +355,7 @@ def load(model_name: str, trust_remote_code: bool = False):
         except (ModelLoadError, ValueError, OSError, RuntimeError):
             need = None
         if need is not None and need.fits is False:
-            return None, f"Not loaded: {visuals.esc(need.message)}."
+            return None, f"Not loaded: {visuals.esc(memory_refusal(need))}. ({visuals.esc(need.message)}.)"
     try:
         return POOL.get(model_name, trust_remote_code=bool(trust_remote_code) and only is None), POOL.note
     except (ModelLoadError, ValueError) as exc:  # (a ModelLoadError is a RuntimeError: first)

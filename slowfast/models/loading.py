@@ -109,6 +109,13 @@ KNOWN_MODELS: dict[str, ModelInfo] = {m.name: m for m in (
     # 26B parameters in all (about 4B active per token, MoE), as its name says; bf16 weights ~52 GB
     ModelInfo("google/diffusiongemma-26B-A4B-it", DIFFUSION_GEMMA, 26_000_000_000, False, True,
               "DiffusionGemma 26B-A4B instruct (uniform-noise block diffusion), transformers' own class and generate"),
+    # LLaDA2.x instruct MoE models; sizes as their model cards name them (16B, 100B in all), rounded
+    ModelInfo("inclusionAI/LLaDA2.1-mini", LLADA2, 16_000_000_000, False, True,
+              "LLaDA2.1 mini (16B MoE, token editing), our block-causal network, no remote code"),
+    ModelInfo("inclusionAI/LLaDA2.0-mini", LLADA2, 16_000_000_000, False, True,
+              "LLaDA2.0 mini (16B MoE), our block-causal network, no remote code"),
+    ModelInfo("inclusionAI/LLaDA2.1-flash", LLADA2, 100_000_000_000, False, True,
+              "LLaDA2.1 flash (100B MoE, token editing), our block-causal network, no remote code"),
     ModelInfo("dllm-hub/ModernBERT-base-chat-v0.1", MASKED_LM, 149_000_000, False, True,
               "ModernBERT-base chat dLLM, transformers' ModernBertForMaskedLM; runs on a laptop CPU"),
     ModelInfo("dllm-hub/ModernBERT-large-chat-v0.1", MASKED_LM, 395_000_000, False, True,
