@@ -101,7 +101,8 @@ def model_choices(default_model: str) -> list:
 
 def families_markdown() -> str:
     """The model families, one line each: what runs them and whether they run on this machine."""
-    return "\n".join(f"- {visuals.esc(family_line(f))}" for f in FAMILIES)
+    return "\n".join(f"- **{visuals.esc(f.title)}**: {visuals.esc(family_line(f).removeprefix(f.title + ': '))}"
+                     for f in FAMILIES)
 
 
 def on_check(model_name: str, prompt: str, *values) -> str:

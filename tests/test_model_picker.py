@@ -50,8 +50,12 @@ def test_the_notes_say_what_runs_on_this_machine_and_what_needs_a_gpu(memory):
 def test_a_gpu_too_small_is_named_as_such():
     check = loading.MemoryCheck("inclusionAI/LLaDA2.1-flash", "cuda:0", "bfloat16", 100 * GB, 240 * GB, 80 * GB,
                                 False, "")
-    assert verdict(check) == "needs about 240 GB, more than this GPU's 80 GB"
-    assert "more than one GPU" in refusal(check) and "this GPU has 80 GB" in refusal(check)
+    assert verdict(check) == "needs about 240 GB of GPU memory (more than one GPU)"
+    assert "more than one GPU holds" in refusal(check) and "this GPU has 80 GB" in refusal(check)
+    check = loading.MemoryCheck("google/diffusiongemma-26B-A4B-it", "cuda:0", "bfloat16", 26 * GB, 62 * GB, 40 * GB,
+                                False, "")
+    assert verdict(check) == "needs about 62 GB, more than this GPU's 40 GB"
+    assert refusal(check).endswith("it needs a GPU with about 62 GB (bf16)")
 
 
 def test_the_picker_lists_each_model_with_whether_it_runs_here(memory):

@@ -17,6 +17,7 @@ from .loading import (DIFFUSION_GEMMA, DREAM, KNOWN_MODELS, LLADA, LLADA2, MASKE
                       memory_needed, parse_device)
 
 EMBEDDED = "embedded"
+ONE_GPU = 141e9  # bytes: the largest single GPU's memory we know (H200); a model needing more is spread, not run here
 
 
 @dataclass(frozen=True)
@@ -66,6 +67,8 @@ def verdict(check: MemoryCheck) -> str:
         slow = dev.type == "cpu" and check.parameters >= 1e9
         return f"runs here ({dev.type}{', seconds a forward' if slow else ''})"
     bf16 = memory_needed(check.parameters, torch.bfloat16)
+    if bf16 > ONE_GPU:
+        return f"needs about {_gb(bf16)} of GPU memory (more than one GPU)"
     if dev.type == "cpu":
         return f"needs a GPU with about {_gb(bf16)}"
     return f"needs about {_gb(bf16)}, more than this GPU's {_gb(check.available or 0)}"
@@ -78,8 +81,8 @@ def refusal(check: MemoryCheck) -> str:
     where = ("this machine has no GPU and its CPU has " if dev.type == "cpu" else "this GPU has ") + \
         _gb(check.available or 0)
     return (f"{check.name} cannot run here: it needs about {_gb(check.needed or 0)} in {check.dtype} and {where}; "
-            f"it needs a GPU with about {_gb(bf16)} (bf16)" + (" or more than one GPU, which this explorer does not "
-                                                                "spread a model over" if bf16 > 80e9 else ""))
+            f"it needs a GPU with about {_gb(bf16)} (bf16)" + (", more than one GPU holds, and this explorer does not "
+                                                                "spread a model over GPUs" if bf16 > ONE_GPU else ""))
 
 
 def family_line(family: Family, device: Optional[str | torch.device] = None) -> str:

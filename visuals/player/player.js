@@ -415,15 +415,15 @@
         return {data, layout};
       }
       const eb = run.steps.filter(d => d.eb);
-      if (eb.length) {  /* DiffusionGemma: the stopping rule's mean entropy against its threshold, acceptances per step */
+      if (eb.length) {  /* DiffusionGemma: the stopping rule's mean entropy against its threshold (drawn over), acceptances per step */
         const thr = run.head.stop_entropy, st = eb.filter(d => d.eb.st);
-        data.push({type: "bar", x: eb.map(d => d.i), y: eb.map(d => d.eb.acc), name: "positions accepted", yaxis: "y2", marker: {color: "#c7c7c7"}});
-        data.push({type: "scatter", mode: "lines+markers", x: eb.map(d => d.i), y: eb.map(d => d.eb.H), name: "mean entropy (nats)", line: {color: "#9467bd"}, marker: {size: 4}});
-        data.push({type: "scatter", mode: "markers", x: st.map(d => d.i), y: st.map(d => d.eb.H), name: "argmax stable", marker: {symbol: "star", size: 10, color: "#ffbf00"}});
+        data.push({type: "bar", x: eb.map(d => d.i), y: eb.map(d => d.eb.acc), name: "positions accepted", marker: {color: "#d9d9d9"}});
+        data.push({type: "scatter", mode: "lines+markers", x: eb.map(d => d.i), y: eb.map(d => d.eb.H), name: "mean entropy (nats)", yaxis: "y2", line: {color: "#9467bd"}, marker: {size: 4}});
+        data.push({type: "scatter", mode: "markers", x: st.map(d => d.i), y: st.map(d => d.eb.H), name: "argmax stable", yaxis: "y2", marker: {symbol: "star", size: 11, color: "#ffbf00", line: {width: 1, color: "#333"}}});
         return {data, layout: base("Convergence: the stopping rule (mean entropy, stability) and the positions accepted", {
-          yaxis: {title: {text: "mean entropy"}, rangemode: "tozero"}, yaxis2: {title: {text: "accepted"}, overlaying: "y", side: "right", rangemode: "tozero", showgrid: false},
-          shapes: thr != null ? [{type: "line", xref: "paper", x0: 0, x1: 1, yref: "y", y0: thr, y1: thr, line: {color: "#d62728", dash: "dash", width: 1}}] : [],
-          annotations: thr != null ? [{xref: "paper", x: 0, xanchor: "left", yref: "y", y: thr, yanchor: "bottom", text: "stop below " + thr, showarrow: false, font: {size: 10, color: "#d62728"}}] : []})};
+          yaxis: {title: {text: "accepted"}, rangemode: "tozero"}, yaxis2: {title: {text: "mean entropy"}, overlaying: "y", side: "right", rangemode: "tozero", showgrid: false},
+          shapes: thr != null ? [{type: "line", xref: "paper", x0: 0, x1: 1, yref: "y2", y0: thr, y1: thr, line: {color: "#d62728", dash: "dash", width: 1}}] : [],
+          annotations: thr != null ? [{xref: "paper", x: 1, xanchor: "right", yref: "y2", y: thr, yanchor: "bottom", text: "stop below " + thr, showarrow: false, font: {size: 10, color: "#d62728"}}] : []})};
       }
       data.push({type: "bar", x: steps(run), y: changed, name: "masked positions whose argmax changed", marker: {color: "#7f7f7f"}});
       return {data, layout: base("Convergence: how many masked positions changed their prediction (" + run.head.sampler + " estimates no horizon)", {yaxis: {title: {text: "positions"}, rangemode: "tozero"}})};
