@@ -261,6 +261,9 @@ def write_tiny_llada2_checkpoint(folder: str | Path, seed: int = 0, max_shard_by
                 t.normal_(0.0, 0.5)
         if not cfg.tie_word_embeddings:
             model.lm_head.weight.mul_(logit_scale)
+            # a trained model never predicts the mask token; with a zero output row its logit is 0,
+            # below the best of the others (the published loop would otherwise write masks forever)
+            model.lm_head.weight[vocab["<|mask|>"]] = 0.0
     write_safetensors(dict(model.state_dict()), folder, max_shard_bytes)
     (folder / "config.json").write_text(json.dumps(cfg.to_json(), indent=2) + "\n")
     (folder / "generation_config.json").write_text(json.dumps(
