@@ -238,7 +238,7 @@ def test_bad_input_is_refused_with_a_message(model):
     with pytest.raises(ValueError, match="top_p"):
         scheduler.step(logits, 0, sample, mask_token_id=2, top_p=0.9)
     with pytest.raises(ValueError, match="LLaDA2Pipeline"):
-        TraceRecorder(type("Canvas", (), {"_callback_tensor_inputs": ["canvas", "logits"]})())
+        TraceRecorder(type("ImagePipeline", (), {"_callback_tensor_inputs": ["latents", "prompt_embeds"]})())
     with pytest.raises(ValueError, match="padding mask"):
         PipelineModel(model, BLOCK)(prompt_ids(model), attention_mask=torch.zeros(1, BLOCK, dtype=torch.long))
 
@@ -257,3 +257,70 @@ def test_the_scheduler_saves_and_loads_as_a_diffusers_config(tmp_path):
     assert loaded.config.sampler == "threshold" and loaded.config.sampler_params == {"threshold": 0.8}
     assert loaded.make_policy().threshold == 0.8 and loaded.config.block_length == 8
     assert np.array_equal(loaded.timesteps.numpy(), scheduler.timesteps.numpy())
+
+
+# --- a uniform-noise canvas pipeline: DiffusionGemmaPipeline with its EntropyBoundScheduler ------------
+
+@pytest.fixture(scope="module")
+def gemma_pipeline(tmp_path_factory):
+    from transformers import AutoTokenizer, DiffusionGemmaForBlockDiffusion
+
+    from slowfast.integrations.diffusers import fit_diffusion_gemma
+    from slowfast.models.tiny_gemma import write_tiny_diffusion_gemma
+
+    folder = write_tiny_diffusion_gemma(tmp_path_factory.mktemp("tiny-gemma"), seed=0)
+    net = fit_diffusion_gemma(DiffusionGemmaForBlockDiffusion.from_pretrained(str(folder)).eval())
+    pipe = diffusers.DiffusionGemmaPipeline(model=net, scheduler=diffusers.EntropyBoundScheduler(),
+                                           processor=AutoTokenizer.from_pretrained(str(folder)))
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
+
+
+@pytest.mark.parametrize("cool", [False, True])  # the defaults; a cooler run that the stopping rule ends early
+def test_a_diffusion_gemma_pipeline_run_recorded_replays_in_the_explorer(gemma_pipeline, cool, tmp_path):
+    pipe = gemma_pipeline
+    confidence_threshold, steps = (0.5, 12) if cool else (0.005, 8)
+    scheduler = diffusers.EntropyBoundScheduler(t_min=0.1, t_max=0.3) if cool else diffusers.EntropyBoundScheduler()
+    pipe = diffusers.DiffusionGemmaPipeline(model=pipe.model, processor=pipe.processor, scheduler=scheduler)
+    pipe.set_progress_bar_config(disable=True)
+    forwards = []
+    hook = pipe.model.model.decoder.register_forward_hook(lambda *_: forwards.append(1))
+    try:
+        recorder = TraceRecorder(pipe, model_name="tiny-gemma")
+        trace = recorder.run(prompt="Tell me a story.", gen_length=40, num_inference_steps=steps, eos_early_stop=False,
+                             confidence_threshold=confidence_threshold, generator=torch.Generator().manual_seed(0))
+    finally:
+        hook.remove()
+    assert "step" not in vars(pipe.scheduler)  # the scheduler's step is its own again
+    C = pipe.model.config.canvas_length
+    assert trace.settings["sampler"] == "entropy_bound" and trace.settings["gen_length"] == 3 * C
+    assert trace.settings["params"]["stop_entropy"] == confidence_threshold
+    assert len(trace.records) == len(forwards)  # one record per decoder forward
+    for canvas in range(3):
+        steps = [r for r in trace.records if r.block == canvas]
+        lo, hi = canvas * C, (canvas + 1) * C
+        assert all(sorted(r.accepted + r.renoised) == list(range(lo, hi)) for r in steps)
+        last = steps[-1]
+        # the stopping rule as recorded is what ended the pipeline's canvas: only at its last step,
+        # or the schedule ran out; a stopped canvas keeps the argmax, else the canvas as it is
+        assert not any(r.info["stop"] for r in steps[:-1])
+        assert last.info["stop"] or last.info["remaining"] == 0
+        kept = last.argmax if last.info["stop"] else last.canvas
+        assert trace.tokens[lo:hi] == kept[lo:hi].tolist() and last.decoded == list(range(lo, hi))
+    if cool:
+        assert any(r.info["stop"] and r.info["remaining"] > 0 for r in trace.records)  # a canvas stopped early
+    path = trace.save(tmp_path / "gemma.json")
+    (message, text, player, *_), state = replay(path)
+    assert message.startswith("Replaying a trace of **tiny-gemma** (entropy_bound,")
+    whole = json.loads(player)
+    assert [s["i"] for s in whole["steps"]] == list(range(len(trace.records)))
+    assert whole["end"]["text"] == trace.text
+
+
+def test_a_canvas_pipeline_with_another_scheduler_is_refused(gemma_pipeline):
+    other = diffusers.DiffusionGemmaPipeline(model=gemma_pipeline.model, processor=gemma_pipeline.processor,
+                                             scheduler=diffusers.DiscreteDDIMScheduler())
+    with pytest.raises(ValueError, match="DiscreteDDIMScheduler"):
+        TraceRecorder(other)
+    with pytest.raises(ValueError, match="confidence_threshold"):
+        TraceRecorder(gemma_pipeline).run(prompt="Hi", gen_length=16, confidence_threshold=None)

@@ -11,7 +11,11 @@ clear ImportError naming the extra:
   for ``LLaDA2Pipeline``. Its decisions are our policies' (``slowfast/samplers/``): SlowFast's
   by default, or any registered sampler by name.
 * ``TraceRecorder`` (``slowfast/integrations/recorder.py``): a ``callback_on_step_end`` that turns a
-  diffusers discrete pipeline's run into our ``Trace``, which the explorer replays.
+  diffusers discrete pipeline's run into our ``Trace``, which the explorer replays: a mask-based
+  block pipeline (``LLaDA2Pipeline``) or a uniform-noise canvas one (``DiffusionGemmaPipeline``
+  with ``EntropyBoundScheduler``, ``slowfast/integrations/canvas.py``).
+* ``fit_diffusion_gemma`` (``slowfast/integrations/canvas.py``): transformers' DiffusionGemma made
+  callable by diffusers' ``DiffusionGemmaPipeline`` (one argument the two versions name apart).
 * ``PipelineModel`` (``slowfast/integrations/recorder.py``): a model our loader reads, called the
   way ``LLaDA2Pipeline`` calls its ``model``.
 """
@@ -20,7 +24,8 @@ from __future__ import annotations
 from typing import Any
 
 INSTALL = "pip install -r requirements-diffusers.txt"
-_WHERE = {"SlowFastScheduler": "scheduler", "TraceRecorder": "recorder", "PipelineModel": "recorder"}
+_WHERE = {"SlowFastScheduler": "scheduler", "TraceRecorder": "recorder", "PipelineModel": "recorder",
+          "fit_diffusion_gemma": "canvas"}
 __all__ = list(_WHERE)
 
 
@@ -39,6 +44,8 @@ def __getattr__(name: str) -> Any:
     if _WHERE[name] == "scheduler":
         require_diffusers()  # the scheduler's classes derive from diffusers' own
         from . import scheduler as module  # lazily: it imports diffusers at its top
+    elif _WHERE[name] == "canvas":
+        from . import canvas as module  # lazily, like the scheduler (it needs no diffusers itself)
     else:
         from . import recorder as module  # lazily, like the scheduler (it needs no diffusers itself)
     return getattr(module, name)

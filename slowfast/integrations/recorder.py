@@ -6,7 +6,6 @@ without this module importing them.
 """
 from __future__ import annotations
 
-import inspect
 import time
 from dataclasses import dataclass
 from types import SimpleNamespace
@@ -22,6 +21,7 @@ from ..samplers.base import Decision
 from ..samplers.llada2 import EDIT as LLADA2_EDIT
 from ..samplers.llada2 import UNMASK as LLADA2_UNMASK
 from ..trace import StepRecord, Summary, Trace
+from .canvas import CANVAS_INPUTS, CanvasRecorder, pipeline_defaults
 
 
 class PipelineModel(torch.nn.Module):
@@ -103,12 +103,19 @@ class TraceRecorder:
     above a threshold, at least the scheduled count; edit above the editing threshold) with the
     call's thresholds. ``row`` picks the batch row."""
 
+    def __new__(cls, pipeline: Any, model_name: Optional[str] = None, row: int = 0, mask_id: Optional[int] = None):
+        names = set(getattr(pipeline, "_callback_tensor_inputs", ()) or ())
+        if all(n in names for n in CANVAS_INPUTS) and not all(n in names for n in MASK_INPUTS):
+            return CanvasRecorder(pipeline, model_name, row)  # a uniform-noise canvas (DiffusionGemmaPipeline)
+        return super().__new__(cls)
+
     def __init__(self, pipeline: Any, model_name: Optional[str] = None, row: int = 0, mask_id: Optional[int] = None):
         names = set(getattr(pipeline, "_callback_tensor_inputs", ()) or ())
         missing = [n for n in MASK_INPUTS if n not in names]
         if missing:
             raise ValueError(f"TraceRecorder: {type(pipeline).__name__} does not pass {', '.join(missing)} to its "
-                             "callback; allowed: a mask-based block pipeline such as LLaDA2Pipeline")
+                             "callback; allowed: a mask-based block pipeline such as LLaDA2Pipeline, or a "
+                             "canvas pipeline (canvas, logits) such as DiffusionGemmaPipeline")
         self.pipeline, self.row = pipeline, int(row)
         self.mask_id = mask_id if mask_id is not None else getattr(pipeline, "mask_token_id", None)
         self.model_name = model_name or str(getattr(getattr(pipeline, "model", None), "name_or_path", "")
@@ -301,12 +308,3 @@ class TraceRecorder:
         if "estimate" in info:  # a generated position (SlowFast's horizon estimate)
             info["estimate"] = int(info["estimate"]) + off
         record.info.update(info)
-
-
-def pipeline_defaults(pipeline: Any) -> dict:
-    """The defaults of the pipeline's ``__call__`` (read off its signature, not written down here)."""
-    try:
-        params = inspect.signature(type(pipeline).__call__).parameters
-    except (TypeError, ValueError):
-        return {}
-    return {k: p.default for k, p in params.items() if p.default is not inspect.Parameter.empty}
