@@ -324,3 +324,20 @@ def test_a_canvas_pipeline_with_another_scheduler_is_refused(gemma_pipeline):
         TraceRecorder(other)
     with pytest.raises(ValueError, match="confidence_threshold"):
         TraceRecorder(gemma_pipeline).run(prompt="Hi", gen_length=16, confidence_threshold=None)
+
+
+def test_a_batch_gets_one_policy_per_row(model):
+    """Two prompts in one call: each row decodes as it does alone (its own policy and forward count)."""
+    ids = torch.cat([prompt_ids(model), torch.tensor([model.encode_prompt("Name three colours, please!!", chat=False)[
+        :BLOCK]])])
+    assert ids.shape == (2, BLOCK)
+    params = {"exploration_steps": 1}
+
+    def decode(batch):
+        pipe = pipeline(model, SlowFastScheduler(sampler_params=params, block_length=BLOCK))
+        return pipe(input_ids=batch, gen_length=GEN, block_length=BLOCK, eos_early_stop=False,
+                    output_type="seq").sequences.tolist()
+
+    together = decode(ids)
+    assert together == [decode(ids[:1])[0], decode(ids[1:])[0]]
+    assert together[0] != together[1]
