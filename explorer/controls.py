@@ -11,7 +11,11 @@ import gradio as gr
 
 import visuals
 from slowfast.models.families import FAMILIES, family_line, verdict
-from slowfast.models.loading import EMBEDDED_DIR, KNOWN_MODELS, check_memory
+from slowfast.models.loading import DIFFUSION_GEMMA, EMBEDDED_DIR, KNOWN_MODELS, check_memory
+from slowfast.samplers import DEFAULT_SAMPLER
+from slowfast.samplers.entropy_bound import EntropyBoundPolicy
+
+DIFFUSION_GEMMA_CANVAS = 256  # DiffusionGemmaConfig's default canvas_length
 from slowfast.params import BY_NAME, MAX_SEED, shown
 from slowfast.samplers.slowfast import VARIANT_PARAMS, variant_defaults
 from slowfast.session import Controls, check_controls, preset_controls
@@ -161,6 +165,42 @@ def chat_refusal(model_name: str) -> Optional[str]:
     name = visuals.esc(model_name.strip())
     return (f"Chat needs a chat template; **{name}** has none, so its prompt would be fed as plain text. "
             "Use **Run** with a plain prompt.")
+
+
+def canvas_of(model_name: str) -> Optional[int]:
+    """A DiffusionGemma's canvas length as far as we know without loading it (None: not one).
+    The hub id's is transformers' default (256) until its config.json, once loaded, says."""
+    model = POOL.models.get(model_name.strip()) if isinstance(model_name, str) else None
+    if model is not None:
+        return getattr(model, "canvas_length", None)
+    info = KNOWN_MODELS.get(model_name.strip()) if isinstance(model_name, str) else None
+    if info is not None:
+        return DIFFUSION_GEMMA_CANVAS if info.family == DIFFUSION_GEMMA else None
+    folder = resolve_local(model_name)
+    try:
+        raw = json.loads((folder / "config.json").read_text()) if folder is not None else {}
+    except (OSError, ValueError):
+        return None
+    canvas = raw.get("canvas_length") if isinstance(raw, dict) and raw.get("model_type") == "diffusion_gemma" else None
+    return canvas if isinstance(canvas, int) and not isinstance(canvas, bool) and canvas > 0 else None
+
+
+def on_model_family(model_name: str, sampler: str, gen_length, block_length):
+    """The sampler and lengths follow the model's family: a DiffusionGemma gets its own sampler
+    (entropy_bound), blocks of its canvas and a whole number of canvases; another model leaves
+    entropy_bound for the default sampler. Controls that already fit are left as they are."""
+    canvas = canvas_of(model_name)
+    keep = gr.update()
+    if canvas is None:
+        return (gr.update(value=DEFAULT_SAMPLER) if sampler == EntropyBoundPolicy.name else keep), keep, keep
+    try:
+        gen = int(gen_length)
+    except (TypeError, ValueError, OverflowError):
+        gen = canvas
+    whole = max(canvas, -(-gen // canvas) * canvas)
+    return (gr.update(value=EntropyBoundPolicy.name) if sampler != EntropyBoundPolicy.name else keep,
+            gr.update(value=canvas) if block_length != canvas else keep,
+            gr.update(value=whole) if gen != whole or gen_length != gen else keep)
 
 
 def on_model_change(model_name: str):

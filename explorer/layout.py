@@ -24,6 +24,7 @@ from explorer.controls import (
     model_choices,
     on_check,
     on_model_change,
+    on_model_family,
     on_preset,
     on_variant,
 )
@@ -326,6 +327,8 @@ def wire_page(ui: Page, controls: list, examples: dict) -> None:
     ui.example.change(lambda k: examples.get(k, gr.update()), [ui.example], [ui.prompt], **HIDDEN)
     c["variant"].input(on_variant, [c["variant"]], [c[n] for n in VARIANT_CONTROLS], **HIDDEN)
     ui.model.change(on_model_change, [ui.model], [c["chat"], ui.chat_box], queue=False, **HIDDEN)
+    ui.model.change(on_model_family, [ui.model, c["sampler"], c["gen_length"], c["block_length"]],
+                    [c["sampler"], c["block_length"], c["gen_length"]], queue=False, **HIDDEN)
     ui.trust.change(named(lambda st, on: st.update(trust_remote_code=bool(on)), "state", "trust_remote_code"),
                     [ui.trust], None, queue=False, **HIDDEN)
     gr.on([x.change for x in controls] + [ui.prompt.change, ui.model.change], on_check,

@@ -20,7 +20,8 @@ each step into a record:
 ``nfe`` counts decoder forwards (as generate's ``tokens_per_forward`` does); ``forwards`` adds
 the encoder's (one per canvas); ``tokens_fed`` is the canvas each decoder forward reads plus,
 on a canvas's first step, what the encoder read for it. The trace's ``tokens`` are generate's
-output as it returns it (pad after the end of text; pad for canvases never started).
+output as it returns it (pad after the end of text), then pad for the canvases generate never
+started because a canvas held the end of text: that canvas's last step commits them too.
 """
 from __future__ import annotations
 
@@ -155,15 +156,25 @@ class _Recorder:
         self.mark = now
 
     def canvas_written(self, tokens: torch.Tensor) -> None:
+        """The canvas as generate wrote it. One holding an end of text is generate's last (its
+        end-of-text criterion stops it): the positions after it are pad, as generate pads a
+        finished sequence, so this step commits them too (``info['padded']``)."""
         lo = self.block * self.C
-        self.run.tokens[lo:lo + self.C] = [int(t) for t in tokens.tolist()]
+        written = [int(t) for t in tokens.tolist()]
+        self.run.tokens[lo:lo + self.C] = written
         if self.pending is not None:
-            self.pending.decoded = list(range(lo, lo + self.C))
+            last = any(t in self.run.end_ids for t in written)
+            hi = len(self.run.tokens) if last else lo + self.C
+            self.pending.decoded = list(range(lo, hi))
+            if hi > lo + self.C:
+                self.pending.info["padded"] = hi - lo - self.C
         self.publish()
 
     def publish(self) -> None:
         if self.pending is not None:
+            t0 = time.perf_counter()
             self.run._publish(self.pending)
+            self.mark += time.perf_counter() - t0  # the consumer's time is not this step's
             self.pending = None
 
 
@@ -198,10 +209,17 @@ class DiffusionGemmaRun:
         check_prompt_length(model, len(self.prompt_ids), settings.gen_length)
         self.records: list[StepRecord] = []
         self.tokens = [model.pad_id] * settings.gen_length
+        eos = model.net.generation_config.eos_token_id  # what generate's end-of-text criterion stops on
+        self.end_ids = frozenset([eos] if isinstance(eos, int) else (eos or []))
         self.error: Optional[str] = None
         self.stopped = self.finished = self._started = self._stop_requested = False
         self._seconds = 0.0
         self._queue: queue.Queue = queue.Queue()
+        # generate waits after each record until the consumer asks for the next (as a generator
+        # would), so a Stop given while it holds a record lands before the forward after the next
+        self._taken = threading.Semaphore(0)
+        self._consumer_gone = False
+        self._paused = 0.0
 
     def stop(self) -> None:
         """End the run before its next denoising forward; the trace keeps what was done."""
@@ -210,6 +228,10 @@ class DiffusionGemmaRun:
     def _publish(self, record: StepRecord) -> None:
         self.records.append(record)
         self._queue.put(record)
+        if not self._consumer_gone:
+            t0 = time.perf_counter()
+            self._taken.acquire()
+            self._paused += time.perf_counter() - t0
 
     def _generate(self) -> None:
         model, net = self.model, self.model.net
@@ -231,14 +253,14 @@ class DiffusionGemmaRun:
             self._queue.put(exc)
         finally:
             net.recorder = None
-            self._seconds = time.perf_counter() - t0
+            self._seconds = time.perf_counter() - t0 - self._paused
             self._queue.put(_END)
 
     def __iter__(self) -> Iterator[StepRecord]:
         if self._started:
             raise RuntimeError("a Run can be iterated once; start a new Run")
         self._started = True
-        worker = threading.Thread(target=self._generate, daemon=True)
+        worker = self._worker = threading.Thread(target=self._generate, daemon=True)
         worker.start()
         try:
             while True:
@@ -249,10 +271,13 @@ class DiffusionGemmaRun:
                     self.error = f"{type(item).__name__}: {item}"
                     raise item
                 yield item
+                self._taken.release()  # the consumer asks for the next record: generate goes on
         finally:
             if worker.is_alive():  # the consumer left early: end generate at its next step
                 self._stop_requested = True
-                worker.join()
+            self._consumer_gone = True
+            self._taken.release()
+            worker.join()
 
     @property
     def trace(self) -> Trace:

@@ -105,8 +105,25 @@ def test_the_trace_is_what_transformers_generate_returns(gemma, reference, seed)
         lo, hi = record.span
         assert record.argmax[lo:hi].tolist() == draft
     ends = [r for r in trace.records if r.decoded]
-    assert [r.decoded for r in ends] == [list(range(0, C)), list(range(C, G))][: len(ends)]
+    assert [p for r in ends for p in r.decoded] == list(range(G))  # each canvas at its last step (pad after an end)
+    assert [r.decoded[0] for r in ends] == list(range(0, len(tokens), C))
     assert trace.summary["finished"] and trace.summary["nfe"] == len(trace.records)
+
+
+def test_a_canvas_with_the_end_of_text_is_the_last_and_the_rest_is_pad(gemma, reference):
+    run = new_run(gemma, "Tell me a story.", GenerationSettings(sampler="entropy_bound", gen_length=64,
+                                                                block_length=C, seed=1,
+                                                                params={"denoising_steps": 8}))
+    trace = drain(run)
+    tokens, _ = plain_generate(reference, run, 1)
+    assert len(tokens) == C and any(t in gemma.eos_ids for t in tokens)  # generate stopped after one canvas
+    assert trace.tokens == tokens + [gemma.pad_id] * (64 - C)
+    last = trace.records[-1]
+    assert last.decoded == list(range(64)) and last.info["padded"] == 64 - C
+    assert trace.summary["finished"] and trace.summary["decoded"] == 64
+    from visuals.explain import explain_sentences
+
+    assert any("generate stops here and the 48 positions after it are pad" in x for x in explain_sentences(trace))
 
 
 def test_each_step_records_acceptance_renoising_and_the_stopping_rule(gemma):
@@ -159,8 +176,17 @@ def test_stop_ends_the_run_before_its_next_forward(gemma):
             run.stop()
     trace = run.trace
     assert trace.summary["stopped"] and not trace.summary["finished"]
-    assert 3 <= len(trace.records) <= 4  # the step held back when Stop came, then nothing more
+    # record k is handed over once step k + 1 has run (it may end a canvas); Stop then lands before step k + 2
+    assert len(trace.records) == 4 and not trace.records[-1].decoded
     assert Trace.from_dict(json.loads(json.dumps(trace.to_dict()))).summary["stopped"]
+
+
+def test_a_consumer_that_leaves_ends_the_run(gemma):
+    run = new_run(gemma, "Hi", settings(0))
+    for record in run:
+        break
+    trace = run.trace
+    assert trace.summary["stopped"] and len(trace.records) == 2 and not run._worker.is_alive()
 
 
 def test_bad_settings_are_refused_with_a_message(gemma):

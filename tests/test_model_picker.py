@@ -87,3 +87,24 @@ def test_a_space_offers_only_its_models_and_no_family_notes(monkeypatch):
     demo = app.build_app("embedded")
     accordion = next(b for b in demo.blocks.values() if getattr(b, "elem_id", None) == "model-families")
     assert accordion.visible is False
+
+
+def test_the_sampler_and_lengths_follow_a_diffusion_gemma(tmp_path):
+    from explorer.controls import on_model_family
+    from slowfast.models.tiny_gemma import write_tiny_diffusion_gemma
+
+    folder = str(write_tiny_diffusion_gemma(tmp_path / "gemma", canvas_length=16))
+    sampler, block, gen = on_model_family(folder, "slowfast", 40, 96)
+    assert sampler["value"] == "entropy_bound" and block["value"] == 16 and gen["value"] == 48  # whole canvases
+    assert on_model_family(folder, "entropy_bound", 32, 16) == (gr_update(), gr_update(), gr_update())  # it fits
+    sampler, block, gen = on_model_family("embedded", "entropy_bound", 32, 16)
+    assert sampler["value"] == "slowfast" and block == gen == gr_update()
+    assert on_model_family("embedded", "threshold", 32, 16) == (gr_update(),) * 3
+    sampler, block, gen = on_model_family("google/diffusiongemma-26B-A4B-it", "slowfast", 96, 96)
+    assert (sampler["value"], block["value"], gen["value"]) == ("entropy_bound", 256, 256)
+
+
+def gr_update():
+    import gradio as gr
+
+    return gr.update()

@@ -538,8 +538,14 @@ def _denoise(s: _Step) -> list[list[str]]:
     if r.decoded:
         why = ("the stopping rule held" if info.get("stop") else
                "the schedule's last step ran" if info.get("remaining") == 0 else "its last step ran")
-        text.append(f"The canvas is finished ({why}): its argmax is written as positions [{lo}, {hi}) of the "
-                    "answer, and the encoder reads it into the KV cache before the next canvas.")
+        written = f"The canvas is finished ({why}): its argmax is written as positions [{lo}, {hi}) of the answer"
+        if info.get("padded"):
+            text.append(f"{written}; it holds the end of text, so generate stops here and the "
+                        f"{_plural(int(info['padded']), 'position')} after it are pad.")
+        elif hi >= s.G:
+            text.append(f"{written}, the last canvas.")
+        else:
+            text.append(f"{written}, and the encoder reads it into the KV cache before the next canvas.")
     return [text]
 
 
