@@ -101,7 +101,12 @@ class TraceRecorder:
     (stage, span, horizons, cycle), and the settings are that sampler's. With diffusers'
     ``BlockRefinementScheduler`` the settings name our ``llada2`` sampler (its rule: commit
     above a threshold, at least the scheduled count; edit above the editing threshold) with the
-    call's thresholds. ``row`` picks the batch row."""
+    call's thresholds. ``row`` picks the batch row.
+
+    A pipeline whose callback gets ``canvas`` and ``logits`` (``DiffusionGemmaPipeline``) gets a
+    ``slowfast.integrations.canvas.CanvasRecorder`` instead, with the same ``run``; passed by
+    hand, it also watches the scheduler's ``step`` until ``close()``, and its
+    ``trace(call_kwargs, sequences)`` needs the pipeline's output sequences."""
 
     def __new__(cls, pipeline: Any, model_name: Optional[str] = None, row: int = 0, mask_id: Optional[int] = None):
         names = set(getattr(pipeline, "_callback_tensor_inputs", ()) or ())
