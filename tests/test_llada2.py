@@ -386,3 +386,58 @@ def test_cli_generates_with_llada2(l2_dir, tmp_path, capsys):
         trace = Trace.load(out)
         assert trace.settings["sampler"] == args[1] and trace.summary["finished"]
     assert Trace.load(tmp_path / "llada2.json").settings["params"]["min_transfer"] == 2
+
+
+def test_the_views_and_the_player_show_each_edit(l2):
+    from visuals.player import step_delta
+    from visuals.view import TraceView
+
+    s = GenerationSettings(sampler="llada2", gen_length=16, block_length=8,
+                           params={"m2t_threshold": 0.5, "edit_threshold": 0.3, "max_post_steps": 2})
+    trace = generate(l2, PROMPT, s)
+    edited_steps = [i for i, r in enumerate(trace.records) if r.edited]
+    assert edited_steps
+    for i in range(len(trace.records)):  # the views' tokens as of each step are the canvas after it
+        view = TraceView(trace, i)
+        canvas = np.asarray(trace.records[i].canvas)
+        masked = view.decoded_at < 0
+        assert np.array_equal(view.tokens[~masked], canvas[~masked])
+    assert TraceView(trace).tokens.tolist() == trace.tokens
+    i = edited_steps[0]
+    d = step_delta(trace, i)
+    assert d["ed"] == trace.records[i].edited and d["ed_tok"] == [int(trace.records[i].argmax[p]) for p in d["ed"]]
+    assert all(str(t) in d["strs"] or str(t) in step_delta(trace, 0)["strs"] for t in d["ed_tok"])
+    assert "ed" not in step_delta(trace, 0) or trace.records[0].edited
+
+
+def test_the_browser_player_draws_each_edit(l2, tmp_path):
+    """The exported page in headless Chromium: at every step the canvas shows, for each decoded
+    position, the token of the canvas after that step (edits included). Skipped without Chromium."""
+    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
+    sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is not installed")
+    if chromium is None:
+        pytest.skip("no Chromium binary (apt-get install chromium)")
+    from visuals.player import player_html, whole_run
+
+    s = GenerationSettings(sampler="llada2", gen_length=16, block_length=8,
+                           params={"m2t_threshold": 0.5, "edit_threshold": 0.3, "max_post_steps": 2})
+    trace = generate(l2, PROMPT, s)
+    assert any(r.edited for r in trace.records)
+    page_file = tmp_path / "run.html"
+    page_file.write_text(player_html([whole_run(trace, "export")], "llada2"))
+    with sync_api.sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=chromium, args=["--no-sandbox", "--disable-gpu"])
+        try:
+            page = browser.new_page()
+            page.goto(page_file.as_uri())
+            for i, r in enumerate(trace.records):
+                shown = page.evaluate("""(s) => { p.show(s); const run = p.run;
+                    return [...document.querySelectorAll('.sf-cell')].map((c, pos) => {
+                      const at = run.decodedAt[pos];
+                      return at >= 0 && at <= s ? [run.tokAt(pos, s), c.textContent === run.str(run.tokAt(pos, s))[1]]
+                                                : null; }); }""", i)
+                for pos, cell in enumerate(shown):
+                    if cell is not None:
+                        assert cell == [int(r.canvas[pos]), True], (i, pos)
+        finally:
+            browser.close()

@@ -168,13 +168,16 @@ def step_delta(trace: Any, i: int, sent_tokens: Optional[set] = None) -> dict[st
         d["sp"] = _round(r.horizon_spread)
     if r.cache:
         d["cache"] = _cache_rates(r.cache)
+    if r.edited:  # llada2's editing: decoded positions that took a new token at this step
+        d["ed"], d["ed_tok"] = [int(p) for p in r.edited], [int(argmax[p]) for p in r.edited]
     eb = r.info or {}
     if "mean_entropy" in eb:  # DiffusionGemma's step: the stopping rule's numbers and the sampler's acceptances
         d["eb"] = {"H": _round(eb["mean_entropy"]), "acc": len(r.accepted or []), "st": bool(eb.get("stable")),
                    "stop": bool(eb.get("stop"))}
     d["line"] = status_numbers(trace, i)
     d["explain"] = explain_html(trace, i)
-    d["strs"] = token_strings(trace, [*d["tok"], *(int(argmax[p]) for p in changed)], sent_tokens)
+    d["strs"] = token_strings(trace, [*d["tok"], *d.get("ed_tok", []), *(int(argmax[p]) for p in changed)],
+                              sent_tokens)
     return d
 
 

@@ -102,6 +102,9 @@ class TraceView:
         done = np.flatnonzero(da >= 0)
         if done.size:
             out[done] = self.argmax[da[done], done]
+        for i, r in enumerate(self.records):  # llada2's editing: a decoded position takes the step's prediction
+            for p in r.edited or ():
+                out[p] = self.argmax[i, p]
         return out
 
     @cached_property

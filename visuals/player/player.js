@@ -34,6 +34,7 @@
       this.head = head; this.G = head.gen; this.steps = []; this.conf = []; this.end = null;
       this.strs = {}; this.decodedAt = new Int32Array(this.G).fill(-1); this.decTok = new Int32Array(this.G);
       this.changes = [];  // per step: Map position -> argmax token
+      this.edits = [];  // per step: Map position -> the token a decoded position took (llada2's editing)
       const t = (head.thresholds || []).map(x => x[0]).slice(0, 2).sort((a, b) => a - b);
       this.edges = [0, ...t, 1]; this.segs = SEGMENTS[t.length].map(s => s.map(rgb));
     }
@@ -47,6 +48,7 @@
         for (let p = 0; p < b.length / 4; p++) m.set(p, v.getInt32(4 * p, true)); d.chg = [...m.keys()]; }
       else d.chg.forEach((p, k) => m.set(p, d.chg_tok[k]));
       this.changes.push(m);
+      this.edits.push(new Map((d.ed || []).map((p, k) => [p, d.ed_tok[k]])));
       this.steps.push(d);
     }
     get last() { return this.steps.length - 1; }
@@ -60,6 +62,10 @@
       for (let i = s; i >= 0; i--) { const t = this.changes[i].get(p); if (t !== undefined) return t; }
       return null;
     }
+    tokAt(p, s) {  // a decoded position's token as of step s: its last edit, else what it was decoded to
+      for (let i = s; i > this.decodedAt[p]; i--) { const t = this.edits[i].get(p); if (t !== undefined) return t; }
+      return this.decTok[p];
+    }
     str(id) { const s = this.strs[id]; return s ? s : ["#" + id, "#" + id, 0]; }
     decodedBy(s) { let n = 0; for (let p = 0; p < this.G; p++) if (this.decodedAt[p] >= 0 && this.decodedAt[p] <= s) n++; return n; }
     textAt(s) {
@@ -68,7 +74,7 @@
       for (let p = 0; p < this.G; p++) {
         const at = this.decodedAt[p];
         if (at < 0 || at > s) { pending = true; continue; }
-        const [raw, , isEnd] = this.str(this.decTok[p]);
+        const [raw, , isEnd] = this.str(this.tokAt(p, s));
         if (isEnd) break;
         if (pending) { out += this.head.mask; pending = false; }
         out += raw;
@@ -170,7 +176,7 @@
         const c = this.cellEls[p], at = run.decodedAt[p], done = at >= 0 && at <= s;
         let text = run.head.mask, bg = MASK_BG, tip = "position " + p + ": masked";
         if (done) {
-          const [raw, cell] = run.str(run.decTok[p]);
+          const [raw, cell] = run.str(run.tokAt(p, s));
           text = cell; bg = mix(LO, HI, at / total);
           tip = "position " + p + ": " + JSON.stringify(raw) + "\ndecoded at step " + at + " (" + run.steps[at].stage + ")\nconfidence when decoded " + run.conf[at][p].toFixed(3);
         } else if (d) {
