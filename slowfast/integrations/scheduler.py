@@ -83,7 +83,6 @@ class SlowFastScheduler(SchedulerMixin, ConfigMixin):
         self.timesteps = torch.arange(self.num_inference_steps - 1, -1, -1, dtype=torch.long)
         self.rows: list[RowState] = []
         self.rng = np.random.default_rng(seed)
-        self.temperature = 0.0  # the last step's, for a recorder's settings
 
     def make_policy(self) -> Policy:
         return make_policy(self.config.sampler, dict(self.config.sampler_params or {}))
@@ -115,7 +114,6 @@ class SlowFastScheduler(SchedulerMixin, ConfigMixin):
             raise ValueError("SlowFastScheduler: top_p / top_k are not read from the pipeline; set them as the "
                              "sampler's parameters (the dream sampler has top_p and top_k)")
         temperature = 0.0 if sampling_method == "greedy" else float(temperature)
-        self.temperature = temperature
         step_index = int(timestep.item()) if isinstance(timestep, torch.Tensor) else int(timestep)
         batch, length = sample.shape
         if step_index == 0 or len(self.rows) != batch:
