@@ -441,3 +441,33 @@ def test_the_browser_player_draws_each_edit(l2, tmp_path):
                         assert cell == [int(r.canvas[pos]), True], (i, pos)
         finally:
             browser.close()
+
+
+def test_the_app_runs_llada2_step_by_step_exports_and_replays(l2_dir):
+    import os
+
+    os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+    import app  # the Gradio app's functions, in-process (as tests/test_app.py drives them)
+    from slowfast.session import Controls
+
+    controls = Controls(gen_length=16, block_length=8, sampler="llada2", edit_threshold=0.3, m2t_threshold=0.5,
+                        max_post_steps=2)
+    values = [getattr(controls, n) for n in app.CONTROL_NAMES]
+    state: dict = {}
+    frames = list(app.on_run(str(l2_dir), "Hi", state, *values))
+    trace = state["trace"]
+    assert trace.summary["finished"] and trace.settings["sampler"] == "llada2" and frames[-1][1] == trace.text
+    messages = [json.loads(f[2]) for f in frames if isinstance(f[2], str) and f[2]]
+    deltas = [d for m in messages for d in m.get("steps", [])]
+    assert [d["i"] for d in deltas] == list(range(len(trace.records)))  # every step streamed, in order
+    assert any(d.get("ed") for d in deltas) and {d["stage"] for d in deltas} <= {"m2t", "t2t"}
+    message, files = app.on_export(state)
+    fresh: dict = {}
+    out = app.on_replay(files[0], fresh)
+    assert fresh["trace"].to_dict() == Trace.load(files[0]).to_dict()
+    prompt, model, restored = out[4], out[5], out[6:]
+    restored = [c.get("value", getattr(Controls(), n)) for c, n in zip(restored, app.CONTROL_NAMES)]
+    again: dict = {}
+    for _ in app.on_run(model["value"], prompt["value"], again, *restored):
+        pass
+    assert again["trace"].tokens == trace.tokens and again["trace"].settings == trace.settings
