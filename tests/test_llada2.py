@@ -471,3 +471,27 @@ def test_the_app_runs_llada2_step_by_step_exports_and_replays(l2_dir):
     for _ in app.on_run(model["value"], prompt["value"], again, *restored):
         pass
     assert again["trace"].tokens == trace.tokens and again["trace"].settings == trace.settings
+
+
+def test_the_explanation_says_what_each_llada2_step_did(l2):
+    from visuals.explain import explain_sentences
+
+    s = GenerationSettings(sampler="llada2", gen_length=16, block_length=8,
+                           params={"m2t_threshold": 0.5, "edit_threshold": 0.3, "max_post_steps": 2})
+    trace = generate(l2, PROMPT, s)
+    for i, r in enumerate(trace.records):
+        text = " ".join(explain_sentences(trace, i))
+        assert f"block {r.block} [{8 * r.block}, {8 * r.block + 8})" in text
+        if r.stage == "m2t":
+            assert f"This forward unmasked {len(r.decoded)}:" in text
+        else:
+            assert f"post step {r.info['post_step']} of at most 2" in text
+        if r.edited:
+            assert f"{len(r.edited)} decoded position" in text and "took the model's new prediction" in text
+        else:
+            assert "nothing was edited" in text
+        if i + 1 < len(trace.records) and trace.records[i + 1].block != r.block:
+            assert f"the next forward works on block {trace.records[i + 1].block}" in text
+    off = generate(l2, PROMPT, GenerationSettings(sampler="llada2", gen_length=8, block_length=8,
+                                                  params={"edit_threshold": 1.0, "max_post_steps": 0}))
+    assert "Editing is off" in " ".join(explain_sentences(off, 0))

@@ -27,6 +27,7 @@ import numpy as np
 
 from slowfast.samplers import Stage
 from slowfast.samplers.entropy_bound import DENOISE
+from slowfast.samplers.llada2 import EDIT, UNMASK
 from slowfast.samplers.slowfast import SlowFastInfo
 
 from .common import esc
@@ -550,6 +551,48 @@ def _denoise(s: _Step) -> list[list[str]]:
 
 
 # --- the panel ---------------------------------------------------------------------------------------------------
+def _llada2_next(s: _Step) -> str:
+    """What the next record did with this block (said only when the trace holds it)."""
+    if s.is_last:
+        return ""
+    nxt = s.all[s.i + 1]
+    if int(nxt.block) == int(s.r.block):
+        return f"The next forward works on block {s.r.block} again ({'a post step' if nxt.stage == EDIT else 'masks left'})."
+    return f"The block is finished: the next forward works on block {nxt.block}."
+
+
+def _llada2(s: _Step) -> list[list[str]]:
+    """LLaDA2.1's step: mask to token above the threshold, token to token above the editing threshold."""
+    r, T = s.r, float(s.params.get("m2t_threshold", 0.7))
+    E, k = float(s.params.get("edit_threshold", 0.5)), int(s.params.get("min_transfer", 1))
+    edited = [int(p) for p in (r.edited or [])]
+    text = [f"**LLaDA2** sampler (LLaDA2.1's threshold decoding with editing), block {r.block} [{s.bs}, {s.be}):"]
+    if r.stage == UNMASK:
+        decoded = s.decoded
+        text.append(f"mask to token unmasks every masked position of the block whose certainty is above {_g(T)}, "
+                    f"if at least {k} are, else the {_plural(k, 'most certain one')}. This forward unmasked "
+                    f"{len(decoded)}: {s.listed(decoded) or 'none'}.")
+        if decoded:
+            lowest = float(s.conf[decoded].min())
+            text.append(f"Its lowest certainty: {_ineq(lowest, '>' if lowest > T else '<=', T)}"
+                        + ("." if lowest > T else ", taken as one of the most certain."))
+    else:
+        post = int((r.info or {}).get("post_step", 0))
+        limit = int(s.params.get("max_post_steps", 16))
+        text.append(f"the block was full before this forward: post step {post} of at most {limit}, which may "
+                    "only edit.")
+    if E >= 1:
+        text.append("Editing is off (editing threshold 1).")
+    elif edited:
+        text.append(f"Token to token: {_plural(len(edited), 'decoded position')} of the block took the model's new "
+                    f"prediction, certain above {_g(E)}: {s.listed(edited)}.")
+    else:
+        text.append(f"Token to token: no decoded position of the block was predicted otherwise with a certainty "
+                    f"above {_g(E)}, so nothing was edited.")
+    nxt = _llada2_next(s)
+    return [text + ([nxt] if nxt else [])]
+
+
 def _body(trace: Any, step: Optional[int]) -> tuple[Optional[_Step], list[list[str]]]:
     s = _Step(trace, step)
     if s.view.empty:
@@ -565,6 +608,8 @@ def _body(trace: Any, step: Optional[int]) -> tuple[Optional[_Step], list[list[s
         paragraphs = _threshold(s)
     elif stage == DENOISE:
         paragraphs = _denoise(s)
+    elif stage in (UNMASK, EDIT):
+        paragraphs = _llada2(s)
     else:
         paragraphs = [[f"Stage `{esc(stage)}`: decoded {len(s.decoded)} positions."]]
     end = _run_end(s)
