@@ -354,8 +354,9 @@ def test_llada2_decodes_with_editing_and_its_trace_replays(l2, tmp_path):
     assert rerun.tokens == trace.tokens
 
 
-def test_the_engines_kv_cache_does_not_change_a_run(l2, monkeypatch):
-    s = GenerationSettings(sampler="llada2", gen_length=32, block_length=8, params={"edit_threshold": 0.4})
+@pytest.mark.parametrize("extra", [{}, {"cfg_scale": 1.0, "temperature": 0.5, "seed": 3}])
+def test_the_engines_kv_cache_does_not_change_a_run(l2, monkeypatch, extra):
+    s = GenerationSettings(sampler="llada2", gen_length=32, block_length=8, params={"edit_threshold": 0.4}, **extra)
     cached = generate(l2, PROMPT, s)
     monkeypatch.setattr(l2.net, "block_context", lambda b, p: llada2.BlockContext(b, p, kv=False))
     plain = generate(l2, PROMPT, s)
