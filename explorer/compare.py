@@ -47,6 +47,10 @@ def compare_frames(model_name: str, prompt: str, configs: list[str], state: dict
     if not configs:
         yield "Pick at least one configuration.", gr.update(), gr.update()
         return
+    own = sessions.own_sampler_note(model, "Compare's configurations (baseline, SlowFast, threshold)")
+    if own is not None:
+        yield f"⚠️ {own}", gr.update(), gr.update()
+        return
     try:
         jobs = configured(model, prompt, configs, controls_from(values))
     except (ValueError, TypeError, OverflowError) as exc:

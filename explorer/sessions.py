@@ -322,6 +322,16 @@ def unusable_path_note(name: str) -> str:
             "the *.safetensors weights and the tokenizer files.")
 
 
+def own_sampler_note(model: Any, what: str) -> Optional[str]:
+    """For a model that decodes only with its own sampler (DiffusionGemma), why ``what`` (Compare,
+    Tune: our samplers on a masked diffusion LM) cannot run on it; None for any other model."""
+    if not getattr(model, "OWN_GENERATION", False):
+        return None
+    return (f"**{visuals.esc(model.name)}** is a DiffusionGemma: it decodes only with its own sampler "
+            f"(entropy_bound, through transformers' generate), so {what} cannot run on it (they need a masked "
+            "diffusion LM). Use **Run** with its sliders.")
+
+
 def loading_note(model_name: str) -> str:
     """'' or, for a model of a billion parameters or more that is not loaded yet, what it needs."""
     if model_name_refusal(model_name) is not None:

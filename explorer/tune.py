@@ -10,7 +10,7 @@ import visuals
 from slowfast.session import DECODES, preset_controls
 from slowfast.tasks import TASKS, example_for
 from explorer.controls import CONTROL_NAMES
-from explorer.sessions import SESSIONS, load
+from explorer.sessions import SESSIONS, load, own_sampler_note
 
 
 TUNE_COUNT, TUNE_POINTS = (2, 20), (2, 24)  # the Tune tab's ranges: prompts per setting, random settings
@@ -61,6 +61,10 @@ def on_tune(model_name: str, task: str, count: int, points: int, seed: int, stat
     model, note = load(model_name, state.get("trust_remote_code", False))
     if model is None:
         yield f"⚠️ {note}", None, None
+        return
+    own = own_sampler_note(model, "Tune's sweep (SlowFast, threshold, baseline)")
+    if own is not None:
+        yield f"⚠️ {own}", None, None
         return
     count, seed = int(count), int(seed or 0)
     try:

@@ -232,3 +232,21 @@ def test_the_app_streams_a_run_and_replays_it(gemma_dir, tmp_path):
     fresh = {}
     out = app.on_replay(files[0], fresh)
     assert "Replaying" in out[0] and fresh["trace"].to_dict() == trace.to_dict()
+
+
+def test_compare_and_tune_say_why_they_do_not_run_and_chat_does(gemma_dir):
+    import dataclasses
+
+    import app
+    from slowfast.session import Controls
+
+    c = dataclasses.replace(Controls(gen_length=G, block_length=C), sampler="entropy_bound", denoising_steps=4)
+    values = [getattr(c, n) for n in app.CONTROL_NAMES]
+    compare = list(app.on_compare(str(gemma_dir), "Hi", ["baseline", "slowfast"], {}, *values))
+    assert "is a DiffusionGemma" in compare[-1][0] and "Compare's configurations" in compare[-1][0]
+    tune = list(app.on_tune(str(gemma_dir), "story", 2, 2, 0, {}))
+    assert "is a DiffusionGemma" in tune[-1][0] and "Tune's sweep" in tune[-1][0]
+    state = {}
+    chat = list(app.on_chat(str(gemma_dir), "Hello", [], state, *values))
+    history = chat[-1][-2]
+    assert history[-1]["role"] == "assistant" and history[-1]["content"] == state["trace"].text
