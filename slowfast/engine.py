@@ -77,7 +77,7 @@ class GenerationSettings:
         """The validated policy for these settings (raises ValueError on bad input). This is
         the one check of a run's settings: each parameter against its definition in
         ``slowfast.params`` (the sampler's and the cache's in their own classes), then how they
-        fit together. Trace files are checked with it too (``trace._check_settings``)."""
+        fit together. Trace files are checked with it too (``trace_format._check_settings``)."""
         for p in (*GENERATION, *LIMITS):
             p.check(getattr(self, p.name))
         if not isinstance(self.params, dict):

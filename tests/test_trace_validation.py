@@ -11,7 +11,7 @@ import time
 import numpy as np
 import pytest
 
-import slowfast.trace as trace_module
+import slowfast.trace_format as trace_format  # the limits live with the validator
 from slowfast.engine import GenerationSettings, Run, generate
 from slowfast.samplers import DecodingStalled
 from slowfast.trace import MAX_FILE_BYTES, MAX_GEN_LENGTH, Trace, TraceFormatError, encode_array
@@ -90,13 +90,13 @@ def test_a_file_over_the_size_limit_is_refused_before_it_is_read(tmp_path):
 
 def test_the_size_limit_holds_for_a_real_trace_too(tmp_path, monkeypatch, real):
     path = real.save(tmp_path / "t.json")
-    monkeypatch.setattr(trace_module, "MAX_FILE_BYTES", path.stat().st_size - 1)
+    monkeypatch.setattr(trace_format, "MAX_FILE_BYTES", path.stat().st_size - 1)
     with pytest.raises(TraceFormatError, match="allowed: at most"):
         Trace.load(path)
 
 
 def test_too_many_json_values_are_refused_before_parsing(tmp_path, monkeypatch):
-    monkeypatch.setattr(trace_module, "MAX_JSON_ITEMS", 1000)
+    monkeypatch.setattr(trace_format, "MAX_JSON_ITEMS", 1000)
     refused(tmp_path, "[" + "0," * 2000 + "0]", "2001 JSON values; allowed: at most 1000")
 
 
@@ -301,7 +301,7 @@ def test_every_case_is_also_a_value_error(good):
 
 
 def test_the_record_limit(tmp_path, monkeypatch, good):
-    monkeypatch.setattr(trace_module, "MAX_RECORDS", 3)
+    monkeypatch.setattr(trace_format, "MAX_RECORDS", 3)
     refused(tmp_path, good, r"records: \d+ entries; allowed: at most 3")
 
 
