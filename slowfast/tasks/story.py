@@ -171,10 +171,23 @@ def _sentence(words: list[str], pos: int, start: int) -> str:
 
 def walk_story(prompt: str, text: str) -> StoryWalk:
     """``check_story``'s walk, keeping which word it rejected and why, in words."""
+    walk = _start_walk(prompt, text)
+    if isinstance(walk, StoryWalk):  # nothing to walk: the refusal
+        return walk
+    try:
+        while True:
+            walk.sentence()
+    except StopIteration:
+        return StoryWalk(True, walk.sentences, "")
+    except _Reject as exc:
+        return StoryWalk(False, walk.sentences, exc.args[0], walk.pos, exc.args[1])
+
+
+def _start_walk(prompt: str, text: str) -> "StoryWalk | _Walk":
+    """A walk over ``text`` from the story the prompt begins, or the refusal when there is none."""
     m = PROMPT_RE.match(prompt.strip())
     if not m or m.group(1) not in NAMES or m.group(2) not in NUMBERS or m.group(3) not in COLOURS:
         return StoryWalk(False, 0, "the prompt is not a story prompt", said="the prompt is not a story prompt")
-    hero, colour = m.group(1), m.group(3)
     count = NUMBERS.index(m.group(2))
     obj = next((o for o in OBJECTS if noun(o, count) == m.group(4)), None)
     if obj is None:
@@ -183,69 +196,77 @@ def walk_story(prompt: str, text: str) -> StoryWalk:
     if not words:
         return StoryWalk(False, 0, "empty continuation", said="the continuation is empty")
     trailing_cut = not text[-1].isspace()  # the last word may be a cut-off prefix
-    pos = 0
-    start = 0  # where the sentence being read began
-    sentences = 0
+    return _Walk(words, trailing_cut, m.group(1), m.group(3), obj, count)
 
-    def take(allowed, what: str = "") -> str:
-        nonlocal pos, start
-        if pos >= len(words):
+
+class _Walk:
+    """Reads a continuation word by word against the grammar, keeping the story's count.
+    ``take`` raises StopIteration where the text ends (a cut-off prefix of an allowed last word
+    too) and ``_Reject`` at the first word the grammar does not allow."""
+
+    def __init__(self, words: list[str], trailing_cut: bool, hero: str, colour: str, obj: str, count: int):
+        self.words, self.trailing_cut = words, trailing_cut
+        self.hero, self.colour, self.obj, self.count = hero, colour, obj, count
+        self.pos = 0
+        self.start = 0  # where the sentence being read began
+        self.sentences = 0
+
+    def take(self, allowed, what: str = "") -> str:
+        if self.pos >= len(self.words):
             raise StopIteration
-        w = words[pos]
-        last = pos == len(words) - 1
+        w = self.words[self.pos]
+        last = self.pos == len(self.words) - 1
         allowed = [allowed] if isinstance(allowed, str) else list(allowed)
-        if w in allowed or (last and trailing_cut and any(a.startswith(w) for a in allowed)):
-            pos += 1
+        if w in allowed or (last and self.trailing_cut and any(a.startswith(w) for a in allowed)):
+            self.pos += 1
             if w not in allowed:
                 raise StopIteration  # a valid beginning of the last word
             if w == ".":
-                start = pos
+                self.start = self.pos
             return w
-        sentence = _sentence(words, pos, start)
+        raise _Reject(f"word {self.pos + 1} {w!r}: expected one of {allowed[:8]}", self.said(w, allowed, what))
+
+    def said(self, w: str, allowed: list[str], what: str) -> str:
+        """Why ``w`` is rejected, in words."""
+        sentence = _sentence(self.words, self.pos, self.start)
         if not allowed:
-            said = f"the {what} in '{sentence}' is not possible: {hero} has {NUMBERS[count]}"
-        elif what:
-            said = f"the {what} in '{sentence}' should be {_alternatives(allowed)}"
+            return f"the {what} in '{sentence}' is not possible: {self.hero} has {NUMBERS[self.count]}"
+        if what:
+            return f"the {what} in '{sentence}' should be {_alternatives(allowed)}"
+        return f"{w!r} in '{sentence}' should be {_alternatives(allowed)}"
+
+    def change(self, k_allowed: list[int]) -> int:
+        return NUMBERS.index(self.take([NUMBERS[i] for i in k_allowed], "change"))
+
+    def more(self) -> None:
+        """``<k> more <colour> <objects> .``: the hero gains k."""
+        k = self.change([i for i in range(1, STEP_MAX + 1) if self.count + i <= COUNT_MAX])
+        self.take("more"), self.take(self.colour, "colour"), self.take(noun(self.obj, k), "object"), self.take(".")
+        self.count += k
+
+    def sentence(self) -> None:
+        """One sentence: a scene (``The ...``), or an event and the ``Now <hero> has ...`` after it."""
+        first = self.take(["At", "The", self.hero], "first word")
+        if first == "The":
+            self.take(THINGS), self.take("is"), self.take(MOODS), self.take(".")
+            self.sentences += 1
+            return
+        if first == "At":
+            self.take("the"), self.take(PLACES, "place"), self.take(self.hero, "name"), self.take("finds")
+            self.more()
+        elif self.take(["loses", "meets"]) == "loses":
+            k = self.change([i for i in range(1, STEP_MAX + 1) if self.count - i >= 1])
+            self.take(self.colour, "colour"), self.take(noun(self.obj, k), "object"), self.take(".")
+            self.count -= k
         else:
-            said = f"{w!r} in '{sentence}' should be {_alternatives(allowed)}"
-        raise _Reject(f"word {pos + 1} {w!r}: expected one of {allowed[:8]}", said)
-
-    def change(k_allowed: list[int]) -> int:
-        return NUMBERS.index(take([NUMBERS[i] for i in k_allowed], "change"))
-
-    try:
-        while True:
-            first = take(["At", "The", hero], "first word")
-            if first == "The":
-                take(THINGS), take("is"), take(MOODS), take(".")
-                sentences += 1
-                continue
-            if first == "At":
-                take("the"), take(PLACES, "place"), take(hero, "name"), take("finds")
-                k = change([i for i in range(1, STEP_MAX + 1) if count + i <= COUNT_MAX])
-                take("more"), take(colour, "colour"), take(noun(obj, k), "object"), take(".")
-                count += k
-            else:
-                verb = take(["loses", "meets"])
-                if verb == "loses":
-                    k = change([i for i in range(1, STEP_MAX + 1) if count - i >= 1])
-                    take(colour, "colour"), take(noun(obj, k), "object"), take(".")
-                    count -= k
-                else:
-                    friend = take([x for x in NAMES if x != hero], "friend")
-                    take("."), take(friend, "friend"), take("gives"), take(hero, "name")
-                    sentences += 1
-                    k = change([i for i in range(1, STEP_MAX + 1) if count + i <= COUNT_MAX])
-                    take("more"), take(colour, "colour"), take(noun(obj, k), "object"), take(".")
-                    count += k
-            sentences += 1
-            take("Now"), take(hero, "name"), take("has"), take(NUMBERS[count], "count")
-            take(colour, "colour"), take(noun(obj, count), "object"), take(".")
-            sentences += 1
-    except StopIteration:
-        return StoryWalk(True, sentences, "")
-    except _Reject as exc:
-        return StoryWalk(False, sentences, exc.args[0], pos, exc.args[1])
+            friend = self.take([x for x in NAMES if x != self.hero], "friend")
+            self.take("."), self.take(friend, "friend"), self.take("gives"), self.take(self.hero, "name")
+            self.sentences += 1
+            self.more()
+        self.sentences += 1
+        self.take("Now"), self.take(self.hero, "name"), self.take("has"), self.take(NUMBERS[self.count], "count")
+        self.take(self.colour, "colour"), self.take(noun(self.obj, self.count), "object"), self.take(".")
+        self.sentences += 1
 
 
 def count_events(strings: list[str]) -> list[tuple[int, int, int]]:
