@@ -140,29 +140,8 @@ def token_canvas(trace: Any, step: Optional[int] = None, color_by: str = "step",
     G = v.gen_length
     rows = max(1, math.ceil(G / width))
     cs = CanvasState(v)
-    da = cs.decoded_at
     pad = rows * width - G
-    data: list = []
-    if color_by == "step":
-        zmax, zmin = max(v.n_total - 1, 1), -1.0
-        z = np.where(cs.masked, -1.0, da.astype(float))
-        f = 0.5 / (zmax - zmin)
-        heat = dict(colorscale=[[0, MASK_BG], [f, MASK_BG], [f, STEP_LO], [1, STEP_HI]], zmin=zmin, zmax=zmax,
-                    showscale=not v.empty,
-                    colorbar=dict(title=dict(text="decoded at step", side="right"), thickness=10,
-                                  tickvals=[-1, zmax], ticktext=["masked", str(zmax)]))
-    else:
-        codes, names = stage_codes([s for s in cs.stage if s])
-        lookup = {s: i for i, s in enumerate(names)}
-        K = len(names)
-        z = np.array([K if m else lookup[s] for m, s in zip(cs.masked, cs.stage)], dtype=float)
-        scale = []
-        for i, c in enumerate([stage_color(s, light=True) for s in names] + [MASK_BG]):
-            scale += [[i / (K + 1), c], [(i + 1) / (K + 1), c]]
-        heat = dict(colorscale=scale, zmin=-0.5, zmax=K + 0.5, showscale=False)
-        for s in dict.fromkeys(s for s in cs.stage if s):
-            data.append(go.Scatter(x=[None], y=[None], mode="markers", name=f"decoded in {esc(s)}",
-                                   marker=dict(symbol="square", size=10, color=stage_color(s, light=True))))
+    z, heat, data = _step_colours(v, cs) if color_by == "step" else _stage_colours(cs)
     z = np.concatenate([z, np.full(pad, np.nan)]).reshape(rows, width)
     text = np.array(cs.cell + [""] * pad, dtype=object).reshape(rows, width)
     hover = np.array(cs.hover + [""] * pad, dtype=object).reshape(rows, width)
@@ -172,6 +151,50 @@ def token_canvas(trace: Any, step: Optional[int] = None, color_by: str = "step",
         textfont=dict(size=10, color="#111"), hovertext=hover, hovertemplate="%{hovertext}<extra></extra>",
         xgap=1, ygap=1, hoverongaps=False, name="canvas", **heat,
     ))
+    annotations = [] if not v.empty else [note("no steps yet: every position is masked", y=1.0)]
+    return figure(data, layout(
+        "canvas", v, f"Canvas<br>{v.step_label(esc)}", min(350, max(160, 80 + 26 * rows)),
+        shapes=_canvas_shapes(cs, width), annotations=annotations, plot_bgcolor="white",
+        xaxis=dict(range=[-0.5, width - 0.5], tickvals=list(range(0, width, 8)), showgrid=False, zeroline=False,
+                   title=dict(text="column")),
+        yaxis=dict(range=[rows - 0.5, -0.5], tickvals=list(range(rows)),
+                   ticktext=[str(r * width) for r in range(rows)], showgrid=False, zeroline=False,
+                   title=dict(text="position")),
+    ))
+
+
+def _step_colours(v: TraceView, cs: CanvasState) -> tuple[np.ndarray, dict, list]:
+    """Cells by the step that decoded them (masked cells grey, below the scale): the cell values,
+    the heatmap's colour settings and (none) legend entries."""
+    zmax, zmin = max(v.n_total - 1, 1), -1.0
+    z = np.where(cs.masked, -1.0, cs.decoded_at.astype(float))
+    f = 0.5 / (zmax - zmin)
+    heat = dict(colorscale=[[0, MASK_BG], [f, MASK_BG], [f, STEP_LO], [1, STEP_HI]], zmin=zmin, zmax=zmax,
+                showscale=not v.empty,
+                colorbar=dict(title=dict(text="decoded at step", side="right"), thickness=10,
+                              tickvals=[-1, zmax], ticktext=["masked", str(zmax)]))
+    return z, heat, []
+
+
+def _stage_colours(cs: CanvasState) -> tuple[np.ndarray, dict, list]:
+    """Cells by the stage that decoded them, one colour band per stage (masked last): the cell
+    values, the heatmap's colour settings and a legend entry per stage."""
+    _, names = stage_codes([s for s in cs.stage if s])
+    lookup = {s: i for i, s in enumerate(names)}
+    K = len(names)
+    z = np.array([K if m else lookup[s] for m, s in zip(cs.masked, cs.stage)], dtype=float)
+    scale = []
+    for i, c in enumerate([stage_color(s, light=True) for s in names] + [MASK_BG]):
+        scale += [[i / (K + 1), c], [(i + 1) / (K + 1), c]]
+    heat = dict(colorscale=scale, zmin=-0.5, zmax=K + 0.5, showscale=False)
+    legend = [go.Scatter(x=[None], y=[None], mode="markers", name=f"decoded in {esc(s)}",
+                         marker=dict(symbol="square", size=10, color=stage_color(s, light=True)))
+              for s in dict.fromkeys(s for s in cs.stage if s)]
+    return z, heat, legend
+
+
+def _canvas_shapes(cs: CanvasState, width: int) -> list[dict]:
+    """The current span's outline and the outlines of the cells decoded at this step."""
     shapes = []
     if cs.span is not None and cs.span[1] > cs.span[0]:
         shapes.append(dict(type="path", name="span", path=_span_path(cs.span, width), xref="x", yref="y",
@@ -179,16 +202,7 @@ def token_canvas(trace: Any, step: Optional[int] = None, color_by: str = "step",
     if cs.now.any():
         shapes.append(dict(type="path", name="decoded this step", path=_cell_path(np.flatnonzero(cs.now), width, 0.4),
                            xref="x", yref="y", line=dict(color=NOW_COLOR, width=2), layer="above"))
-    annotations = [] if not v.empty else [note("no steps yet: every position is masked", y=1.0)]
-    return figure(data, layout(
-        "canvas", v, f"Canvas<br>{v.step_label(esc)}", min(350, max(160, 80 + 26 * rows)),
-        shapes=shapes, annotations=annotations, plot_bgcolor="white",
-        xaxis=dict(range=[-0.5, width - 0.5], tickvals=list(range(0, width, 8)), showgrid=False, zeroline=False,
-                   title=dict(text="column")),
-        yaxis=dict(range=[rows - 0.5, -0.5], tickvals=list(range(rows)),
-                   ticktext=[str(r * width) for r in range(rows)], showgrid=False, zeroline=False,
-                   title=dict(text="position")),
-    ))
+    return shapes
 
 
 def canvas_html(trace: Any, step: Optional[int] = None, color_by: str = "step", width: int = WIDTH) -> str:

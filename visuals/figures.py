@@ -172,57 +172,74 @@ def convergence(trace: Any, step: Optional[int] = None) -> go.Figure:
     title = f"Convergence<br>{v.step_label(esc)}"
     if v.empty:
         return empty_figure("convergence", v, title, NO_STEPS, height=360)
-    G = v.gen_length
-    spread_name = v.limits.spread_label
     horizons = estimates_horizons(v)
     annotations: list = []
     data: list = []
     if horizons:  # two panels in pixels: (a) 150, the gap for (a)'s axis and (b)'s caption 66, (b) 110
         axes, (a, b) = grid([150, 110], secondary=[True, False], gap=66 / 326, shared_x=False)
         plots_px = 326
+        data += _horizon_panel(v, a, axes, annotations)
     else:
         axes, (b,) = grid([1.0], shared_x=False)
-        a, plots_px = None, 150
-    # (a)
-    if a is not None:
-        hx = [i for i, r in enumerate(v.records) if r.horizons for _ in r.horizons]
-        hy = [h for r in v.records if r.horizons for h in r.horizons]
-        spread = np.array([np.nan if r.horizon_spread is None else r.horizon_spread for r in v.records], dtype=float)
-        level, along = staircase(v.spans[:, 1], v.steps)
-        data += [
-            go.Scatter(x=hx, y=hy, mode="markers", name="the window's horizon estimates", xaxis=a["x"], yaxis=a["y"],
-                       marker=dict(size=6, color="#9467bd", opacity=0.7),
-                       hovertemplate="step %{x}: horizon %{y}<extra></extra>"),
-            go.Scatter(x=along, y=level, mode="lines", name="span end", xaxis=a["x"], yaxis=a["y"],
-                       line=dict(color=SPAN_END_COLOR, width=1, dash="dot"), hoverinfo="skip"),
-            go.Scatter(x=v.steps, y=spread, mode="lines+markers", name=f"spread ({spread_name})",
-                       xaxis=a["x"], yaxis=a["y2"], line=dict(color="#17becf"), marker=dict(size=4),
-                       hovertemplate=f"step %{{x}}: {spread_name} %{{y:.3f}}<extra></extra>"),
-        ]
-        thr = v.limits.spread
-        if thr is not None:
-            data.append(go.Scatter(x=_axis_steps(v), y=[thr, thr], mode="lines",
-                                   name=f"{spread_name} threshold {thr:g}",
-                                   xaxis=a["x"], yaxis=a["y2"], line=dict(color="#17becf", dash="dash", width=1),
-                                   hoverinfo="skip"))
-        if v.freezes:
-            fx = [i for i, _ in v.freezes]
-            data.append(go.Scatter(
-                x=fx, y=v.spans[fx, 1], mode="markers", name="span froze", xaxis=a["x"], yaxis=a["y"],
-                marker=dict(symbol="star", size=12, color="#ffbf00", line=dict(width=1, color="#333")),
-                text=["converged" if c else "forced (exploration cap)" for _, c in v.freezes],
-                hovertemplate="step %{x}: span froze at %{y} (%{text})<extra></extra>"))
-        annotations.append(caption(f"(a) horizon estimates in the window, their {spread_name}", a["top"]))
-        axes[axis_key(a["x"])].update(range=_axis_steps(v), title=dict(text="step", standoff=2),
-                                      **step_ticks(v.n_total))
-        axes[axis_key(a["y"])].update(title=dict(text="horizon"), rangemode="tozero")
-        axes[axis_key(a["y2"])].update(title=dict(text=spread_name), rangemode="tozero")
-    # (b)
+        plots_px = 150
+        # the panel that does not apply is left out; the title says why
+        title = f"Convergence: the {esc(v.sampler)} sampler estimates no horizon<br>{v.step_label(esc)}"
+    data += _stability_panel(v, b, axes, annotations, captioned=horizons)
+    height = plots_px + MARGIN["t"] + MARGIN["b"] + CAPTION_PX
+    fig_layout = layout("convergence", v, title, height, barmode="overlay", bargap=0.1, annotations=annotations, **axes)
+    fig_layout["margin"]["t"] += CAPTION_PX  # the top panel's caption sits between the title and the panel
+    return figure(data, fig_layout)
+
+
+def _horizon_panel(v: TraceView, a: dict, axes: dict, annotations: list) -> list:
+    """Panel (a): the window's horizon estimates, the span's end, their spread against its
+    threshold and the steps the span froze; its caption goes into ``annotations``, its axes into ``axes``."""
+    spread_name = v.limits.spread_label
+    hx = [i for i, r in enumerate(v.records) if r.horizons for _ in r.horizons]
+    hy = [h for r in v.records if r.horizons for h in r.horizons]
+    spread = np.array([np.nan if r.horizon_spread is None else r.horizon_spread for r in v.records], dtype=float)
+    level, along = staircase(v.spans[:, 1], v.steps)
+    data = [
+        go.Scatter(x=hx, y=hy, mode="markers", name="the window's horizon estimates", xaxis=a["x"], yaxis=a["y"],
+                   marker=dict(size=6, color="#9467bd", opacity=0.7),
+                   hovertemplate="step %{x}: horizon %{y}<extra></extra>"),
+        go.Scatter(x=along, y=level, mode="lines", name="span end", xaxis=a["x"], yaxis=a["y"],
+                   line=dict(color=SPAN_END_COLOR, width=1, dash="dot"), hoverinfo="skip"),
+        go.Scatter(x=v.steps, y=spread, mode="lines+markers", name=f"spread ({spread_name})",
+                   xaxis=a["x"], yaxis=a["y2"], line=dict(color="#17becf"), marker=dict(size=4),
+                   hovertemplate=f"step %{{x}}: {spread_name} %{{y:.3f}}<extra></extra>"),
+    ]
+    thr = v.limits.spread
+    if thr is not None:
+        data.append(go.Scatter(x=_axis_steps(v), y=[thr, thr], mode="lines",
+                               name=f"{spread_name} threshold {thr:g}",
+                               xaxis=a["x"], yaxis=a["y2"], line=dict(color="#17becf", dash="dash", width=1),
+                               hoverinfo="skip"))
+    if v.freezes:
+        fx = [i for i, _ in v.freezes]
+        data.append(go.Scatter(
+            x=fx, y=v.spans[fx, 1], mode="markers", name="span froze", xaxis=a["x"], yaxis=a["y"],
+            marker=dict(symbol="star", size=12, color="#ffbf00", line=dict(width=1, color="#333")),
+            text=["converged" if c else "forced (exploration cap)" for _, c in v.freezes],
+            hovertemplate="step %{x}: span froze at %{y} (%{text})<extra></extra>"))
+    annotations.append(caption(f"(a) horizon estimates in the window, their {spread_name}", a["top"]))
+    axes[axis_key(a["x"])].update(range=_axis_steps(v), title=dict(text="step", standoff=2),
+                                  **step_ticks(v.n_total))
+    axes[axis_key(a["y"])].update(title=dict(text="horizon"), rangemode="tozero")
+    axes[axis_key(a["y2"])].update(title=dict(text=spread_name), rangemode="tozero")
+    return data
+
+
+def _stability_panel(v: TraceView, b: dict, axes: dict, annotations: list, captioned: bool) -> list:
+    """Panel (b): how many steps each masked position's argmax has held, the positions decoded
+    now and earlier; its caption (lettered when ``captioned``: below panel (a)) goes into
+    ``annotations``, its axes into ``axes``."""
+    G = v.gen_length
     count = argmax_stability(v).astype(float)
     da, last = v.decoded_at, v.last
     positions = np.arange(G)
     earlier = (da >= 0) & (da < last)
-    data += [
+    data = [
         go.Bar(x=positions, y=np.where(da < 0, count, np.nan), name="masked", xaxis=b["x"], yaxis=b["y"],
                marker=dict(color="#1f77b4", line=dict(width=0)),
                hovertemplate="position %{x}: unchanged %{y} steps<extra></extra>"),
@@ -235,17 +252,12 @@ def convergence(trace: Any, step: Optional[int] = None) -> go.Figure:
     ]
     what = ("every position is decoded: no argmax left to watch" if not (da < 0).any()
             else "steps each masked position's argmax has held")
-    annotations.append(caption(f"(b) {what}" if horizons else what, b["top"]))
-    if not horizons:  # the panel that does not apply is left out; the title says why
-        title = f"Convergence: the {esc(v.sampler)} sampler estimates no horizon<br>{v.step_label(esc)}"
+    annotations.append(caption(f"(b) {what}" if captioned else what, b["top"]))
     top = max(float(count[(da < 0) | (da == last)].max(initial=0)), 1.0)  # the highest bar drawn
     axes[axis_key(b["x"])].update(range=[-0.5, G - 0.5], title=dict(text="position", standoff=2))
     axes[axis_key(b["y"])].update(title=dict(text="steps"), range=[0, top * 1.05], tick0=0,
                                   dtick=max(1, int(np.ceil(top / 4))), tickformat="d")
-    height = plots_px + MARGIN["t"] + MARGIN["b"] + CAPTION_PX
-    fig_layout = layout("convergence", v, title, height, barmode="overlay", bargap=0.1, annotations=annotations, **axes)
-    fig_layout["margin"]["t"] += CAPTION_PX  # the top panel's caption sits between the title and the panel
-    return figure(data, fig_layout)
+    return data
 
 
 # --- dLLM-Cache -----------------------------------------------------------------------------------------
