@@ -74,6 +74,14 @@ def recorded_classes() -> dict[str, type]:
     if _RECORDED:
         return _RECORDED
     Model, BaseStreamer, gen = _classes()
+    sampler, stopping = _recording_sampler(gen), _recording_stopping(gen)
+    _RECORDED.update(model=_recorded_model(Model, sampler, stopping), sampler=sampler, stopping=stopping,
+                     streamer=_canvas_streamer(BaseStreamer))
+    return _RECORDED
+
+
+def _recording_sampler(gen: Any) -> type:
+    """transformers' EntropyBoundSampler telling its listener what each step accepted and renoised."""
 
     class RecordingSampler(gen.EntropyBoundSampler):
         listener: StepListener
@@ -88,6 +96,12 @@ def recorded_classes() -> dict[str, type]:
             self.listener.renoised(out)
             return out
 
+    return RecordingSampler
+
+
+def _recording_stopping(gen: Any) -> type:
+    """transformers' StableAndConfidentStoppingCriteria telling its listener each verdict and each new canvas."""
+
     class RecordingStopping(gen.StableAndConfidentStoppingCriteria):
         listener: StepListener
 
@@ -99,6 +113,12 @@ def recorded_classes() -> dict[str, type]:
         def reset(self):
             super().reset()
             self.listener.canvas_started()
+
+    return RecordingStopping
+
+
+def _canvas_streamer(BaseStreamer: type) -> type:
+    """A streamer handing each finished canvas to its listener."""
 
     class CanvasStreamer(BaseStreamer):
         """generate's first ``put`` is the prompt; each later one a finished canvas."""
@@ -113,6 +133,12 @@ def recorded_classes() -> dict[str, type]:
 
         def end(self):
             pass
+
+    return CanvasStreamer
+
+
+def _recorded_model(Model: type, RecordingSampler: type, RecordingStopping: type) -> type:
+    """DiffusionGemmaForBlockDiffusion preparing the recording sampler and stopping criterion while it has a recorder."""
 
     class RecordedDiffusionGemma(Model):
         """``DiffusionGemmaForBlockDiffusion`` whose sampler and stopping criterion tell
@@ -143,9 +169,7 @@ def recorded_classes() -> dict[str, type]:
             recording.listener = self.recorder
             return recording
 
-    _RECORDED.update(model=RecordedDiffusionGemma, sampler=RecordingSampler, stopping=RecordingStopping,
-                     streamer=CanvasStreamer)
-    return _RECORDED
+    return RecordedDiffusionGemma
 
 
 @dataclass
