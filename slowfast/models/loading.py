@@ -713,15 +713,7 @@ def load_model(
         if family == LLADA2:
             return load_llada2(name, folder, raw, path, dev, dt, trust_remote_code)
         if family == DIFFUSION_GEMMA:
-            weight_files(folder)  # the usual message when a shard is missing
-            tokenizer = load_tokenizer(folder, trust_remote_code=trust_remote_code)
-            check_chat_template(tokenizer, folder)
-            model = diffusion_gemma.load_diffusion_gemma(name, folder, raw, dev, dt, tokenizer)
-            for key, tensor in model.net.state_dict().items():  # transformers read the weights: NaN or inf is refused
-                if tensor.is_floating_point() and not all_finite(tensor):
-                    raise ModelLoadError(f"{weights_location(folder)}: tensor {key} holds NaN or infinite values; the "
-                                         "checkpoint is corrupt: download or copy it again, or use another")
-            return model
+            return load_checked_diffusion_gemma(name, folder, raw, dev, dt, trust_remote_code)
         eos_config: list[int] = []
         if family == DREAM:
             cfg, eos_config = dream_config(raw, path)
@@ -751,6 +743,21 @@ def load_model(
         raise ModelLoadError(f"could not load the model in {folder}: {describe(exc)}") from exc
     return DLLM(name=name, net=net, tokenizer=tokenizer, mask_id=mask_id, eos_ids=frozenset(eos), folder=folder,
                 shift_logits=family == DREAM, family=family)
+
+
+def load_checked_diffusion_gemma(name: str, folder: Path, raw: dict, dev: torch.device, dt: torch.dtype,
+                                 trust_remote_code: bool) -> DLLM:
+    """A DiffusionGemma checkpoint through transformers (``diffusion_gemma.py``), with the
+    checks every family gets: its weight files, its tokenizer's chat template, finite weights."""
+    weight_files(folder)  # the usual message when a shard is missing
+    tokenizer = load_tokenizer(folder, trust_remote_code=trust_remote_code)
+    check_chat_template(tokenizer, folder)
+    model = diffusion_gemma.load_diffusion_gemma(name, folder, raw, dev, dt, tokenizer)
+    for key, tensor in model.net.state_dict().items():  # transformers read the weights: NaN or inf is refused
+        if tensor.is_floating_point() and not all_finite(tensor):
+            raise ModelLoadError(f"{weights_location(folder)}: tensor {key} holds NaN or infinite values; the "
+                                 "checkpoint is corrupt: download or copy it again, or use another")
+    return model
 
 
 class SameNames:
