@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import time
 import weakref
+from typing import Any, Optional
 
 import gradio as gr
 
@@ -49,22 +50,14 @@ def on_tune(model_name: str, task: str, count: int, points: int, seed: int, stat
     from slowfast.problems import problem_set
     from slowfast.sweep import INFORMATIVE_POINTS, best_first, iter_sweep, pareto_front, point_key, tune_points
 
-    for value, (low, high), name in ((count, TUNE_COUNT, "Prompts per setting"),
-                                     (points, TUNE_POINTS, "Random settings")):
-        if value is None or not low <= value <= high or value != int(value):
-            yield f"⚠️ {name}: {value} is not allowed; allowed: a whole number from {low} to {high}", None, None
-            return
-    if task not in TASKS:
-        yield f"⚠️ Task: {visuals.esc(str(task))} is not allowed; allowed: {', '.join(TASKS)}", None, None
+    refusal = tune_input_refusal(task, count, points)
+    if refusal is not None:
+        yield refusal, None, None
         return
     start = time.monotonic()
-    model, note = load(model_name, state.get("trust_remote_code", False))
+    model, refusal = tune_model(model_name, state)
     if model is None:
-        yield f"⚠️ {note}", None, None
-        return
-    own = own_sampler_note(model, "Tune's sweep (SlowFast, threshold, baseline)")
-    if own is not None:
-        yield f"⚠️ {own}", None, None
+        yield refusal, None, None
         return
     count, seed = int(count), int(seed or 0)
     try:
@@ -102,6 +95,28 @@ def on_tune(model_name: str, task: str, count: int, points: int, seed: int, stat
             yield frame(point)
     if known:
         yield frame(known)
+
+
+def tune_input_refusal(task: str, count: int, points: int) -> Optional[str]:
+    """Tune's message for a count, a number of settings or a task it does not allow (None: all allowed)."""
+    for value, (low, high), name in ((count, TUNE_COUNT, "Prompts per setting"),
+                                     (points, TUNE_POINTS, "Random settings")):
+        if value is None or not low <= value <= high or value != int(value):
+            return f"⚠️ {name}: {value} is not allowed; allowed: a whole number from {low} to {high}"
+    if task not in TASKS:
+        return f"⚠️ Task: {visuals.esc(str(task))} is not allowed; allowed: {', '.join(TASKS)}"
+    return None
+
+
+def tune_model(model_name: str, state: dict) -> tuple[Any, str]:
+    """The model to sweep, or None and the message saying why it cannot be swept."""
+    model, note = load(model_name, state.get("trust_remote_code", False))
+    if model is None:
+        return None, f"⚠️ {note}"
+    own = own_sampler_note(model, "Tune's sweep (SlowFast, threshold, baseline)")
+    if own is not None:
+        return None, f"⚠️ {own}"
+    return model, ""
 
 
 def on_tune_select(prompt: str, evt: gr.SelectData, request: gr.Request):
