@@ -221,7 +221,8 @@ def test_the_cache_drives_a_protocol_that_the_transformer_block_satisfies():
 
 
 # Every Python file outside tests/: the app, the explorer, the views, the library and the command wing.
-CODE = sorted([*ROOT.glob("*.py"), *(p for top in ("explorer", "visuals", "slowfast") for p in (ROOT / top).rglob("*.py"))])
+CODE = sorted([*ROOT.glob("*.py"),
+               *(p for top in ("explorer", "visuals", "slowfast") for p in (ROOT / top).rglob("*.py"))])
 
 
 def test_the_line_rule_sees_every_part():

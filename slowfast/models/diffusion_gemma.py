@@ -138,7 +138,8 @@ def _canvas_streamer(BaseStreamer: type) -> type:
 
 
 def _recorded_model(Model: type, RecordingSampler: type, RecordingStopping: type) -> type:
-    """DiffusionGemmaForBlockDiffusion preparing the recording sampler and stopping criterion while it has a recorder."""
+    """DiffusionGemmaForBlockDiffusion preparing the recording sampler and stopping criterion while it
+    has a recorder."""
 
     class RecordedDiffusionGemma(Model):
         """``DiffusionGemmaForBlockDiffusion`` whose sampler and stopping criterion tell
