@@ -11,13 +11,15 @@ from typing import Optional
 import torch
 
 from ...models.loading import load_model
-from ...tasks import TASKS
+from ...tasks import TASKS as BASE_TASKS
+from ...tasks.chat import CHAT_TASKS
 from ..common import at_least, check_output_path, command_line, run
 from ..train.card import model_card
 from .measures import evaluate_task
 from .report import job_label, markdown, merge_decoding
 
 DESCRIPTION = "``python -m slowfast eval``: does a model decode the way SlowFast is meant to be seen?"
+TASKS = {**BASE_TASKS, **CHAT_TASKS}  # the tasks and their chat forms (the prompt asked in the chat template)
 KEPT = "nothing was written (the report, --json and --card are written when every task is done)"
 
 
@@ -26,6 +28,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", default="embedded")
     p.add_argument("--tasks", default=",".join(TASKS), help=f"comma-separated, from: {', '.join(TASKS)}")
     p.add_argument("--n", type=int, default=100, help="held-out prompts per task")
+    p.add_argument("--baseline-only", default="", help="comma-separated tasks of --tasks decoded by the baseline "
+                   "alone (accuracy at one token per forward, no SlowFast or threshold runs)")
     p.add_argument("--slider-task", default=None,
                    help="task the slider sweep runs on, one of --tasks ('' = none; default: story when it is run)")
     p.add_argument("--slider-n", type=int, default=30, help="held-out prompts per slider value")
@@ -54,6 +58,11 @@ def jobs_of(args: argparse.Namespace) -> list[tuple[str, Optional[int]]]:
     elif args.slider_task and args.slider_task not in names:
         raise ValueError(f"--slider-task: {args.slider_task!r} is not allowed; allowed: one of --tasks "
                          f"({', '.join(names)}) or '' (none)")
+    only = [t.strip() for t in args.baseline_only.split(",") if t.strip()]
+    if any(t not in names for t in only):
+        raise ValueError(f"--baseline-only: {args.baseline_only!r} is not allowed; allowed: tasks of --tasks "
+                         f"({', '.join(names)})")
+    args.baseline_tasks = set(only)
     jobs: list[tuple[str, Optional[int]]] = [(name, None) for name in names]
     for spec in args.also_blocks:
         name, _, block = spec.partition("=")
@@ -99,7 +108,7 @@ def evaluate(args: argparse.Namespace, command: str) -> int:
     progress = lambda m: print(f"\r{m:60s}", end="", file=sys.stderr, flush=True)  # noqa: E731
     for name, block in jobs:
         reports.append(evaluate_task(model, TASKS[name], args.n, block is None and name == args.slider_task,
-                                     args.slider_n, progress, block))
+                                     args.slider_n, progress, block, name in args.baseline_tasks))
     print(file=sys.stderr)
     md = markdown(reports, command, time.time() - t0, args.slider_n, args.threads)
     print(md)

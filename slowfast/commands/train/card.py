@@ -26,6 +26,10 @@ def export(net: Transformer, tok, out: Path, info: dict) -> None:
     tc["tokenizer_class"] = "PreTrainedTokenizerFast"
     for key in ("is_local", "local_files_only"):
         tc.pop(key, None)
+    jinja = tmp / "chat_template.jinja"
+    if jinja.is_file():  # the chat template in tokenizer_config.json, where every transformers version reads it
+        tc["chat_template"] = jinja.read_text()
+        jinja.unlink()
     tc_path.write_text(json.dumps(tc, indent=2) + "\n")
     (tmp / "training_info.json").write_text(json.dumps(info, indent=2) + "\n")
     (tmp / "README.md").write_text(model_card(info) + "\n")
