@@ -12,6 +12,9 @@ import pytest
 from slowfast.models.loading import EMBEDDED_DIR, load_tokenizer
 from slowfast.tasks import TASKS, is_heldout
 from slowfast.tasks.chat import CHAT_TASKS, CHAT_TEMPLATE, ChatTask, chat_tasks, question, render
+from slowfast.tasks.registry import task_set
+
+V3 = task_set("v3")  # the next embedded model's tasks: chains of 1 to 10 operations
 
 
 @pytest.fixture(scope="module")
@@ -22,7 +25,7 @@ def tok():
 
 
 def test_chains_of_every_length_from_1_to_10_in_both_splits():
-    task = TASKS["arithmetic"]
+    task = V3["arithmetic"]
     for split in ("train", "heldout"):
         counts = {len(ex.meta["ops"]) for ex in task.examples(split, 300)}
         assert counts == set(range(1, 11)), split
@@ -33,7 +36,7 @@ def test_chains_of_every_length_from_1_to_10_in_both_splits():
 
 
 def test_heldout_split_is_stable_and_disjoint():
-    task = TASKS["arithmetic"]
+    task = V3["arithmetic"]
     heldout = task.examples("heldout", 200)
     train = task.examples("train", 2000)
     assert [ex.prompt for ex in heldout] == [ex.prompt for ex in task.examples("heldout", 200)]
@@ -45,7 +48,7 @@ def test_heldout_split_is_stable_and_disjoint():
 
 
 def test_the_longest_chain_fits_the_canvas_with_end_of_text(tok):
-    task = TASKS["arithmetic"]
+    task = V3["arithmetic"]
     rng = random.Random(0)
     longest = max(len(tok(task.sample(rng).target)["input_ids"]) for _ in range(300))
     ten = task.parse("Q: 9" + "-1+1" * 5 + "=? A:")  # 10 operations
@@ -102,8 +105,8 @@ def test_training_feeds_the_prompt_as_the_engine_does(tok):
     task = CHAT_TASKS["chat-arithmetic"]
     for ex in task.examples("heldout", 5):
         assert data.prompt_ids(task, ex) == model.encode_prompt(ex.prompt, chat=True)
-    plain = TASKS["arithmetic"].examples("heldout", 1)[0]
-    assert data.prompt_ids(TASKS["arithmetic"], plain) == model.encode_prompt(plain.prompt, chat=False)
+    plain = V3["arithmetic"].examples("heldout", 1)[0]
+    assert data.prompt_ids(V3["arithmetic"], plain) == model.encode_prompt(plain.prompt, chat=False)
 
 
 def test_shipped_chat_template_when_present_is_the_documented_one():
@@ -120,4 +123,38 @@ def test_selection_score_is_graded_per_task_and_per_operation_count():
     assert selection_score(full) == pytest.approx(1.0)
     worse = {**full, "arithmetic": chain}
     assert selection_score(worse) == pytest.approx((1 + 0.75 / 0.95 + 1) / 3)
-    assert isinstance(ChatTask(TASKS["copy"]).name, str)
+    assert ChatTask(TASKS["copy"]).name == "chat-copy"
+
+
+def test_task_sets_share_the_split_and_differ_only_in_the_chain():
+    v2 = task_set("v2")
+    assert TASKS.keys() == v2.keys() == V3.keys()
+    assert {len(ex.meta["ops"]) for ex in v2["arithmetic"].examples("heldout", 100)} == {4, 5, 6}
+    assert (v2["arithmetic"].gen_length, V3["arithmetic"].gen_length) == (64, 104)
+    chain = "Q: 5+6-9+7-3+2+2=? A:"  # held out in both sets: the split is the prompt's hash
+    assert v2["arithmetic"].split_of(v2["arithmetic"].parse(chain)) == "heldout"
+    assert V3["arithmetic"].split_of(V3["arithmetic"].parse(chain)) == "heldout"
+    with pytest.raises(ValueError, match="task set"):
+        task_set("v9")
+    from slowfast.tasks.arithmetic import Arithmetic
+
+    with pytest.raises(ValueError, match="operations"):
+        Arithmetic(min_ops=0)
+
+
+def test_eval_command_reports_chains_by_operations(tmp_path, capsys):
+    """--task-set v3 scores the v3 chains; --baseline-only leaves SlowFast out; the report has the
+    per-operation-count table and the chains of >= 7 operations."""
+    from slowfast.commands.evaluate.command import main
+
+    out = tmp_path / "e.json"
+    assert main(["--tasks", "arithmetic,chat-copy", "--task-set", "v3", "--n", "3", "--slider-task", "",
+                 "--baseline-only", "chat-copy", "--json", str(out)]) == 0
+    md = capsys.readouterr().out
+    assert "| arithmetic | 3 | 104 |" in md and "`arithmetic` by number of operations" in md
+    assert "| chat-copy | 3 | 16 | exact_match |" in md and "not run" in md
+    reports = json.loads(out.read_text())
+    chain = reports[0]
+    assert sum(row["n"] for row in chain["by_ops"].values()) == 3
+    assert reports[1]["baseline_only"] is True and not reports[1]["by_ops"]
+    assert main(["--tasks", "arithmetic", "--baseline-only", "copy"]) != 0  # not one of --tasks

@@ -55,9 +55,9 @@ def test_heldout_prompts_convenience():
 
 def test_arithmetic_worked_steps_reuse_previous_result():
     seen_ops, small, sub_first = set(), False, False
-    for ex in TASKS["arithmetic"].examples("train", 600):
+    for ex in TASKS["arithmetic"].examples("train", 300):
         operands = [int(d) for d in re.findall(r"\d", ex.prompt.split("=")[0])]
-        assert 2 <= len(operands) <= 11 and all(1 <= d <= 9 for d in operands)
+        assert 5 <= len(operands) <= 7 and all(1 <= d <= 9 for d in operands)
         steps = re.findall(r"(\d+)([+-])(\d+)=(\d+)", ex.target)
         assert len(steps) == len(operands) - 1
         # fixed width: every result and every reuse of one has two digits; the first operand is the prompt's
@@ -72,17 +72,17 @@ def test_arithmetic_worked_steps_reuse_previous_result():
             assert int(r) == value and 0 <= value <= 29
             small |= value < 10
         assert ex.target.endswith(f". The answer is {value:02d}.") and ex.meta["answer"] == value
-    assert seen_ops == set(range(1, 11)) and small and sub_first
+    assert seen_ops == {4, 5, 6} and small and sub_first
 
 
 def test_arithmetic_layout_is_fixed_by_the_number_of_operations():
     """Where every number, sign and comma goes (and so where the answer ends) depends only on
     how many operations the prompt has, never on the values."""
     layouts = {}
-    for ex in TASKS["arithmetic"].examples("train", 600):
+    for ex in TASKS["arithmetic"].examples("train", 300):
         n_ops = len(ex.meta["ops"])
         layouts.setdefault(n_ops, set()).add(re.sub(r"\d", "0", re.sub(r"[+-]", "+", ex.target)))
-    assert sorted(layouts) == list(range(1, 11)) and all(len(v) == 1 for v in layouts.values())
+    assert sorted(layouts) == [4, 5, 6] and all(len(v) == 1 for v in layouts.values())
 
 
 def test_arithmetic_rejects_results_that_do_not_fit_two_digits():

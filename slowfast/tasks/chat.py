@@ -24,10 +24,9 @@ import random
 import re
 from typing import Optional
 
-from .arithmetic import Arithmetic
 from .base import Diagnosis, Example, Task
-from .copy_letters import Copy
-from .story import PROMPT_RE as STORY_PROMPT_RE, Story
+from .registry import task_set
+from .story import PROMPT_RE as STORY_PROMPT_RE
 
 CHAT_TEMPLATE = (
     "{%- for message in messages -%}"
@@ -128,10 +127,10 @@ class ChatTask(Task):
         return self.base.diagnose(self.base_example(example), output_text)
 
 
-def chat_tasks(raw_share: float = 0.0) -> dict[str, ChatTask]:
-    """The three chat tasks by name (``chat-story``, ``chat-arithmetic``, ``chat-copy``)."""
-    return {t.name: t for t in (ChatTask(Story(), raw_share), ChatTask(Arithmetic(), raw_share),
-                                ChatTask(Copy(), raw_share))}
+def chat_tasks(raw_share: float = 0.0, version: str = "v3") -> dict[str, ChatTask]:
+    """The chat forms of a task set's tasks by name (``chat-story``, ``chat-arithmetic``,
+    ``chat-copy``); the chat template comes with the v3 model, so v3's by default."""
+    return {f"chat-{name}": ChatTask(task, raw_share) for name, task in task_set(version).items()}
 
 
 CHAT_TASKS: dict[str, ChatTask] = chat_tasks()  # held-out evaluation: every prompt a question

@@ -38,22 +38,14 @@ def markdown(reports: list[TaskReport], command: str, seconds: float, slider_n: 
     ]
     for r in reports:
         sp = "n/a" if r.spearman is None else f"{r.spearman:+.2f}"
-        head = f"| {label(r)} | {r.n} | {r.gen_length} | {r.metric} | {r.baseline_accuracy:.1%} | {r.baseline_nfe:.1f} | "
-        if r.baseline_only:
+        head = (f"| {label(r)} | {r.n} | {r.gen_length} | {r.metric} | {r.baseline_accuracy:.1%} | "
+                f"{r.baseline_nfe:.1f} | ")
+        if r.baseline_only:  # SlowFast and the threshold sampler were not run
             lines.append(head + "not run | " * 6 + f"{sp} |")
             continue
-        lines.append(head +
-            f"{r.slowfast_accuracy:.1%} | {r.slowfast_nfe:.1f} | {r.slowfast_nfe / r.baseline_nfe:.2f} | "
-            f"{r.early_exit_nfe:.1f} | {r.slowfast_cycles:.2f} | {r.slowfast_parallel_fast:.0%} | {sp} |")
-    lines += ["", "SlowFast against Fast-dLLM's threshold sampler at the same threshold (0.9):", "",
-              "| task | decode order differs | text differs | SlowFast acc / NFE | threshold acc / NFE |",
-              "|---|---|---|---|---|"]
-    for r in reports:
-        if r.baseline_only:
-            continue
-        lines.append(f"| {label(r)} | {r.order_differs:.0%} | {r.text_differs:.0%} | "
-                     f"{r.slowfast_accuracy:.1%} / {r.slowfast_nfe:.1f} | "
-                     f"{r.threshold_accuracy:.1%} / {r.threshold_nfe:.1f} |")
+        lines.append(head + f"{r.slowfast_accuracy:.1%} | {r.slowfast_nfe:.1f} | {r.slowfast_nfe / r.baseline_nfe:.2f} | "
+                     f"{r.early_exit_nfe:.1f} | {r.slowfast_cycles:.2f} | {r.slowfast_parallel_fast:.0%} | {sp} |")
+    lines += threshold_lines(reports)
     lines += chain_lines(reports)
     for r in reports:
         if r.count_inference:
@@ -84,6 +76,21 @@ def markdown(reports: list[TaskReport], command: str, seconds: float, slider_n: 
             cells = ", ".join(f"{v}: {x:.1f}" for v, x in by_value.items())
             lines.append(f"| {name} | {cells} | {max(vals) / min(vals):.2f} |")
     return "\n".join(lines) + "\n"
+
+
+def threshold_lines(reports: list[TaskReport]) -> list[str]:
+    """SlowFast against the threshold sampler, for the reports that ran both."""
+    lines: list[str] = []
+    lines += ["", "SlowFast against Fast-dLLM's threshold sampler at the same threshold (0.9):", "",
+              "| task | decode order differs | text differs | SlowFast acc / NFE | threshold acc / NFE |",
+              "|---|---|---|---|---|"]
+    for r in reports:
+        if r.baseline_only:
+            continue
+        lines.append(f"| {label(r)} | {r.order_differs:.0%} | {r.text_differs:.0%} | "
+                     f"{r.slowfast_accuracy:.1%} / {r.slowfast_nfe:.1f} | "
+                     f"{r.threshold_accuracy:.1%} / {r.threshold_nfe:.1f} |")
+    return lines
 
 
 def chain_lines(reports: list[TaskReport]) -> list[str]:

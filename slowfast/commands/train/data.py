@@ -9,9 +9,10 @@ import torch
 import torch.nn.functional as F
 
 from ...models.transformer import Transformer
-from ...tasks import TASKS, Example, Task
+from ...tasks import Example, Task
 from ...tasks.arithmetic import step_events
 from ...tasks.chat import CHAT_TEMPLATE, chat_tasks
+from ...tasks.registry import task_set
 from ...tasks.story import count_events
 from .tokenizer import EOS, MASK
 
@@ -19,8 +20,10 @@ EPS = 1e-3  # LLaDA's eps: p_mask = (1 - eps) * t + eps
 # canvas lengths drawn per batch (each task's own gen_length is among them)
 GEN_LENGTHS = {"story": (48, 64, 80, 96, 112, 128), "arithmetic": (104, 112, 120), "copy": (16, 24)}
 CHAT_RAW_SHARE = 0.25  # share of the chat problems trained with the base task's prompt as the user's message
+TRAIN_SET = "v3"  # the task set training draws from (tasks.registry.CHAIN_OPS): chains of 1 to 10 operations
+TASKS: dict[str, Task] = task_set(TRAIN_SET)
 # what training draws from: the tasks, and the same tasks asked in the chat template
-TRAIN_TASKS: dict[str, Task] = {**TASKS, **chat_tasks(CHAT_RAW_SHARE)}
+TRAIN_TASKS: dict[str, Task] = {**TASKS, **chat_tasks(CHAT_RAW_SHARE, TRAIN_SET)}
 for _name, _task in list(TRAIN_TASKS.items()):
     if getattr(_task, "chat", False):
         GEN_LENGTHS[_name] = GEN_LENGTHS[_task.base.name]

@@ -10,9 +10,8 @@ from typing import Optional, Sequence
 import torch
 
 from ...models.loading import EMBEDDED_DIR, ModelLoadError, read_raw_config
-from ...tasks import TASKS
 from ..common import at_least, device_flag
-from .data import EVENT_TASKS, GEN_LENGTHS, SUFFIX_TASKS, TRAIN_TASKS, Data, batch_dest
+from .data import EVENT_TASKS, GEN_LENGTHS, SUFFIX_TASKS, TASKS, TRAIN_TASKS, Data, batch_dest
 from .tokenizer import SPECIALS
 
 ROOT = Path(__file__).resolve().parents[3]

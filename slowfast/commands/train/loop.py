@@ -14,10 +14,9 @@ import torch
 
 from ...models.loading import load_weights
 from ...models.transformer import ModelConfig, Transformer
-from ...tasks import TASKS
 from ..evaluate.probes import count_inference, step_inference
 from .card import export
-from .data import TRAIN_TASKS, Data, base_name, batch_dest, masked_diffusion_loss
+from .data import TASKS, TRAIN_TASKS, Data, base_name, batch_dest, masked_diffusion_loss
 from .evals import EVAL_TASKS, evaluate_all, probe_model, selection_score
 from .tokenizer import EOS, MASK, PAD
 
