@@ -158,3 +158,6 @@ def test_eval_command_reports_chains_by_operations(tmp_path, capsys):
     assert sum(row["n"] for row in chain["by_ops"].values()) == 3
     assert reports[1]["baseline_only"] is True and not reports[1]["by_ops"]
     assert main(["--tasks", "arithmetic", "--baseline-only", "copy"]) != 0  # not one of --tasks
+    capsys.readouterr()
+    assert main(["--tasks", "copy", "--n", "2", "--slider-task", "", "--baseline-only", "copy"]) == 0
+    assert "threshold sampler" not in capsys.readouterr().out  # nothing to compare: no empty table

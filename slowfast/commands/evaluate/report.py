@@ -79,8 +79,10 @@ def markdown(reports: list[TaskReport], command: str, seconds: float, slider_n: 
 
 
 def threshold_lines(reports: list[TaskReport]) -> list[str]:
-    """SlowFast against the threshold sampler, for the reports that ran both."""
+    """SlowFast against the threshold sampler, for the reports that ran both (none: no table)."""
     lines: list[str] = []
+    if all(r.baseline_only for r in reports):
+        return lines
     lines += ["", "SlowFast against Fast-dLLM's threshold sampler at the same threshold (0.9):", "",
               "| task | decode order differs | text differs | SlowFast acc / NFE | threshold acc / NFE |",
               "|---|---|---|---|---|"]
