@@ -5,8 +5,12 @@ Each step reuses the previous result, so a later result becomes certain only onc
 steps before it are written or computed: a chain longer than a small model computes in one
 forward, as GSM8K's are for LLaDA (the embedded model's card measures how far it gets).
 
-Operands are 1..9, a chain has 4 to 6 operations, and every intermediate result lies in
-0..29 (the first operation may be a subtraction). Results are written with two digits
+Operands are 1..9, a chain has ``min_ops`` to ``max_ops`` operations (the shipped model's
+task set, ``registry.CHAIN_OPS``, says which: 4 to 6 for the model trained so far; 1 to 10 for
+the next one, since a one-operation sum is the first thing a newcomer types and seven or more
+are long enough that SlowFast's first slow stage ends before the chain is done), and every
+intermediate result lies in 0..29 (the first operation may be a subtraction). Results are
+written with two digits
 (``09``), so the layout (where each number, sign and comma goes, where the answer ends) is
 fixed by the number of operations in the prompt and does not shift with the values: a
 decoder that commits the layout early cannot misplace what follows. Digits are single
@@ -28,12 +32,15 @@ NEXT_USE_RE = re.compile(r"(?:, |\. The answer is )(\d+)(?=\D)")  # where a step
 
 class Arithmetic(Task):
     name = "arithmetic"
-    gen_length = 64  # the longest answer (six steps, two-digit results) is 53 tokens, then EOS
+    gen_length = 64  # the longest answer of six steps (two-digit results) is 53 tokens, then EOS
     primary_metric = "answer_correct"
 
     def __init__(self, min_ops: int = 4, max_ops: int = 6, max_operand: int = 9,
                  min_result: int = 0, max_result: int = 29):
+        if not 1 <= min_ops <= max_ops:
+            raise ValueError(f"operations: {min_ops}..{max_ops} is not allowed; allowed: 1 <= min_ops <= max_ops")
         self.min_ops, self.max_ops = min_ops, max_ops
+        self.gen_length = canvas_for(max_ops)
         self.max_operand = max_operand
         if not 0 <= min_result <= max_result <= 99:
             raise ValueError(f"results must lie in 0..99 (two digits), got {min_result}..{max_result}")
@@ -94,6 +101,13 @@ class Arithmetic(Task):
         if not got:
             return Diagnosis(False, f"{said}: the output is empty", end)
         return Diagnosis(False, f"{said}: the output stops after '{got[-1][1]}'", end)
+
+
+def canvas_for(max_ops: int) -> int:
+    """The generation length that holds the longest chain of ``max_ops`` operations and an
+    end-of-text, in multiples of 8: at most 9 tokens a step (``09+8=17, ``) and 7 for
+    `` The answer is 17.``; 64 for 6 operations (53 tokens), 104 for 10 (96 tokens)."""
+    return -(-(9 * max_ops + 8) // 8) * 8
 
 
 CLAUSE_RE = re.compile(r"[^,.\s][^,.]*")

@@ -11,13 +11,22 @@ from typing import Optional
 import torch
 
 from ...models.loading import load_model
-from ...tasks import TASKS
+from ...tasks.chat import chat_tasks
+from ...tasks.registry import CHAIN_OPS, SHIPPED_SET, task_set
 from ..common import at_least, check_output_path, command_line, run
 from ..train.card import model_card
 from .measures import evaluate_task
 from .report import job_label, markdown, merge_decoding
 
 DESCRIPTION = "``python -m slowfast eval``: does a model decode the way SlowFast is meant to be seen?"
+
+
+def tasks_of(version: str) -> dict:
+    """A task set's tasks and their chat forms (the prompt asked in the chat template) by name."""
+    return {**task_set(version), **chat_tasks(0.0, version)}
+
+
+TASKS = tasks_of(SHIPPED_SET)  # names only: every set has the same
 KEPT = "nothing was written (the report, --json and --card are written when every task is done)"
 
 
@@ -26,6 +35,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", default="embedded")
     p.add_argument("--tasks", default=",".join(TASKS), help=f"comma-separated, from: {', '.join(TASKS)}")
     p.add_argument("--n", type=int, default=100, help="held-out prompts per task")
+    p.add_argument("--task-set", default=SHIPPED_SET, choices=sorted(CHAIN_OPS),
+                   help="which task set's problems (v2: chains of 4-6 operations, the shipped model's; v3: 1-10)")
+    p.add_argument("--baseline-only", default="", help="comma-separated tasks of --tasks decoded by the baseline "
+                   "alone (accuracy at one token per forward, no SlowFast or threshold runs)")
     p.add_argument("--slider-task", default=None,
                    help="task the slider sweep runs on, one of --tasks ('' = none; default: story when it is run)")
     p.add_argument("--slider-n", type=int, default=30, help="held-out prompts per slider value")
@@ -54,10 +67,16 @@ def jobs_of(args: argparse.Namespace) -> list[tuple[str, Optional[int]]]:
     elif args.slider_task and args.slider_task not in names:
         raise ValueError(f"--slider-task: {args.slider_task!r} is not allowed; allowed: one of --tasks "
                          f"({', '.join(names)}) or '' (none)")
+    only = [t.strip() for t in args.baseline_only.split(",") if t.strip()]
+    if any(t not in names for t in only):
+        raise ValueError(f"--baseline-only: {args.baseline_only!r} is not allowed; allowed: tasks of --tasks "
+                         f"({', '.join(names)})")
+    args.baseline_tasks = set(only)
     jobs: list[tuple[str, Optional[int]]] = [(name, None) for name in names]
     for spec in args.also_blocks:
         name, _, block = spec.partition("=")
-        if name not in TASKS or not block.isdigit() or int(block) < 1 or TASKS[name].gen_length % int(block):
+        tasks = tasks_of(getattr(args, "task_set", SHIPPED_SET))
+        if name not in tasks or not block.isdigit() or int(block) < 1 or tasks[name].gen_length % int(block):
             raise ValueError(f"--also-blocks: {spec!r} is not allowed; use TASK=B with TASK one of "
                              f"{', '.join(TASKS)} and B >= 1 dividing the task's generation length")
         jobs.append((name, int(block)))
@@ -88,18 +107,19 @@ def write_card(info_path: Path, md: str, labels: set[str]) -> None:
 
 def evaluate(args: argparse.Namespace, command: str) -> int:
     jobs = jobs_of(args)
+    tasks = tasks_of(args.task_set)
     if args.json is not None:
         check_output_path(str(args.json), "--json")  # before the run, so a finished run is never lost
     torch.set_num_threads(args.threads)
     model = load_model(args.model, device="cpu", dtype="float32")
-    labels = {job_label(name, block, TASKS[name].gen_length) for name, block in jobs}
+    labels = {job_label(name, block, tasks[name].gen_length) for name, block in jobs}
     info_path = card_of(args, model, labels)
     t0 = time.time()
     reports = []
     progress = lambda m: print(f"\r{m:60s}", end="", file=sys.stderr, flush=True)  # noqa: E731
     for name, block in jobs:
-        reports.append(evaluate_task(model, TASKS[name], args.n, block is None and name == args.slider_task,
-                                     args.slider_n, progress, block))
+        reports.append(evaluate_task(model, tasks[name], args.n, block is None and name == args.slider_task,
+                                     args.slider_n, progress, block, name in args.baseline_tasks))
     print(file=sys.stderr)
     md = markdown(reports, command, time.time() - t0, args.slider_n, args.threads)
     print(md)

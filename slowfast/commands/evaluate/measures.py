@@ -82,8 +82,13 @@ class TaskReport:
     step_inference: dict[str, float] = field(default_factory=dict)  # arithmetic: computed, steps
     failures: dict[str, int] = field(default_factory=dict)  # story: the baseline's wrong runs, by kind
     samples: list[dict[str, Any]] = field(default_factory=list)
+    baseline_only: bool = False  # only the baseline was run (the SlowFast and threshold fields are unset)
+    # a chain: per number of operations, {"n", "baseline", "slowfast", "slowfast_nfe", "cycles", "parallel"}
+    by_ops: dict[str, dict[str, float]] = field(default_factory=dict)
+    long_chains: dict[str, float] = field(default_factory=dict)  # the same over chains of >= LONG_CHAIN operations
 
 
+LONG_CHAIN = 7  # chains of this many operations or more are long enough for SlowFast's fast stage
 FAILURE_KINDS = ("count written before its change", "change written before its count", "other")
 
 
@@ -106,21 +111,40 @@ def story_failure(model, prompt: str, trace: Trace) -> Optional[str]:
     return FAILURE_KINDS[2]
 
 
-def settings_for(sampler: str, gen_length: int, block_length: Optional[int] = None, **params) -> GenerationSettings:
+def settings_for(sampler: str, gen_length: int, block_length: Optional[int] = None, chat: bool = False,
+                 **params) -> GenerationSettings:
     return GenerationSettings(sampler=sampler, gen_length=gen_length, block_length=block_length or gen_length,
-                              steps=gen_length, chat=False, params=params)
+                              steps=gen_length, chat=chat, params=params)
 
 
+def runs_of(model, prompt: str, G: int, B: int, chat: bool = False, baseline_only: bool = False
+            ) -> dict[str, Trace]:
+    """The prompt decoded by the four configurations the report compares (the baseline alone
+    with ``baseline_only``); ``chat``: the prompt is the user's turn in the chat template."""
+    runs = {"baseline": generate(model, prompt, settings_for("baseline", G, B, chat))}
+    if not baseline_only:
+        runs["slowfast"] = generate(model, prompt, settings_for("slowfast", G, B, chat))
+        runs["early"] = generate(model, prompt, settings_for("slowfast", G, B, chat, stop_when_full=True))
+        runs["threshold"] = generate(model, prompt, settings_for("threshold", G, B, chat, threshold=0.9))
+    return runs
 
 
-def runs_of(model, prompt: str, G: int, B: int) -> dict[str, Trace]:
-    """The prompt decoded by the four configurations the report compares."""
-    return {
-        "baseline": generate(model, prompt, settings_for("baseline", G, B)),
-        "slowfast": generate(model, prompt, settings_for("slowfast", G, B)),
-        "early": generate(model, prompt, settings_for("slowfast", G, B, stop_when_full=True)),
-        "threshold": generate(model, prompt, settings_for("threshold", G, B, threshold=0.9)),
-    }
+def chain_rows(rows: list[dict]) -> dict[str, float]:
+    """Means over a chain's runs ``rows`` (each: baseline and SlowFast right or wrong, SlowFast's
+    forwards, cycles and whether a fast forward decoded >= 2 tokens)."""
+    out = {"n": len(rows), "baseline": mean([r["baseline"] for r in rows])}
+    if rows and "slowfast" in rows[0]:
+        out.update({k: mean([r[k] for r in rows]) for k in ("slowfast", "slowfast_nfe", "cycles", "parallel")})
+    return out
+
+
+def chain_breakdown(rep: TaskReport, rows: list[dict]) -> None:
+    """A chain's figures per number of operations, and over the chains of >= ``LONG_CHAIN``."""
+    if not rows or rows[0]["ops"] is None:
+        return
+    for k in sorted({r["ops"] for r in rows}):
+        rep.by_ops[str(k)] = chain_rows([r for r in rows if r["ops"] == k])
+    rep.long_chains = chain_rows([r for r in rows if r["ops"] >= LONG_CHAIN])
 
 
 def first_forward_spearman(model, base: Trace) -> Optional[float]:
@@ -147,38 +171,54 @@ def mean(values: list) -> float:
     return float(np.mean(values)) if values else 0.0
 
 
+def compare_runs(model, runs: dict[str, Trace], seen: dict[str, list]) -> None:
+    """What ``seen`` collects of one prompt's runs: the first forward's positional gradient,
+    SlowFast's cycles and parallel fast steps, and where it departs from the threshold sampler."""
+    rho = first_forward_spearman(model, runs["baseline"])
+    if rho is not None:
+        seen["correlations"].append(rho)
+    if "slowfast" not in runs:
+        return
+    sf, th = runs["slowfast"], runs["threshold"]
+    seen["cycles"].append(cycles(sf))
+    seen["parallel"].append(has_parallel_fast_step(sf))
+    seen["order"].append([sorted(r.decoded) for r in sf.records if r.decoded]
+                         != [sorted(r.decoded) for r in th.records if r.decoded])
+    seen["text"].append(sf.text != th.text)
+
+
 def evaluate_task(model, task, n: int, sliders: bool, slider_n: int, progress=None,
-                  block_length: Optional[int] = None) -> TaskReport:
+                  block_length: Optional[int] = None, baseline_only: bool = False) -> TaskReport:
     G = task.gen_length
     B = block_length or G
-    rep = TaskReport(task=task.name, n=n, gen_length=G, metric=task.primary_metric, block_length=B)
+    chat = bool(getattr(task, "chat", False))
+    rep = TaskReport(task=task.name, n=n, gen_length=G, metric=task.primary_metric, block_length=B,
+                     baseline_only=baseline_only)
     examples = task.examples("heldout", n)
     seen: dict[str, list] = {k: [] for k in ("correlations", "cycles", "parallel", "order", "text")}
     acc: dict[str, list[float]] = {k: [] for k in ("baseline", "slowfast", "early", "threshold")}
     nfe: dict[str, list[int]] = {k: [] for k in acc}
+    rows = []
     for i, ex in enumerate(examples):
-        runs = runs_of(model, ex.prompt, G, B)
+        runs = runs_of(model, ex.prompt, G, B, chat, baseline_only)
         for k, t in runs.items():
             acc[k].append(float(task.correct(ex, t.text)))
             nfe[k].append(t.stats.nfe)
-        base, sf, th = runs["baseline"], runs["slowfast"], runs["threshold"]
-        rho = first_forward_spearman(model, base)
-        if rho is not None:
-            seen["correlations"].append(rho)
-        seen["cycles"].append(cycles(sf))
-        seen["parallel"].append(has_parallel_fast_step(sf))
-        seen["order"].append([sorted(r.decoded) for r in sf.records if r.decoded]
-                             != [sorted(r.decoded) for r in th.records if r.decoded])
-        seen["text"].append(sf.text != th.text)
+        compare_runs(model, runs, seen)
+        rows.append({"ops": len(ex.meta["ops"]) if "ops" in ex.meta else None, "baseline": acc["baseline"][-1]}
+                    | ({} if baseline_only else {"slowfast": acc["slowfast"][-1], "slowfast_nfe": nfe["slowfast"][-1],
+                                                 "cycles": seen["cycles"][-1], "parallel": seen["parallel"][-1]}))
+        base, sf = runs["baseline"], runs.get("slowfast")
         if task.name == "story":
             kind = story_failure(model, ex.prompt, base)
             if kind is not None:
                 rep.failures[kind] = rep.failures.get(kind, 0) + 1
         if i < 3:
-            rep.samples.append({"prompt": ex.prompt, "baseline": base.text, "slowfast": sf.text,
-                                "slowfast_nfe": sf.stats.nfe, "cycles": cycles(sf)})
+            rep.samples.append({"prompt": ex.prompt, "baseline": base.text} | ({} if sf is None else {
+                "slowfast": sf.text, "slowfast_nfe": sf.stats.nfe, "cycles": cycles(sf)}))
         if progress:
             progress(f"{task.name} {i + 1}/{n}")
+    chain_breakdown(rep, rows)
     rep.baseline_accuracy, rep.baseline_nfe = mean(acc["baseline"]), mean(nfe["baseline"])
     rep.slowfast_accuracy, rep.slowfast_nfe = mean(acc["slowfast"]), mean(nfe["slowfast"])
     rep.early_exit_accuracy, rep.early_exit_nfe = mean(acc["early"]), mean(nfe["early"])

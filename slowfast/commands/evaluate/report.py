@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from typing import Optional
 
-from .measures import FAILURE_KINDS, TaskReport
+from .measures import FAILURE_KINDS, LONG_CHAIN, TaskReport
 
 def job_label(task: str, block_length: Optional[int], gen_length: int) -> str:
     """How a task run (in blocks of ``block_length``; None: one block) is named in the report."""
@@ -38,17 +38,15 @@ def markdown(reports: list[TaskReport], command: str, seconds: float, slider_n: 
     ]
     for r in reports:
         sp = "n/a" if r.spearman is None else f"{r.spearman:+.2f}"
-        lines.append(
-            f"| {label(r)} | {r.n} | {r.gen_length} | {r.metric} | {r.baseline_accuracy:.1%} | {r.baseline_nfe:.1f} | "
-            f"{r.slowfast_accuracy:.1%} | {r.slowfast_nfe:.1f} | {r.slowfast_nfe / r.baseline_nfe:.2f} | "
-            f"{r.early_exit_nfe:.1f} | {r.slowfast_cycles:.2f} | {r.slowfast_parallel_fast:.0%} | {sp} |")
-    lines += ["", "SlowFast against Fast-dLLM's threshold sampler at the same threshold (0.9):", "",
-              "| task | decode order differs | text differs | SlowFast acc / NFE | threshold acc / NFE |",
-              "|---|---|---|---|---|"]
-    for r in reports:
-        lines.append(f"| {label(r)} | {r.order_differs:.0%} | {r.text_differs:.0%} | "
-                     f"{r.slowfast_accuracy:.1%} / {r.slowfast_nfe:.1f} | "
-                     f"{r.threshold_accuracy:.1%} / {r.threshold_nfe:.1f} |")
+        head = (f"| {label(r)} | {r.n} | {r.gen_length} | {r.metric} | {r.baseline_accuracy:.1%} | "
+                f"{r.baseline_nfe:.1f} | ")
+        if r.baseline_only:  # SlowFast and the threshold sampler were not run
+            lines.append(head + "not run | " * 6 + f"{sp} |")
+            continue
+        lines.append(head + f"{r.slowfast_accuracy:.1%} | {r.slowfast_nfe:.1f} | {r.slowfast_nfe / r.baseline_nfe:.2f} | "
+                     f"{r.early_exit_nfe:.1f} | {r.slowfast_cycles:.2f} | {r.slowfast_parallel_fast:.0%} | {sp} |")
+    lines += threshold_lines(reports)
+    lines += chain_lines(reports)
     for r in reports:
         if r.count_inference:
             ci = r.count_inference
@@ -78,6 +76,43 @@ def markdown(reports: list[TaskReport], command: str, seconds: float, slider_n: 
             cells = ", ".join(f"{v}: {x:.1f}" for v, x in by_value.items())
             lines.append(f"| {name} | {cells} | {max(vals) / min(vals):.2f} |")
     return "\n".join(lines) + "\n"
+
+
+def threshold_lines(reports: list[TaskReport]) -> list[str]:
+    """SlowFast against the threshold sampler, for the reports that ran both (none: no table)."""
+    lines: list[str] = []
+    if all(r.baseline_only for r in reports):
+        return lines
+    lines += ["", "SlowFast against Fast-dLLM's threshold sampler at the same threshold (0.9):", "",
+              "| task | decode order differs | text differs | SlowFast acc / NFE | threshold acc / NFE |",
+              "|---|---|---|---|---|"]
+    for r in reports:
+        if r.baseline_only:
+            continue
+        lines.append(f"| {label(r)} | {r.order_differs:.0%} | {r.text_differs:.0%} | "
+                     f"{r.slowfast_accuracy:.1%} / {r.slowfast_nfe:.1f} | "
+                     f"{r.threshold_accuracy:.1%} / {r.threshold_nfe:.1f} |")
+    return lines
+
+
+def chain_lines(reports: list[TaskReport]) -> list[str]:
+    """Each chain report's figures per number of operations, and over its long chains."""
+    lines: list[str] = []
+    for r in reports:
+        if not r.by_ops:
+            continue
+        sf = not r.baseline_only
+        lines += ["", f"`{label(r)}` by number of operations (runs of the same {r.n} prompts):", "",
+                  "| operations | n | baseline acc |" + (" SlowFast acc | SlowFast NFE | cycles / run | runs with a "
+                                                          "parallel fast step |" if sf else ""),
+                  "|---|---|---|" + ("---|---|---|---|" if sf else "")]
+        for k, row in [*r.by_ops.items(), (f">= {LONG_CHAIN}", r.long_chains)]:
+            if not row or not row.get("n"):
+                continue
+            lines.append(f"| {k} | {row['n']} | {row['baseline']:.0%} |" + (
+                f" {row['slowfast']:.0%} | {row['slowfast_nfe']:.1f} | {row['cycles']:.2f} | {row['parallel']:.0%} |"
+                if sf else ""))
+    return lines
 
 
 DECODING_HEADING = "## Decoding (held out, greedy, through the engine)"

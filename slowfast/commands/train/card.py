@@ -7,8 +7,7 @@ from pathlib import Path
 
 from ...models.loading import save_checkpoint
 from ...models.transformer import Transformer
-from ...tasks import TASKS
-from .data import CHUNK, TRUNCATE_P
+from .data import CHUNK, TRAIN_TASKS, TRUNCATE_P
 
 
 def export(net: Transformer, tok, out: Path, info: dict) -> None:
@@ -26,6 +25,10 @@ def export(net: Transformer, tok, out: Path, info: dict) -> None:
     tc["tokenizer_class"] = "PreTrainedTokenizerFast"
     for key in ("is_local", "local_files_only"):
         tc.pop(key, None)
+    jinja = tmp / "chat_template.jinja"
+    if jinja.is_file():  # the chat template in tokenizer_config.json, where every transformers version reads it
+        tc["chat_template"] = jinja.read_text()
+        jinja.unlink()
     tc_path.write_text(json.dumps(tc, indent=2) + "\n")
     (tmp / "training_info.json").write_text(json.dumps(info, indent=2) + "\n")
     (tmp / "README.md").write_text(model_card(info) + "\n")
@@ -42,11 +45,16 @@ TASK_LINES = {
              "followed by `Now Mia has four red apples .`; scored by a checker (grammar and every fact "
              "consistent), generation length 96, no EOS.",
     "arithmetic": "- `arithmetic`: `Q: 7+5-3+8-6=? A:` -> ` 7+5=12, 12-3=09, 09+8=17, 17-6=11. The answer is 11.` "
-                  "(4-6 operations, operands 1-9, every intermediate result 0-29 written with two digits, "
+                  "(1-10 operations, operands 1-9, every intermediate result 0-29 written with two digits, "
                   "so the layout depends only on the number of operations), "
-                  "generation length 64, EOS after the answer.",
+                  "generation length 104, EOS after the answer.",
     "copy": "- `copy`: `Copy: c f a k e q x z. A:` -> ` c f a k e q x z.` (always 8 letters), generation "
             "length 16: the parallel-friendly contrast.",
+    "chat-story": "- `chat-story`: the story asked in the chat template, `Tell me a story about Mia and her two red "
+                  "apples.` -> the same story.",
+    "chat-arithmetic": "- `chat-arithmetic`: `What is 7+5-3?` -> ` 7+5=12, 12-3=09. The answer is 09.` in the chat "
+                       "template.",
+    "chat-copy": "- `chat-copy`: `Copy: c f a k e q x z` -> ` c f a k e q x z.` in the chat template.",
 }
 METRIC_NAMES = {"consistent": "story checker pass", "answer_correct": "final answer correct",
                 "exact_match": "exact match", "sentences": "sentences checked (mean)"}
@@ -91,7 +99,10 @@ def model_lines(info: dict) -> list[str]:
         f"{cfg['mask_token_id']}, pad `<|pad|>` = {cfg['pad_token_id']}.",
         "- Tokenizer (`tokenizer.json`, loads with `transformers.AutoTokenizer`): byte-level BPE",
         "  trained on task texts; every digit is its own token; no BOS/EOS is added on encoding and",
-        "  there is no chat template, so a prompt is fed as plain text.",
+        *(["  the chat template (`tokenizer_config.json`, `slowfast/tasks/chat.py`) renders a conversation as",
+           "  `User: What is 7+5-3?\\nAssistant:`, the answer ending in end-of-text; it needs no new tokens."]
+          if any(name.startswith("chat-") for name in info["heldout"]) else
+          ["  there is no chat template, so a prompt is fed as plain text."]),
         "",
     ]
 
@@ -102,7 +113,7 @@ def data_lines(info: dict) -> list[str]:
     return [
         "## Data and objective",
         "",
-        *[TASK_LINES.get(name, f"- `{name}`") for name in h if name in TASKS],
+        *[TASK_LINES.get(name, f"- `{name}`") for name in h if name in TRAIN_TASKS],
         "- Held-out problems (a fixed hash split of the prompt in `slowfast/tasks`) are never trained on.",
         "- LLaDA loss: t ~ U(0, 1) per example (stratified over the batch), response tokens",
         "  masked with probability t (prompts never), cross-entropy of masked tokens / t, divided by",
@@ -165,9 +176,12 @@ def training_lines(info: dict) -> list[str]:
 def score_lines(info: dict) -> list[str]:
     h, lines = info["heldout"], []
     for name, scores in h.items():
-        if name not in TASKS:
+        if name not in TRAIN_TASKS:
             continue
         for k, v in scores.items():
             if k in METRIC_NAMES and k != "sentences":
                 lines.append(f"| {name} | {METRIC_NAMES[k]} | {v:.1%} |")
+        if scores.get("by_ops"):
+            lines.append(f"| {name} | final answer correct by operations | "
+                         + ", ".join(f"{k}: {a:.0%} of {n}" for k, (a, n) in scores["by_ops"].items()) + " |")
     return lines

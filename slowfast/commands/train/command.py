@@ -10,6 +10,7 @@ from typing import Any, Optional
 import torch
 
 from ...models.loading import load_model
+from ...tasks.chat import CHAT_TEMPLATE
 from ..common import command_line, run
 from .card import model_card
 from .data import Data
@@ -67,6 +68,7 @@ def tokenizer_of(args, plan: dict[str, Any], logfile: Path):
     else:  # continue training a shipped model: its own tokenizer
         tok = load_tokenizer(args.init_from)
         tok.save_pretrained(str(tok_dir))
+    tok.chat_template = CHAT_TEMPLATE  # the chat forms of the tasks are trained (and shipped) in it
     check_tokenizer(tok)
     return tok
 

@@ -9,14 +9,35 @@ import torch
 import torch.nn.functional as F
 
 from ...models.transformer import Transformer
-from ...tasks import TASKS, Example, Task
+from ...tasks import Example, Task
 from ...tasks.arithmetic import step_events
+from ...tasks.chat import CHAT_TEMPLATE, chat_tasks
+from ...tasks.registry import task_set
 from ...tasks.story import count_events
 from .tokenizer import EOS, MASK
 
 EPS = 1e-3  # LLaDA's eps: p_mask = (1 - eps) * t + eps
 # canvas lengths drawn per batch (each task's own gen_length is among them)
-GEN_LENGTHS = {"story": (48, 64, 80, 96, 112, 128), "arithmetic": (64, 72, 80), "copy": (16, 24)}
+GEN_LENGTHS = {"story": (48, 64, 80, 96, 112, 128), "arithmetic": (104, 112, 120), "copy": (16, 24)}
+CHAT_RAW_SHARE = 0.25  # share of the chat problems trained with the base task's prompt as the user's message
+TRAIN_SET = "v3"  # the task set training draws from (tasks.registry.CHAIN_OPS): chains of 1 to 10 operations
+TASKS: dict[str, Task] = task_set(TRAIN_SET)
+# what training draws from: the tasks, and the same tasks asked in the chat template
+TRAIN_TASKS: dict[str, Task] = {**TASKS, **chat_tasks(CHAT_RAW_SHARE, TRAIN_SET)}
+for _name, _task in list(TRAIN_TASKS.items()):
+    if getattr(_task, "chat", False):
+        GEN_LENGTHS[_name] = GEN_LENGTHS[_task.base.name]
+
+
+def batch_dest(name: str) -> str:
+    """The flag destination of a training task's batch size (``chat-story`` -> ``batch_chat_story``)."""
+    return "batch_" + name.replace("-", "_")
+
+
+def base_name(name: str) -> str:
+    """The task a training task's examples are (``chat-story`` -> ``story``)."""
+    task = TRAIN_TASKS[name]
+    return task.base.name if getattr(task, "chat", False) else name
 TRUNCATE_P = 0.25  # share of batches cut short on the right, as SlowFast's fast forwards are
 CHUNK = (2, 6)  # run lengths of --chunk-p masking
 SUFFIX_TASKS = ("story", "arithmetic")  # the chains that --suffix-p may apply to (--suffix-tasks)
@@ -36,6 +57,17 @@ class Data:
     def encode(self, text: str) -> list[int]:
         return list(self.tok(text)["input_ids"])
 
+    def prompt_ids(self, task: Task, ex: Example) -> list[int]:
+        """The prompt's ids as the engine feeds them: a chat task's as one user turn in the
+        chat template (``DLLM.encode_chat``), any other as plain text."""
+        if not getattr(task, "chat", False):
+            return self.encode(ex.prompt)
+        if getattr(self.tok, "chat_template", None) != CHAT_TEMPLATE:
+            raise ValueError("the tokenizer has no (or another) chat template; chat tasks need tasks.chat's")
+        text = self.tok.apply_chat_template([{"role": "user", "content": ex.prompt}], add_generation_prompt=True,
+                                           tokenize=False)
+        return list(self.tok(text, add_special_tokens=False)["input_ids"])
+
     def count_events(self, tokens: torch.Tensor, prompt_len: int) -> list[list[tuple[int, int, int]]]:
         """Per row, the (change, noun, new count) response positions of its story's count changes."""
         return [count_events([self.strings[i] for i in row]) for row in tokens[:, prompt_len:].tolist()]
@@ -43,6 +75,7 @@ class Data:
     def events(self, name: str, tokens: torch.Tensor, prompt_len: int) -> list[list[Forced]]:
         """Per row, the forced events of task ``name`` (see ``draw_masks``): a story's count
         changes (``story_forced``), a chain's worked steps (``tasks.arithmetic.step_events``)."""
+        name = base_name(name) if name in TRAIN_TASKS else name
         if name == "story":
             return [story_forced(row) for row in self.count_events(tokens, prompt_len)]
         if name == "arithmetic":
@@ -65,19 +98,19 @@ class Data:
         """``batch`` examples that share one prompt length; returns (tokens, prompt_len, examples)."""
         gen_length = gen_length or task.gen_length
         first = task.draw(rng, split)
-        plen = len(self.encode(first.prompt))
+        plen = len(self.prompt_ids(task, first))
         exs = [first]
         while len(exs) < batch:
             ex = task.draw(rng, split)
-            if len(self.encode(ex.prompt)) == plen:
+            if len(self.prompt_ids(task, ex)) == plen:
                 exs.append(ex)
-        rows = [self.encode(ex.prompt) + self.response_ids(ex, gen_length, task.fills_canvas) for ex in exs]
+        rows = [self.prompt_ids(task, ex) + self.response_ids(ex, gen_length, task.fills_canvas) for ex in exs]
         return torch.tensor(rows, dtype=torch.long), plen, exs
 
     def training_batch(self, name: str, rng: random.Random, batch: int):
         """A training batch of task ``name``: a random canvas length, sometimes cut on the right."""
-        gen_length = rng.choice(GEN_LENGTHS.get(name, (TASKS[name].gen_length,)))
-        tokens, plen, _ = self.task_batch(TASKS[name], rng, batch, "train", gen_length)
+        gen_length = rng.choice(GEN_LENGTHS.get(name, (TRAIN_TASKS[name].gen_length,)))
+        tokens, plen, _ = self.task_batch(TRAIN_TASKS[name], rng, batch, "train", gen_length)
         if rng.random() < TRUNCATE_P:
             keep = rng.randint(min(4, gen_length), gen_length)
             tokens = tokens[:, :plen + keep]

@@ -10,9 +10,8 @@ from typing import Optional, Sequence
 import torch
 
 from ...models.loading import EMBEDDED_DIR, ModelLoadError, read_raw_config
-from ...tasks import TASKS
 from ..common import at_least, device_flag
-from .data import EVENT_TASKS, GEN_LENGTHS, SUFFIX_TASKS, Data
+from .data import EVENT_TASKS, GEN_LENGTHS, SUFFIX_TASKS, TASKS, TRAIN_TASKS, Data, batch_dest
 from .tokenizer import SPECIALS
 
 ROOT = Path(__file__).resolve().parents[3]
@@ -45,8 +44,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--min-lr-ratio", type=float, default=0.05)
     p.add_argument("--warmup", type=int, default=200)
     p.add_argument("--weight-decay", type=float, default=0.01)
-    for name, b in (("story", 32), ("arithmetic", 32), ("copy", 8)):
-        p.add_argument(f"--batch-{name}", type=int, default=b, help=f"{name} examples per step")
+    defaults = {"story": 32, "arithmetic": 32, "copy": 8}  # the chat forms: none unless asked for
+    for name in TRAIN_TASKS:
+        p.add_argument(f"--batch-{name}", type=int, default=defaults.get(name, 0), help=f"{name} examples per step")
     p.add_argument("--suffix-p", type=float, default=0.0,
                    help="share of the --suffix-tasks examples masked from a random cut to the end "
                         "(the decoder's left-to-right states) instead of uniformly")
@@ -108,11 +108,11 @@ def check_args(args) -> tuple[set[str], set[str], torch.device]:
     suffix_tasks = task_list("--suffix-tasks", args.suffix_tasks, SUFFIX_TASKS)
     event_tasks = task_list("--event-tasks", args.event_tasks, EVENT_TASKS)
     lows = {"steps": 1, "threads": 1, "eval_every": 1, "eval_n": 1, "d_model": 1, "n_layers": 1, "n_heads": 1,
-            "mlp_hidden": 1, "max_seq_len": 1, "warmup": 0, **{f"batch_{name}": 0 for name in TASKS}}
+            "mlp_hidden": 1, "max_seq_len": 1, "warmup": 0, **{batch_dest(name): 0 for name in TRAIN_TASKS}}
     for dest, low in lows.items():
         at_least(getattr(args, dest), flag_name(dest), low)
-    if not any(getattr(args, f"batch_{name}") for name in TASKS):
-        raise ValueError(f"{', '.join(flag_name('batch_' + name) for name in TASKS)}: all 0 is not allowed; "
+    if not any(getattr(args, batch_dest(name)) for name in TRAIN_TASKS):
+        raise ValueError(f"{', '.join(flag_name(batch_dest(name)) for name in TRAIN_TASKS)}: all 0 is not allowed; "
                          "at least one task needs examples per step")
     def share(v: float) -> bool:
         return 0.0 <= v <= 1.0

@@ -14,11 +14,10 @@ import torch
 
 from ...models.loading import load_weights
 from ...models.transformer import ModelConfig, Transformer
-from ...tasks import TASKS
 from ..evaluate.probes import count_inference, step_inference
 from .card import export
-from .data import Data, masked_diffusion_loss
-from .evals import evaluate_all, probe_model, selection_score
+from .data import TASKS, TRAIN_TASKS, Data, base_name, batch_dest, masked_diffusion_loss
+from .evals import EVAL_TASKS, evaluate_all, probe_model, selection_score
 from .tokenizer import EOS, MASK, PAD
 
 
@@ -73,6 +72,11 @@ def init_weights(net: Transformer, seed: int) -> None:
         with torch.no_grad():
             p.copy_(torch.randn(p.shape, generator=g) * std)
 
+
+
+def step_folder(out: Path, step: int) -> Path:
+    """Where the checkpoint evaluated at ``step`` is exported: beside --out, ``<out>-step01200``."""
+    return out.with_name(f"{out.name}-step{step:05d}")
 
 
 def log(msg: str, file=None) -> None:
@@ -184,7 +188,9 @@ class Trainer:
             rec["step_inference"] = step_inference(probe, TASKS["arithmetic"], self.args.eval_n)
         self.history.append(rec)
         log(f"eval step {self.step}: " + " | ".join(
-            f"{name} {TASKS[name].primary_metric} {s[TASKS[name].primary_metric]:.3f}" for name, s in scores.items())
+            f"{name} {EVAL_TASKS[name].primary_metric} {s[EVAL_TASKS[name].primary_metric]:.3f}"
+            + (" (by operations " + " ".join(f"{k}:{a:.2f}" for k, (a, _) in s["by_ops"].items()) + ")"
+               if "by_ops" in s else "") for name, s in scores.items())
             + f" | score {score:.3f} ({time.time() - t0:.0f}s)"
             + ("; story count inference forward {forward:.3f} backward {backward:.3f}".format(**rec["count_inference"])
                if "count_inference" in rec else "")
@@ -192,12 +198,14 @@ class Trainer:
                if "step_inference" in rec else ""), self.logfile)
         for name, s in samples.items():
             log(f"  {s[0]['prompt']!r} -> {s[0]['output']!r}", self.logfile)
-        if score > self.best and not self.args.no_export:
-            self.best = score
-            self.export(rec, samples)
+        if not self.args.no_export:  # every evaluated checkpoint in its own folder, the best also in --out
+            self.export(rec, samples, step_folder(self.args.out, self.step))
+            if score > self.best:
+                self.best = score
+                self.export(rec, samples)
         return score
 
-    def export(self, rec: dict, samples: dict) -> None:
+    def export(self, rec: dict, samples: dict, out: Optional[Path] = None) -> None:
         args = self.args
         info = {"command": self.command, "commands": self.commands, "step": self.step,
                 "minutes_trained": rec["minutes"], **self.lineage,
@@ -205,9 +213,10 @@ class Trainer:
                 "parameters": self.net.num_parameters(), "config": self.cfg.to_dict(), "heldout": rec,
                 "eval_n": args.eval_n, "samples": {name: s[:5] for name, s in samples.items()},
                 "args": {k: str(v) for k, v in vars(args).items()}}
-        export(self.shipped, self.tok, args.out, info)
-        self.exported_step = self.step
-        log(f"  exported to {args.out} (best so far)", self.logfile)
+        export(self.shipped, self.tok, out or args.out, info)
+        if out is None:
+            self.exported_step = self.step
+        log(f"  exported to {out or args.out}" + ("" if out else " (best so far)"), self.logfile)
 
     def train_step(self, suffix_tasks: set[str], event_tasks: set[str]) -> tuple[float, dict[str, float]]:
         """One optimiser step on one batch of each task; returns its learning rate and losses."""
@@ -219,15 +228,16 @@ class Trainer:
             g["lr"] = lr
         self.opt.zero_grad(set_to_none=True)
         losses = {}
-        for name in TASKS:
-            b = getattr(args, f"batch_{name}")
+        for name in TRAIN_TASKS:
+            b = getattr(args, batch_dest(name))
             if b <= 0:
                 continue
             tokens, plen = data.training_batch(name, rng, b)
-            events = name in event_tasks
+            base = base_name(name)  # a chat task is masked as its base task is
+            events = base in event_tasks
             loss = masked_diffusion_loss(self.net, tokens.to(self.device), plen, data.mask, gen,
-                                         args.suffix_p if name in suffix_tasks else 0.0,
-                                         args.chunk_p if name == "story" else 0.0,
+                                         args.suffix_p if base in suffix_tasks else 0.0,
+                                         args.chunk_p if base == "story" else 0.0,
                                          args.event_p if events else 0.0,
                                          data.events(name, tokens, plen) if events and args.event_p else None)
             loss.backward()
