@@ -1,6 +1,7 @@
 """Tune: a small random search, streamed, whose front loads into the controls."""
 from __future__ import annotations
 
+import threading
 import time
 import weakref
 from typing import Any, Optional
@@ -11,7 +12,7 @@ import visuals
 from slowfast.session import DECODES, preset_controls
 from slowfast.tasks import TASKS, example_for
 from explorer.controls import CONTROL_NAMES
-from explorer.sessions import SESSIONS, load, own_sampler_note
+from explorer.sessions import SESSIONS, begin_work, load, own_sampler_note
 
 
 TUNE_COUNT, TUNE_POINTS = (2, 20), (2, 24)  # the Tune tab's ranges: prompts per setting, random settings
@@ -48,7 +49,7 @@ def on_tune(model_name: str, task: str, count: int, points: int, seed: int, stat
     before). No warm-up decode: the first setting is the first thing decoded and streamed. The
     table lists the front most accurate first."""
     from slowfast.problems import problem_set
-    from slowfast.sweep import INFORMATIVE_POINTS, best_first, iter_sweep, pareto_front, point_key, tune_points
+    from slowfast.sweep import INFORMATIVE_POINTS, best_first, pareto_front, point_key, tune_points
 
     refusal = tune_input_refusal(task, count, points)
     if refusal is not None:
@@ -87,14 +88,42 @@ def on_tune(model_name: str, task: str, count: int, points: int, seed: int, stat
                 "task's prompts) into the explorer.",
                 visuals.pareto_figure(scored, front), front_table(front))
 
-    with DECODES.decoding("sweep"):  # one decoding at a time, as runs and compares
-        for point in iter_sweep(model, problems, todo[:-1] if known else todo, count, seed=seed,
-                                warmup=False):
-            if point["sampler"] == "baseline":
-                baselines[cache_key] = point
-            yield frame(point)
-    if known:
+    work = begin_work(state, "setting")  # Stop, or the client going away, stops the prompt under way
+    for point in swept(work, model, problems, todo[:-1] if known else todo, count, seed):
+        if point["sampler"] == "baseline":
+            baselines[cache_key] = point
+        yield frame(point)
+    if work.stopped:
+        yield (f"Stopped: {len(scored)} of {len(todo)} settings scored in {time.monotonic() - start:.1f} s; "
+               "the setting under way was not scored and no further one starts."), gr.update(), gr.update()
+    elif known:
         yield frame(known)
+
+
+def swept(work, model, problems, points: list[dict], count: int, seed: int):
+    """The sweep's scored points, decoded under the device lock (one decoding at a time, as runs
+    and compares), each prompt's run held by this event's stop switch: Stop ends the run under way
+    after its current forward, and the sweep with it."""
+    from slowfast.sweep import iter_sweep
+
+    try:
+        with DECODES.decoding("sweep"):
+            yield from iter_sweep(model, problems, points, count, seed=seed, warmup=False,
+                                  hold=lambda run: work.hold(SweepRun(run)))
+    finally:
+        work.finish()
+
+
+class SweepRun:
+    """A sweep's engine Run as the stop switch holds it (``stop()`` and ``done``): Stop ends it
+    after its current forward."""
+
+    def __init__(self, run):
+        self.run = run
+        self.done = threading.Event()  # never set: stopping a finished Run does nothing
+
+    def stop(self) -> None:
+        self.run.stop()
 
 
 def tune_input_refusal(task: str, count: int, points: int) -> Optional[str]:

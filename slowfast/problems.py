@@ -99,10 +99,18 @@ def problem_set(task: Optional[str] = None, count: Optional[int] = 8, *, jsonl: 
                       problems=problems, chat=bool(chat), scorer=scorer, source="task")
 
 
-def run_problem(model, problems: ProblemSet, problem: Problem, settings) -> dict[str, Any]:
+def run_problem(model, problems: ProblemSet, problem: Problem, settings,
+                hold: Optional[Callable[[Run], bool]] = None) -> Optional[dict[str, Any]]:
     """Decode one prompt with ``settings`` (a GenerationSettings); a run the engine had to end
-    (its forward or cycle cap) counts with what it decoded and ``stalled`` set."""
-    trace = drain(Run(model, problem.prompt, settings))
+    (its forward or cycle cap) counts with what it decoded and ``stalled`` set. ``hold(run)`` is
+    told each run before it decodes (the app's Stop holds it, to stop it after its current
+    forward); None when ``hold`` refused the run or the run was stopped: there is no score."""
+    run = Run(model, problem.prompt, settings)
+    if hold is not None and not hold(run):
+        return None
+    trace = drain(run)
+    if run.stopped:
+        return None
     s = trace.stats
     return {"index": problem.index, "nfe": int(s.nfe), "forwards": int(s.forwards),
             "tokens_fed": int(s.tokens_fed), "seconds": float(s.seconds), "text": trace.text,

@@ -184,7 +184,8 @@ def iter_sweep(model, task: str | ProblemSet, points: Sequence[dict[str, Any]], 
                gen_length: Optional[int] = None, block_length: Optional[int] = None,
                jsonl: Optional[str | Path] = None, chat: Optional[bool] = None, seed: int = 0,
                done: Collection[str] = (), warmup: bool = True, dist=None,
-               progress: Optional[Callable[[int, int], None]] = None) -> Iterator[dict[str, Any]]:
+               progress: Optional[Callable[[int, int], None]] = None,
+               hold: Optional[Callable[[Any], bool]] = None) -> Iterator[dict[str, Any]]:
     """Score ``points`` one at a time on ``task`` (a task name, a ``ProblemSet``, or ``jsonl``),
     yielding each scored point as soon as it is done.
 
@@ -196,6 +197,9 @@ def iter_sweep(model, task: str | ProblemSet, points: Sequence[dict[str, Any]], 
     ``stalled`` (runs that hit the forward cap) and ``problems`` (per prompt: index, nfe,
     forwards, tokens_fed, seconds, score, text, stalled). Points whose key is in ``done`` are
     skipped. ``progress(runs_done, runs_total)`` is called after every prompt this process decodes.
+    ``hold(run)`` is told each prompt's engine Run before it decodes (the app's Stop stops it after
+    its current forward); when it refuses a run, or the run was stopped, the sweep ends there and
+    the setting under way is not yielded.
     Every setting is checked (ValueError) before the first decode."""
     dist = dist or Dist()
     problems = task if isinstance(task, ProblemSet) else problem_set(
@@ -212,30 +216,38 @@ def iter_sweep(model, task: str | ProblemSet, points: Sequence[dict[str, Any]], 
         if key not in done:
             plan.append((point, settings, settings.to_dict(policy), key))
     mine = dist.shard(problems.problems)
-    if warmup and plan and mine:
-        run_problem(model, problems, mine[0], plan[0][1])
+    if warmup and plan and mine and run_problem(model, problems, mine[0], plan[0][1], hold=hold) is None:
+        return
     total, runs = len(plan) * len(mine), 0
     for point, settings, resolved, key in plan:
         rows = []
         for p in mine:
-            rows.append(run_problem(model, problems, p, settings))
+            row = run_problem(model, problems, p, settings, hold=hold)
+            if row is None:  # stopped: no partial setting is scored
+                return
+            rows.append(row)
             runs += 1
             if progress:
                 progress(runs, total)
-        rows = dist.gather_rows(rows)
-        n = len(rows)
-        mean = lambda k: sum(r[k] for r in rows) / n if n else 0.0  # noqa: E731
-        secs = sum(r["seconds"] for r in rows)
-        yield {
-            "sampler": point["sampler"], "params": dict(point.get("params") or {}), "cache": point.get("cache"),
-            "label": point_label(point), "key": key, "settings": resolved,
-            "task": problems.name, "source": problems.source, "count": n, "gen_length": problems.gen_length,
-            "block_length": B, "metric": problems.metric, "model": model.name,
-            "accuracy": mean("score"), "nfe": mean("nfe"), "forwards": mean("forwards"),
-            "tokens_fed": mean("tokens_fed"), "seconds": secs, "seconds_per_prompt": secs / n if n else 0.0,
-            "tokens_per_second": tokens_per_second(problems.gen_length * n, secs),
-            "stalled": sum(bool(r["stalled"]) for r in rows), "problems": rows,
-        }
+        yield scored_point(point, key, resolved, problems, B, model.name, dist.gather_rows(rows))
+
+
+def scored_point(point: dict, key: str, resolved: dict, problems: ProblemSet, block_length: int,
+                 model_name: str, rows: list[dict]) -> dict[str, Any]:
+    """A point with its prompt set and the means of its scored ``rows`` (see ``iter_sweep``)."""
+    n = len(rows)
+    mean = lambda k: sum(r[k] for r in rows) / n if n else 0.0  # noqa: E731
+    secs = sum(r["seconds"] for r in rows)
+    return {
+        "sampler": point["sampler"], "params": dict(point.get("params") or {}), "cache": point.get("cache"),
+        "label": point_label(point), "key": key, "settings": resolved,
+        "task": problems.name, "source": problems.source, "count": n, "gen_length": problems.gen_length,
+        "block_length": block_length, "metric": problems.metric, "model": model_name,
+        "accuracy": mean("score"), "nfe": mean("nfe"), "forwards": mean("forwards"),
+        "tokens_fed": mean("tokens_fed"), "seconds": secs, "seconds_per_prompt": secs / n if n else 0.0,
+        "tokens_per_second": tokens_per_second(problems.gen_length * n, secs),
+        "stalled": sum(bool(r["stalled"]) for r in rows), "problems": rows,
+    }
 
 
 def pareto_front(points: Sequence[dict[str, Any]], accuracy: str = "accuracy", cost: str = "nfe") -> list[dict]:

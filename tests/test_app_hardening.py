@@ -137,11 +137,9 @@ def test_the_tune_hook_stops_a_sweep_between_two_settings(tiny_model):
     assert state["work"].done.is_set()
 
 
-@pytest.mark.xfail(strict=False, reason="Tune not wired yet")
 def test_stop_ends_tune_after_the_setting_it_is_scoring(tiny_dir):
     """Tune holds the device for every setting it scores; Stop (an API client's too) must end it
-    before the next one, as a compare's configurations. Needs explorer/tune.py to iterate
-    ``held(state, iter_sweep(...))`` (see explorer.sessions.held)."""
+    before the next one, as a compare's configurations."""
     state = {}
     gen = app.on_tune(str(tiny_dir), "copy", 2, 4, 0, state)
     frames = [next(gen), next(gen)]  # the start, the first scored setting

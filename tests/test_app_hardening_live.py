@@ -219,3 +219,42 @@ def test_a_browser_that_leaves_leaves_no_state_behind(server, tiny_dir):
         app.SESSIONS.drop(h)  # what the page's unload does, once Gradio sees the heartbeat end
     assert not [h for h in hashes if h in server.state_holder.session_data or h in app.SESSIONS._states]
     assert server.state_holder.capacity == PAGE_STATES
+
+
+@pytest.mark.parametrize("how", ["stop", "cancel"])
+def test_a_tune_sweep_stopped_or_cancelled_frees_the_device_within_2_s(server, how):
+    """Issue 28's first reproduction: with /tune running (embedded model, story, 20 prompts a
+    setting, 24 random settings: minutes of decoding), /stop answered "Nothing is running." and a
+    cancelled client left the device held for 492 s. Now Stop, or the client's cancel, ends the
+    prompt under way after its current forward: the device is free within 2 s (a forward of the
+    embedded model takes milliseconds), and no further setting is scored."""
+    c = gradio_client.Client(server.url, verbose=False)
+    try:
+        job = c.submit(model="embedded", task="story", count=20, points=24, seed=0, api_name="/tune")
+        end = time.monotonic() + 120  # the model loads, then the first setting's first story decodes
+        while DECODES.active == 0 and time.monotonic() < end:
+            time.sleep(0.02)
+        assert DECODES.active == 1, "the sweep never started decoding"
+        time.sleep(0.5)  # well inside the first setting (20 stories of ~0.5-2 s each)
+        if how == "stop":
+            note = c.predict(api_name="/stop")
+            assert note == "Stopped: no further setting starts."
+        else:
+            end = time.monotonic() + 30  # the client learns its event id from the stream
+            while getattr(job.communicator, "event_id", None) is None and time.monotonic() < end:
+                time.sleep(0.02)
+            job.cancel()
+        asked = time.monotonic()
+        while DECODES.active and time.monotonic() - asked < 10:
+            time.sleep(0.01)
+        freed = time.monotonic() - asked
+        assert DECODES.active == 0 and freed < 2.0, freed
+        print(f"tune, {how}: device free {freed:.3f} s after it")
+        if how == "stop":
+            message, _, _ = job.result(timeout=60)
+            assert message.startswith("Stopped: 0 of 28 settings scored"), message  # 3 fixed + 24 + the baseline
+        time.sleep(0.5)
+        assert DECODES.active == 0  # nothing further started
+        assert c.predict(api_name="/stop") in ("Nothing is running.", "Stopped: no further setting starts.")
+    finally:
+        c.close()
