@@ -240,7 +240,9 @@ def tune_tab(ui: Page) -> None:
                 "prompts for accuracy and NFE; the baseline at one token per forward is the "
                 "reference. `python -m slowfast sweep` runs larger ones.")
     with gr.Row():
-        ui.tune_task = gr.Dropdown(TASK_NAMES, value=TASK_NAMES[0] if TASK_NAMES else None,
+        # (a value outside the list reaches on_tune, which says what is allowed: Gradio's own check
+        # answers an API client with an error event)
+        ui.tune_task = gr.Dropdown(TASK_NAMES, value=TASK_NAMES[0] if TASK_NAMES else None, allow_custom_value=True,
                                    label="Task", elem_id="tune-task")
         ui.tune_count = gr.Slider(*TUNE_COUNT, 2, step=1, label="Prompts per setting", elem_id="tune-count")
         ui.tune_points = gr.Slider(*TUNE_POINTS, 2, step=1, label="Random settings", elem_id="tune-points")

@@ -1,6 +1,7 @@
 """Tune: a small random search, streamed, whose front loads into the controls."""
 from __future__ import annotations
 
+import math
 import threading
 import time
 import weakref
@@ -9,6 +10,7 @@ from typing import Any, Optional
 import gradio as gr
 
 import visuals
+from slowfast.params import BY_NAME, shown
 from slowfast.session import DECODES, preset_controls
 from slowfast.tasks import TASKS, example_for
 from explorer.controls import CONTROL_NAMES
@@ -51,7 +53,7 @@ def on_tune(model_name: str, task: str, count: int, points: int, seed: int, stat
     from slowfast.problems import problem_set
     from slowfast.sweep import INFORMATIVE_POINTS, best_first, pareto_front, point_key, tune_points
 
-    refusal = tune_input_refusal(task, count, points)
+    refusal = tune_input_refusal(task, count, points, seed)
     if refusal is not None:
         yield refusal, None, None
         return
@@ -126,14 +128,29 @@ class SweepRun:
         self.run.stop()
 
 
-def tune_input_refusal(task: str, count: int, points: int) -> Optional[str]:
-    """Tune's message for a count, a number of settings or a task it does not allow (None: all allowed)."""
+def whole(value: Any) -> Optional[int]:
+    """``value`` as an int when it is a whole number (not text, a truth value or infinity)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None
+    if isinstance(value, float) and not (math.isfinite(value) and value.is_integer()):
+        return None
+    return int(value)
+
+
+def tune_input_refusal(task: str, count: Any, points: Any, seed: Any = 0) -> Optional[str]:
+    """Tune's message for a count, a number of settings, a seed or a task it does not allow (None:
+    all allowed)."""
     for value, (low, high), name in ((count, TUNE_COUNT, "Prompts per setting"),
                                      (points, TUNE_POINTS, "Random settings")):
-        if value is None or not low <= value <= high or value != int(value):
-            return f"⚠️ {name}: {value} is not allowed; allowed: a whole number from {low} to {high}"
-    if task not in TASKS:
-        return f"⚠️ Task: {visuals.esc(str(task))} is not allowed; allowed: {', '.join(TASKS)}"
+        n = whole(value)
+        if n is None or not low <= n <= high:
+            return f"⚠️ {name}: {visuals.esc(shown(value))} is not allowed; allowed: a whole number from {low} to {high}"
+    n = whole(0 if seed is None else seed)
+    if n is None or not BY_NAME["seed"].accepts(n):
+        return (f"⚠️ Seed: {visuals.esc(shown(seed))} is not allowed; allowed: a whole number from 0 to "
+                f"{BY_NAME['seed'].maximum}")
+    if not isinstance(task, str) or task not in TASKS:
+        return f"⚠️ Task: {visuals.esc(shown(task))} is not allowed; allowed: {', '.join(TASKS)}"
     return None
 
 

@@ -521,6 +521,18 @@ def test_tune_refuses_numbers_outside_its_sliders(count, points, word):
     assert message.startswith(f"⚠️ {word} is not allowed") and plot is None and table is None
 
 
+@pytest.mark.parametrize("task, count, seed, word", [
+    ("copy", "3", 0, "Prompts per setting: '3'"),  # issue 28: a TypeError
+    ("copy", 2, -5, "Seed: -5"), ("copy", 2, 2**80, "Seed: 1208925819614629174706176"),  # a ValueError outside
+    ("copy", 2, 1.5, "Seed: 1.5"), ("copy", 2, "x", "Seed: 'x'"), (["copy"], 2, 0, "Task: ['copy']"),
+    ("nosuch", 2, 0, "Task: 'nosuch'")])
+def test_tune_refuses_hostile_api_values_with_a_message(task, count, seed, word):
+    (message, plot, table), = app.on_tune("embedded", task, count, 2, seed, {})
+    import visuals
+
+    assert message.startswith(f"⚠️ {visuals.esc(word)} is not allowed") and plot is None and table is None, message
+
+
 def test_a_number_typed_outside_a_slider_reaches_the_settings_check():
     # Gradio's own bounds check answers a bare "Error"; ours says what is allowed
     assert gr.Slider(0, 1, 0.3).preprocess(5) == 5

@@ -1,5 +1,5 @@
-"""Hypothesis over the app's API surfaces, against a running app (loopback): /run and /compare
-payloads with hostile values for every control and the model and prompt, /replay of mutated
+"""Hypothesis over the app's API surfaces, against a running app (loopback): /run, /compare and
+/tune payloads with hostile values for every control and the model and prompt, /replay of mutated
 trace files, and preset files. Each answer is a message: the event completes (never Gradio's
 error event, never an HTTP error), and a preset file either loads or is skipped with a message
 naming it. A fixed number of cases (about a minute on one thread); SLOWFAST_FUZZ=long runs more.
@@ -99,6 +99,17 @@ def test_run_payloads_get_a_message(server, tiny_dir, model, prompt, changes):
         assert isinstance(data[3], str) and data[3].split(" |")[0] in (
             "finished", "stopped", "finished (stopped in forwards that decode nothing)") or \
             data[3].startswith("ended: "), data
+
+
+@profile(20)
+@given(model=st.one_of(st.just("TINY"), model_names),
+       task=st.one_of(st.sampled_from(["copy", "arithmetic", "story", "nosuch", ""]), hostile),
+       count=st.one_of(st.just(2), hostile), points=st.one_of(st.just(2), hostile), seed=hostile)
+def test_tune_payloads_get_a_message(server, tiny_dir, model, task, count, points, seed):
+    model = str(tiny_dir) if model == "TINY" else model
+    data_json = json.dumps([model, task, count, points, seed], allow_nan=True)
+    message = answered(*call(server.url, "tune", data_json), "/tune")
+    assert message.startswith(("⚠️", "Scoring", "Stopped")) or " settings scored in " in message, message
 
 
 @profile(12)
