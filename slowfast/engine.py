@@ -179,6 +179,48 @@ class Canvas:
     per_block: dict[int, int] = field(default_factory=dict)  # forwards spent in each block
 
 
+def read_prompt(model: DLLM, prompt: Union[str, Sequence[int], list[dict]],
+                settings: "GenerationSettings") -> tuple[str, list[int]]:
+    """A run's prompt (text, token ids, or a conversation) as (text, token ids), checked: its
+    size before anything reads it whole, text that encodes, ids within the vocabulary, at least
+    one token, and room for the generation in the model's context."""
+    text, ids = prompt_parts(model, prompt, settings)
+    if not ids:
+        raise ValueError("prompt: it encodes to no tokens; allowed: any non-empty text")
+    check_prompt_length(model, len(ids), settings.gen_length)
+    return text, ids
+
+
+def prompt_parts(model: DLLM, prompt: Union[str, Sequence[int], list[dict]],
+                 settings: "GenerationSettings") -> tuple[str, list[int]]:
+    if isinstance(prompt, str):
+        model.check_prompt_size(prompt)  # before anything reads the whole text
+        if not prompt.strip():
+            raise ValueError("prompt: empty; allowed: any non-empty text")
+        try:
+            prompt.encode("utf-8")
+        except UnicodeEncodeError as exc:  # e.g. undecodable bytes from a terminal (surrogates)
+            raise ValueError(f"prompt: not valid text (undecodable character at {exc.start}); "
+                             "allowed: UTF-8 text") from None
+        return prompt, model.encode_prompt(prompt, chat=settings.chat)
+    elif prompt and isinstance(prompt[0], dict):
+        model.check_prompt_size(prompt)
+        if not str(prompt[-1].get("content", "")).strip():
+            raise ValueError("prompt: the last message is empty; allowed: any non-empty text")
+        return str(prompt[-1]["content"]), model.encode_chat(prompt)
+    else:
+        vocab = model.vocab_size
+        ids = list(prompt)
+        if len(ids) >= model.max_length:  # before the ids are read one by one
+            check_prompt_length(model, len(ids), settings.gen_length)
+        bad = [t for t in ids if isinstance(t, bool) or not isinstance(t, (int, np.integer)) or not 0 <= t < vocab]
+        if bad:
+            raise ValueError(f"prompt: token id {shown(bad[0])} is outside the vocabulary; allowed: integers "
+                             f"0..{vocab - 1}")
+        prompt_ids = [int(t) for t in ids]
+        return model.decode(prompt_ids), prompt_ids
+
+
 class Run:
     """One generation: iterate it for StepRecords; ``trace`` holds the result so far."""
 
@@ -194,37 +236,7 @@ class Run:
         if settings.cache is not None and not model.supports_cache:
             raise ValueError(f"cache: dLLM-Cache is not available for this model ({model.name}, {model.family}); "
                              "it needs our transformer's layers. Allowed: run without the cache")
-        if isinstance(prompt, str):
-            model.check_prompt_size(prompt)  # before anything reads the whole text
-            if not prompt.strip():
-                raise ValueError("prompt: empty; allowed: any non-empty text")
-            try:
-                prompt.encode("utf-8")
-            except UnicodeEncodeError as exc:  # e.g. undecodable bytes from a terminal (surrogates)
-                raise ValueError(f"prompt: not valid text (undecodable character at {exc.start}); "
-                                 "allowed: UTF-8 text") from None
-            self.prompt_text = prompt
-            self.prompt_ids = model.encode_prompt(prompt, chat=settings.chat)
-        elif prompt and isinstance(prompt[0], dict):
-            model.check_prompt_size(prompt)
-            if not str(prompt[-1].get("content", "")).strip():
-                raise ValueError("prompt: the last message is empty; allowed: any non-empty text")
-            self.prompt_text = str(prompt[-1]["content"])
-            self.prompt_ids = model.encode_chat(prompt)
-        else:
-            vocab = model.vocab_size
-            ids = list(prompt)
-            if len(ids) >= model.max_length:  # before the ids are read one by one
-                check_prompt_length(model, len(ids), settings.gen_length)
-            bad = [t for t in ids if isinstance(t, bool) or not isinstance(t, (int, np.integer)) or not 0 <= t < vocab]
-            if bad:
-                raise ValueError(f"prompt: token id {shown(bad[0])} is outside the vocabulary; allowed: integers "
-                                 f"0..{vocab - 1}")
-            self.prompt_ids = [int(t) for t in ids]
-            self.prompt_text = model.decode(self.prompt_ids)
-        if not self.prompt_ids:
-            raise ValueError("prompt: it encodes to no tokens; allowed: any non-empty text")
-        check_prompt_length(model, len(self.prompt_ids), settings.gen_length)
+        self.prompt_text, self.prompt_ids = read_prompt(model, prompt, settings)
         self.records: list[StepRecord] = []
         self.error: Optional[str] = None
         self.stopped = False

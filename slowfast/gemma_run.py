@@ -33,7 +33,7 @@ from typing import Any, Iterator, Optional, Sequence, Union
 import numpy as np
 import torch
 
-from .engine import GenerationSettings, Run, check_prompt_length, first_end
+from .engine import GenerationSettings, Run, first_end, read_prompt
 from .models.diffusion_gemma import DiffusionGemmaLM, recorded_classes
 from .params import shown
 from .samplers.entropy_bound import DENOISE, EntropyBoundPolicy
@@ -185,28 +185,7 @@ class DiffusionGemmaRun:
                  settings: GenerationSettings):
         self.model, self.settings = model, settings
         self.policy = check_settings(model, settings)
-        if isinstance(prompt, str):
-            model.check_prompt_size(prompt)
-            if not prompt.strip():
-                raise ValueError("prompt: empty; allowed: any non-empty text")
-            self.prompt_text, self.prompt_ids = prompt, model.encode_prompt(prompt, chat=settings.chat)
-        elif prompt and isinstance(prompt[0], dict):
-            model.check_prompt_size(prompt)
-            if not str(prompt[-1].get("content", "")).strip():
-                raise ValueError("prompt: the last message is empty; allowed: any non-empty text")
-            self.prompt_text, self.prompt_ids = str(prompt[-1]["content"]), model.encode_chat(prompt)
-        else:
-            ids = list(prompt)
-            bad = [t for t in ids if isinstance(t, bool) or not isinstance(t, (int, np.integer))
-                   or not 0 <= t < model.vocab_size]
-            if bad:
-                raise ValueError(f"prompt: token id {shown(bad[0])} is outside the vocabulary; allowed: integers "
-                                 f"0..{model.vocab_size - 1}")
-            self.prompt_ids = [int(t) for t in ids]
-            self.prompt_text = model.decode(self.prompt_ids)
-        if not self.prompt_ids:
-            raise ValueError("prompt: it encodes to no tokens; allowed: any non-empty text")
-        check_prompt_length(model, len(self.prompt_ids), settings.gen_length)
+        self.prompt_text, self.prompt_ids = read_prompt(model, prompt, settings)
         self.records: list[StepRecord] = []
         self.tokens = [model.pad_id] * settings.gen_length
         eos = model.net.generation_config.eos_token_id  # what generate's end-of-text criterion stops on

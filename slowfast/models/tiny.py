@@ -305,7 +305,6 @@ def write_tiny_masked_lm(folder: str | Path, seed: int = 0, chat_template: Optio
     """A random ModernBertForMaskedLM built from a ModernBertConfig and saved with
     save_pretrained (model.safetensors + config.json), with a tokenizer that has a mask token."""
     from transformers import ModernBertConfig, ModernBertForMaskedLM
-    from transformers.utils import logging as hf_logging
 
     folder = Path(folder)
     tok = bert_char_tokenizer(chat_template)
@@ -319,10 +318,18 @@ def write_tiny_masked_lm(folder: str | Path, seed: int = 0, chat_template: Optio
     model = ModernBertForMaskedLM(ModernBertConfig(**config)).eval()
     with torch.no_grad():  # tied input/output table: larger entries give peakier predictions
         model.get_input_embeddings().weight.normal_(0.0, 1.0)
+    return save_quietly(model, tok, folder)
+
+
+def save_quietly(model, tok, folder: Path, **save_kwargs) -> Path:
+    """``model.save_pretrained`` and ``tok.save_pretrained`` into ``folder`` without transformers'
+    "Writing model shards" bar (a test's output stays clean)."""
+    from transformers.utils import logging as hf_logging
+
     bars = hf_logging.is_progress_bar_enabled()
     hf_logging.disable_progress_bar()
     try:
-        model.save_pretrained(str(folder))
+        model.save_pretrained(str(folder), **save_kwargs)
     finally:
         if bars:
             hf_logging.enable_progress_bar()

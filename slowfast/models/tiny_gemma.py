@@ -21,7 +21,7 @@ from typing import Optional
 
 import torch
 
-from .tiny import char_level
+from .tiny import char_level, save_quietly
 
 GEMMA_SPECIALS = ["<pad>", "<eos>", "<bos>", "<unk>", "<mask>", "<start_of_turn>", "<end_of_turn>",
                   "<start_of_image>", "<end_of_image>", "<image_soft_token>"]
@@ -82,17 +82,7 @@ def write_tiny_diffusion_gemma(folder: str | Path, seed: int = 0, canvas_length:
         stability_threshold=settings["stability_threshold"], confidence_threshold=settings["confidence_threshold"],
         sampler_config=EntropyBoundSamplerConfig(entropy_bound=settings["entropy_bound"]),
         bos_token_id=vocab["<bos>"], pad_token_id=vocab["<pad>"], eos_token_id=[vocab["<eos>"], vocab["<end_of_turn>"]])
-    from transformers.utils import logging as hf_logging
-
-    bars = hf_logging.is_progress_bar_enabled()
-    hf_logging.disable_progress_bar()  # no "Writing model shards" bar in a test's output
-    try:
-        model.save_pretrained(str(folder), max_shard_size=max_shard_size)
-    finally:
-        if bars:
-            hf_logging.enable_progress_bar()
-    tok.save_pretrained(str(folder))
-    return folder
+    return save_quietly(model, tok, folder, max_shard_size=max_shard_size)
 
 
 def main(argv: Optional[list[str]] = None) -> int:
