@@ -203,10 +203,23 @@ def on_model_family(model_name: str, sampler: str, gen_length, block_length):
             gr.update(value=whole) if gen != whole or gen_length != gen else keep)
 
 
+TEMPLATE_INFO = "wrap the prompt in the tokenizer's chat template"
+# models whose own prompts are plain text: their template is for questions, asked in the chat box
+PLAIN_PROMPTS = {"embedded": "off: the embedded model's task prompts (Q: 7+5-3=? A:) are plain text; "
+                             "its template is for questions (What is 7+5-3?), as the chat box asks them"}
+
+
+def template_checkbox(model_name, has_chat: Optional[bool]) -> dict:
+    """The template checkbox's value, whether it can be changed, and its line: off and fixed
+    without a template; off for a model whose own prompts are plain text (the embedded model:
+    a task prompt wrapped in its template is a form it was hardly trained on); on otherwise."""
+    if has_chat is False:
+        return dict(value=False, interactive=False, info=NO_CHAT_TEMPLATE)
+    plain = PLAIN_PROMPTS.get(model_name.strip() if isinstance(model_name, str) else model_name)
+    return dict(value=plain is None, interactive=True, info=plain or TEMPLATE_INFO)
+
+
 def on_model_change(model_name: str):
     """The chat box and the template checkbox follow the model: shown where it has a template."""
     has = chat_template_of(model_name)
-    if has is False:
-        return gr.Checkbox(value=False, interactive=False, info=NO_CHAT_TEMPLATE), gr.Accordion(visible=False)
-    return gr.Checkbox(value=True, interactive=True, info="wrap the prompt in the tokenizer's chat template"), \
-        gr.Accordion(visible=True)
+    return gr.Checkbox(**template_checkbox(model_name, has)), gr.Accordion(visible=has is not False)

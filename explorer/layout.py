@@ -27,6 +27,7 @@ from explorer.controls import (
     on_model_family,
     on_preset,
     on_variant,
+    template_checkbox,
 )
 from explorer.files import on_export, on_replay
 from explorer.glue import named
@@ -112,7 +113,7 @@ def build_app(default_model: str = "embedded") -> gr.Blocks:
                 model_section(ui, default_model)
                 run_section(ui)
                 sampler_section(ui, d, examples)
-                chat_section(ui, d, has_chat)
+                chat_section(ui, d, has_chat, default_model)
                 parameter_sections(ui.c, d)
             with gr.Column(scale=2):
                 ui.message = gr.Markdown(elem_id="message")
@@ -179,12 +180,10 @@ def sampler_section(ui: Page, d: Controls, examples: dict) -> None:
     ui.example = gr.Dropdown(list(examples), value=None, label="Example prompt")
 
 
-def chat_section(ui: Page, d: Controls, has_chat) -> None:
+def chat_section(ui: Page, d: Controls, has_chat, default_model: str) -> None:
     """The chat-template switch and the chat box (for instruct models: hidden without a template)."""
-    ui.c["chat"] = gr.Checkbox(d.chat if has_chat is not False else False, label="Apply the chat template",
-                               interactive=has_chat is not False,
-                               info="this model has no chat template: the prompt is fed as plain text"
-                               if has_chat is False else "wrap the prompt in the tokenizer's chat template")
+    box = template_checkbox(default_model, has_chat)
+    ui.c["chat"] = gr.Checkbox(d.chat and box.pop("value"), label="Apply the chat template", **box)
     with gr.Accordion("Chat (instruct models)", open=False, visible=has_chat is not False) as chat_box:
         ui.chatbot = gr.Chatbot(label="Conversation", height=240)
         ui.chat_msg = gr.Textbox(label="Message", placeholder="Ask the instruct model; Enter sends")

@@ -36,5 +36,22 @@ def tiny_dir(tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
+def plain_dir(tmp_path_factory):
+    """The embedded model without its chat template (``tokenizer_config.json`` lacks
+    ``chat_template``): a base model, which the app refuses to chat with."""
+    import json
+    import shutil
+
+    from slowfast.models.loading import EMBEDDED_DIR
+
+    folder = tmp_path_factory.mktemp("plain") / "plain-embedded"
+    shutil.copytree(EMBEDDED_DIR, folder)
+    config = json.loads((folder / "tokenizer_config.json").read_text())
+    assert config.pop("chat_template", None), "the embedded model ships a chat template"
+    (folder / "tokenizer_config.json").write_text(json.dumps(config, indent=2))
+    return folder
+
+
+@pytest.fixture(scope="session")
 def tiny_model(tiny_dir):
     return load_model(str(tiny_dir), device="cpu")

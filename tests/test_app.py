@@ -231,7 +231,7 @@ def test_compare_scores_a_task_prompt(tiny_dir):
     state = {}
     prompt = "Q: 2+7+2-3-2+6=? A:"
     message, table, _ = drain(app.on_compare("embedded", prompt, ["baseline", "threshold"], state,
-                                             *values(gen_length=64, block_length=64, steps=64)))
+                                             *values(gen_length=64, block_length=64, steps=64, chat=False)))
     task, example = example_for(prompt)
     assert "**arithmetic** problem" in message
     verdicts = ["yes" if task.correct(example, t.text) else "no" for t in state["compare"]]
@@ -296,11 +296,12 @@ def test_the_space_branch_returns_json_and_shows_the_finished_run(tiny_dir, monk
     assert first[-2][-1]["role"] == "assistant" and len(crossed) == 4
 
 
-def test_chat_follows_the_model(tiny_dir):
-    checkbox, box = app.on_model_change("embedded")  # no chat template
+def test_chat_follows_the_model(tiny_dir, plain_dir):
+    checkbox, box = app.on_model_change(str(plain_dir))  # no chat template
     assert checkbox.interactive is False and box.visible is False
-    checkbox, box = app.on_model_change(str(tiny_dir))  # the tiny checkpoint has one
-    assert checkbox.interactive is True and box.visible is True
+    for chats in (str(tiny_dir), "embedded"):  # the tiny checkpoint has one, and so has the embedded model
+        checkbox, box = app.on_model_change(chats)
+        assert checkbox.interactive is True and box.visible is True
 
 
 def test_replay_rejects_a_bad_file(tmp_path):

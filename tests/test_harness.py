@@ -42,7 +42,8 @@ TASK, MC_TASK = "slowfast_arith", "slowfast_arith_mc"
 
 def model_args(sampler: str) -> str:
     steps = f"steps={STEPS[sampler]}," if sampler == "baseline" else ""  # slowfast stops when the canvas is full
-    return f"pretrained=embedded,sampler={sampler},gen_length={GEN_LENGTH},block_length={GEN_LENGTH},{steps}device=cpu"
+    return (f"pretrained=embedded,sampler={sampler},gen_length={GEN_LENGTH},block_length={GEN_LENGTH},{steps}"
+            "chat=False,device=cpu")  # the tasks' prompts are the embedded tasks' own, not chat questions
 
 
 def request(kind: str, *args) -> Instance:
@@ -184,7 +185,7 @@ def test_command_line_matches_the_engine(tmp_path, task_dir, direct):
 def test_generate_until_cuts_and_caps(model, examples):
     """`until` cuts at the first stop string; max_gen_toks shortens the canvas (whole
     blocks, or one block of exactly max_gen_toks) and the text to max_gen_toks tokens."""
-    lm = SlowFastLM(pretrained="embedded", sampler="slowfast", gen_length=96, block_length=32, device="cpu")
+    lm = SlowFastLM(pretrained="embedded", chat=False, sampler="slowfast", gen_length=96, block_length=32, device="cpu")
     prompt = examples[0].prompt
 
     def engine(gen_length, block_length, steps, limit):
@@ -204,7 +205,7 @@ def test_generate_until_cuts_and_caps(model, examples):
 
 
 def test_loglikelihood_prefers_the_right_answer(examples):
-    lm = SlowFastLM(pretrained="embedded", mc_num=8, device="cpu")
+    lm = SlowFastLM(pretrained="embedded", chat=False, mc_num=8, device="cpu")
     for ex in examples:
         answer = int(ex.meta["answer"])
         scores = lm.loglikelihood([request("loglikelihood", stem(ex), f" {written(a)}.")
@@ -232,7 +233,7 @@ def longhand(model, ctx: list[int], cont: list[int]) -> tuple[float, float]:
 
 
 def test_monte_carlo_matches_the_longhand(model, examples):
-    lm = SlowFastLM(pretrained="embedded", mc_num=256, mc_batch=64, device="cpu")
+    lm = SlowFastLM(pretrained="embedded", chat=False, mc_num=256, mc_batch=64, device="cpu")
     ex = examples[2]
     ctx = model.tokenizer(ex.prompt)["input_ids"]
     for text in (ex.target[:5], " 9+9=1"):  # the right start of the working, and a wrong one
@@ -253,7 +254,7 @@ def test_monte_carlo_matches_the_longhand(model, examples):
 def test_check_greedy_matches_the_baseline(model, examples):
     """is_greedy: the continuation decoded one most-confident position per forward, which is
     the baseline sampler with one block of L positions and L steps."""
-    lm = SlowFastLM(pretrained="embedded", mc_num=4, check_greedy=True, device="cpu")
+    lm = SlowFastLM(pretrained="embedded", chat=False, mc_num=4, check_greedy=True, device="cpu")
     ctx = model.tokenizer(examples[1].prompt)["input_ids"]
     L = 8
     tokens = generate(model, ctx, GenerationSettings(sampler="baseline", gen_length=L, block_length=L, steps=L,
@@ -267,9 +268,9 @@ def test_check_greedy_matches_the_baseline(model, examples):
 def test_multiple_choice_task(task_dir, examples):
     """A loglikelihood task through lm_eval: its accuracy is the share of documents whose
     right choice has the highest estimate in direct calls (all of them, given the working)."""
-    res = lm_eval.simple_evaluate(model="slowfast", model_args="pretrained=embedded,mc_num=8,device=cpu",
+    res = lm_eval.simple_evaluate(model="slowfast", model_args="pretrained=embedded,mc_num=8,chat=False,device=cpu",
                                   tasks=[MC_TASK], task_manager=local_tasks(task_dir))
-    lm = SlowFastLM(pretrained="embedded", mc_num=8, device="cpu")
+    lm = SlowFastLM(pretrained="embedded", chat=False, mc_num=8, device="cpu")
     right = 0
     for i, ex in enumerate(examples):
         with (task_dir / "arithmetic.jsonl").open() as f:

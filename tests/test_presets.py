@@ -120,7 +120,8 @@ def test_preset_claims_hold_on_its_own_run(embedded, name):
 
 
 def test_the_app_default_prompt_is_answered_correctly(embedded):
-    trace = generate(embedded, DEFAULT_PROMPT, Controls().settings())
+    """As the page runs it: the embedded model's template checkbox starts off (plain prompts)."""
+    trace = generate(embedded, DEFAULT_PROMPT, Controls(chat=False).settings())
     assert score(DEFAULT_PROMPT, trace.text), trace.text
 
 

@@ -159,3 +159,20 @@ def test_verdict_agrees_with_the_task_scorer_on_generated_and_corrupted_outputs(
             if name == "story":  # it stops at a word
                 assert v.where == 0 or text[v.where - 1].isspace() and not text[v.where].isspace()
     assert wrong > 100
+
+
+def test_a_question_in_a_chat_form_gets_the_verdict_of_its_task():
+    """What a newcomer types in the chat box (``What is 7+5-3+8-6?``) is scored as the chain it
+    asks, by the same scorer; a question of no task is not."""
+    worked = " 7+5=12, 12-3=09, 09+8=17, 17-6=11. The answer is 11."
+    asked = verdict("What is 7+5-3+8-6?", worked)
+    assert asked.task == "chat-arithmetic" and asked.correct and asked.reason == verdict(CHAIN, worked).reason
+    bad = worked.replace("09+8=17", "09+8=18").replace("17-6=11", "18-6=12").replace("is 11", "is 12")
+    wrong = verdict("What is 7+5-3+8-6?", bad)
+    assert not wrong.correct and "operation 3 reads '09+8=18'" in wrong.reason
+    assert (wrong.reason, wrong.where) == (verdict(CHAIN, bad).reason, verdict(CHAIN, bad).where)
+    assert verdict("Copy: c f a k e q x z", " c f a k e q x z.").task == "chat-copy"
+    told = verdict("Tell me a story about Mia and her two red apples.", STORY)
+    assert told.task == "chat-story" and told.correct == verdict(STORY_PROMPT, STORY).correct
+    for prompt in ("What is 7?", "What is love?", "Tell me a story."):
+        assert verdict(prompt, worked) is None

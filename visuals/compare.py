@@ -9,7 +9,7 @@ from typing import Any, Sequence
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
-from slowfast.tasks import example_for
+from slowfast.tasks.chat import example_or_question
 
 from .common import confidence_colorscale, esc, fit_legend, layout, note
 from .figures import certainty_traces
@@ -21,14 +21,14 @@ def compare_table(traces: Sequence[Any], labels: Sequence[str]) -> list[dict]:
     speedups against the first trace (the reference, e.g. the baseline): ``speedup_nfe`` and
     ``speedup_tokens`` (deterministic: forwards and tokens fed), ``speedup`` (wall time measured
     on this machine; NaN without time), ``same_text`` (the same text as the first), text,
-    and where a trace's prompt belongs to a task set (see ``slowfast.tasks.example_for``)
+    and where a trace's prompt belongs to a task set (see ``slowfast.tasks.chat.example_or_question``)
     ``task`` (its name) and ``correct`` (its scorer's verdict on the text), else None."""
     if len(traces) != len(labels):
         raise ValueError(f"labels: {len(labels)} labels for {len(traces)} traces; allowed: one label per trace")
     rows = []
     stats = [trace.stats for trace in traces]  # totals a hand-built or partial trace lacks come from its records
     for trace, label, s in zip(traces, labels, stats):
-        found = example_for(getattr(trace, "prompt", "") or "")
+        found = example_or_question(getattr(trace, "prompt", "") or "")
         rows.append(dict(
             label=label, sampler=trace.settings.get("sampler"), nfe=int(s.nfe), forwards=int(s.forwards),
             tokens_fed=int(s.tokens_fed), seconds=float(s.seconds), tokens_per_second=float(s.tokens_per_second),

@@ -25,7 +25,7 @@ import re
 from typing import Optional
 
 from .base import Diagnosis, Example, Task
-from .registry import task_set
+from .registry import SHIPPED_SET, example_for, task_set
 from .story import PROMPT_RE as STORY_PROMPT_RE
 
 CHAT_TEMPLATE = (
@@ -134,3 +134,16 @@ def chat_tasks(raw_share: float = 0.0, version: str = "v3") -> dict[str, ChatTas
 
 
 CHAT_TASKS: dict[str, ChatTask] = chat_tasks()  # held-out evaluation: every prompt a question
+
+
+def example_or_question(prompt: str) -> Optional[tuple[Task, Example]]:
+    """``registry.example_for``, and else the chat form whose question ``prompt`` is (``What is
+    7+5-3?`` -> ``chat-arithmetic``), so a run on a question is scored too; None for other text."""
+    found = example_for(prompt)
+    if found is not None:
+        return found
+    for task in chat_tasks(0.0, SHIPPED_SET).values():
+        example = task.parse(prompt)
+        if example is not None and example.prompt != example.meta["base_prompt"]:
+            return task, example
+    return None

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Optional
 
-from .registry import example_for
+from .chat import example_or_question
 
 
 @dataclass(frozen=True)
@@ -25,8 +25,8 @@ class Verdict:
 
 def verdict(prompt: str, text: str) -> Optional[Verdict]:
     """The verdict on ``text``, a run's output for ``prompt``; None when ``prompt`` is in no
-    task's format (see ``example_for``)."""
-    found = example_for(prompt or "")
+    task's format or asked as its chat question (see ``chat.example_or_question``)."""
+    found = example_or_question(prompt or "")
     if found is None:
         return None
     task, example = found
