@@ -10,7 +10,7 @@ from typing import Any, Optional
 import gradio as gr
 
 import visuals
-from slowfast.models.families import FAMILIES, family_line, verdict
+from slowfast.models.families import FAMILIES, family_line, memory_text, verdict
 from slowfast.models.loading import DIFFUSION_GEMMA, EMBEDDED_DIR, KNOWN_MODELS, check_memory
 from slowfast.samplers import DEFAULT_SAMPLER
 from slowfast.samplers.entropy_bound import EntropyBoundPolicy
@@ -93,8 +93,8 @@ def model_choices(default_model: str) -> list:
     out = [("embedded · 5M · runs offline on a CPU", "embedded")]
     for name, info in KNOWN_MODELS.items():
         size = f"{info.parameters / 1e9:.1f}B" if info.parameters >= 1e9 else f"{info.parameters / 1e6:.0f}M"
-        out.append((f"{name} · {size} · {info.weight_bytes('bfloat16') / 1e9:.0f} GB bf16 / "
-                    f"{info.weight_bytes('float32') / 1e9:.0f} GB fp32 · cache {'yes' if info.cache else 'no'} · "
+        out.append((f"{name} · {size} · {memory_text(info.weight_bytes('bfloat16'))} bf16 / "
+                    f"{memory_text(info.weight_bytes('float32'))} fp32 · cache {'yes' if info.cache else 'no'} · "
                     f"{verdict(check_memory(name))}", name))
     if default_model not in [v for _, v in out]:
         out.insert(0, (default_model, default_model))

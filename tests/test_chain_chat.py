@@ -161,3 +161,35 @@ def test_eval_command_reports_chains_by_operations(tmp_path, capsys):
     capsys.readouterr()
     assert main(["--tasks", "copy", "--n", "2", "--slider-task", "", "--baseline-only", "copy"]) == 0
     assert "threshold sampler" not in capsys.readouterr().out  # nothing to compare: no empty table
+
+
+CHAT_SAMPLE = 5  # held-out questions per chat task asked through the app's chat handler
+# right of those 5 (measured: @@CHATMEASURED@@); one below, for other CPUs' rounding
+CHAT_FLOOR = {"chat-arithmetic": 4, "chat-story": 4, "chat-copy": 4}
+
+
+@pytest.mark.parametrize("name", sorted(CHAT_FLOOR))
+def test_the_app_chats_with_the_embedded_model_offline(name):
+    """The chat box on the embedded model (as ``/chat`` calls it): a held-out question of each
+    task, in the template, answered and scored by its task's verdict; the page's first frame
+    already holds the user's turn."""
+    import dataclasses
+
+    import app
+    from slowfast.session import Controls
+    from slowfast.tasks import verdict
+
+    task = CHAT_TASKS[name]
+    right = 0
+    for ex in task.examples("heldout", CHAT_SAMPLE):
+        state = {}
+        c = dataclasses.replace(Controls(sampler="baseline"), gen_length=task.gen_length,
+                                block_length=task.gen_length, steps=task.gen_length)
+        frames = list(app.on_chat("embedded", ex.prompt, [], state, *[getattr(c, n) for n in app.CONTROL_NAMES]))
+        history = frames[-1][-2]
+        assert [m["role"] for m in history] == ["user", "assistant"] and history[0]["content"] == ex.prompt
+        found = verdict(ex.prompt, history[1]["content"])
+        assert found is not None and found.task == name
+        assert found.correct == task.correct(ex, state["trace"].text)
+        right += found.correct
+    assert right >= CHAT_FLOOR[name], right

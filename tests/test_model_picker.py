@@ -108,3 +108,13 @@ def gr_update():
     import gradio as gr
 
     return gr.update()
+
+
+def test_the_picker_states_small_models_memory_in_megabytes():
+    """ModernBERT-base's 298 MB of bf16 weights read "0 GB" before."""
+    from explorer.controls import model_choices
+
+    labels = dict((v, label) for label, v in model_choices("embedded"))
+    assert "· 298 MB bf16 / 596 MB fp32 ·" in labels["dllm-hub/ModernBERT-base-chat-v0.1"]
+    assert "· 16 GB bf16 / 32 GB fp32 ·" in labels["GSAI-ML/LLaDA-8B-Instruct"]
+    assert not any(" 0 GB" in label for label in labels.values())

@@ -52,7 +52,7 @@ def family_of(name: str) -> Optional[Family]:
     return next((f for f in FAMILIES if name in f.models), None)
 
 
-def _gb(n: int) -> str:
+def memory_text(n: int) -> str:
     return f"{n / 1e9:.0f} GB" if n >= 1e10 else f"{n / 1e9:.1f} GB" if n >= 1e9 else f"{n / 1e6:.0f} MB"
 
 
@@ -68,10 +68,10 @@ def verdict(check: MemoryCheck) -> str:
         return f"runs here ({dev.type}{', seconds a forward' if slow else ''})"
     bf16 = memory_needed(check.parameters, torch.bfloat16)
     if bf16 > ONE_GPU:
-        return f"needs about {_gb(bf16)} of GPU memory (more than one GPU)"
+        return f"needs about {memory_text(bf16)} of GPU memory (more than one GPU)"
     if dev.type == "cpu":
-        return f"needs a GPU with about {_gb(bf16)}"
-    return f"needs about {_gb(bf16)}, more than this GPU's {_gb(check.available or 0)}"
+        return f"needs a GPU with about {memory_text(bf16)}"
+    return f"needs about {memory_text(bf16)}, more than this GPU's {memory_text(check.available or 0)}"
 
 
 def refusal(check: MemoryCheck) -> str:
@@ -79,9 +79,9 @@ def refusal(check: MemoryCheck) -> str:
     dev = torch.device(check.device)
     bf16 = memory_needed(check.parameters or 0, torch.bfloat16)
     where = ("this machine has no GPU and its CPU has " if dev.type == "cpu" else "this GPU has ") + \
-        _gb(check.available or 0)
-    return (f"{check.name} cannot run here: it needs about {_gb(check.needed or 0)} in {check.dtype} and {where}; "
-            f"it needs a GPU with about {_gb(bf16)} (bf16)" + (", more than one GPU holds, and this explorer does not "
+        memory_text(check.available or 0)
+    return (f"{check.name} cannot run here: it needs about {memory_text(check.needed or 0)} in {check.dtype} and {where}; "
+            f"it needs a GPU with about {memory_text(bf16)} (bf16)" + (", more than one GPU holds, and this explorer does not "
                                                                 "spread a model over GPUs" if bf16 > ONE_GPU else ""))
 
 
