@@ -142,20 +142,22 @@ def test_card_replaces_only_the_reports_of_the_tasks_run(capsys, tmp_path):  # 9
     shutil.copytree(EMBEDDED_DIR, folder)
     info_path = folder / "training_info.json"
     before = json.loads(info_path.read_text())["decoding"]
-    assert "| story | 100 |" in before and "| copy | 100 |" in before
+    assert all(f"| {task} | 100 |" in before for task in ("arithmetic", "chat-story", "story", "copy"))
     readme = (folder / "README.md").read_text()
 
-    # copy shares its report with arithmetic: refused before the run, nothing written
+    # copy shares its report with story: refused before the run, nothing written
     refused(capsys, EVAL + ["--model", str(folder), "--card"], "not only this run's copy")
     assert json.loads(info_path.read_text())["decoding"] == before and (folder / "README.md").read_text() == readme
 
-    assert main(["eval", "--model", str(folder), "--tasks", "story", "--n", "1", "--slider-task", "", "--card"]) == 0
+    chain_and_chat = "arithmetic,chat-arithmetic,chat-story,chat-copy"
+    assert main(["eval", "--model", str(folder), "--tasks", chain_and_chat, "--baseline-only", chain_and_chat[11:],
+                 "--n", "1", "--slider-task", "", "--card"]) == 0
     assert "(0 min" not in capsys.readouterr().out  # 27
     after = json.loads(info_path.read_text())["decoding"]
-    assert "| story | 1 |" in after and "| story | 100 |" not in after
-    kept = before[before.index("## Decoding", 10):]  # the arithmetic and copy report, and all text after it
+    assert "| arithmetic | 1 |" in after and "| arithmetic | 100 |" not in after and "| chat-story | 1 |" in after
+    kept = before[before.index("## Decoding", 10):]  # the story and copy report, and all text after it
     assert after.rstrip().endswith(kept.rstrip())
-    assert "| story | 1 |" in (folder / "README.md").read_text()
+    assert "| arithmetic | 1 |" in (folder / "README.md").read_text()
 
 
 def test_card_needs_a_trained_model(capsys, tiny_dir):

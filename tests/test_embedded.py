@@ -1,14 +1,15 @@
 """The shipped embedded model, through the same public loader and engine a user calls.
 
 Accuracy at one token per forward on the first 20 held-out problems per task, and decoding that
-shows what SlowFast exploits on the same 20. The full evaluation, on 100 held-out problems per
-task (minutes), is marked ``full_eval`` and runs only with ``SLOWFAST_FULL_EVAL=1`` (see
-conftest.py); ``python -m slowfast eval`` computes the full figures of the model card.
+shows what SlowFast exploits on the same 20 and on the first 20 held-out chains of 7 or more
+operations. The full evaluation, on 100 held-out problems per task (minutes), is marked
+``full_eval`` and runs only with ``SLOWFAST_FULL_EVAL=1`` (see conftest.py); ``python -m
+slowfast eval`` computes the full figures of the model card.
 
-The shipped model meets the accuracy targets we set (story checker 90%, arithmetic 95%, copy
-99%; its card: 90%, 100%, 100%); FLOOR and SAMPLE_FLOOR hold what it measures, so that a
-regression shows, and the structure checks hold where the model meets them: the story in one
-block, the arithmetic chain in blocks of 32.
+TARGET holds issue 27's accuracy targets (story 90%, chain 95%, copy 99%); the shipped model
+(v3, its card) measures 87%, 99% and 100% on the 100, so the story's is not met. FLOOR and
+SAMPLE_FLOOR hold what it measures, so that a regression shows; the structure checks hold
+what it measures where it falls short of a target (chains of 7 or more operations).
 """
 import numpy as np
 import pytest
@@ -18,12 +19,12 @@ from slowfast.commands.evaluate import SLIDERS, cycles, has_parallel_fast_step, 
 from slowfast.models import load_model
 from slowfast.tasks import TASKS
 
-TARGET = {"story": 0.90, "arithmetic": 0.95, "copy": 0.99}  # met: see the docstring
-FLOOR = {"story": 0.90, "arithmetic": 0.95, "copy": 0.99}  # measured 90%, 100%, 100% on these 100
+TARGET = {"story": 0.90, "arithmetic": 0.95, "copy": 0.99}  # the story's not met: see the docstring
+FLOOR = {"story": 0.87, "arithmetic": 0.99, "copy": 0.99}  # measured 87%, 99%, 100% on these 100
 N = 100  # the full evaluation (full_eval)
 N_SAMPLE = 20  # the default run: the first 20 of those 100 (the same problems)
-# measured 95%, 100%, 100% (19, 20 and 20 of 20); one problem (5 points) below, for other CPUs' rounding
-SAMPLE_FLOOR = {"story": 0.90, "arithmetic": 0.95, "copy": 0.95}
+# measured 90%, 100%, 100% (18, 20 and 20 of 20); one problem (5 points) below, for other CPUs' rounding
+SAMPLE_FLOOR = {"story": 0.85, "arithmetic": 0.95, "copy": 0.95}
 N_STAGES = N_SAMPLE  # prompts per task for the SlowFast-structure checks
 
 
@@ -86,8 +87,8 @@ def test_embedded_model_accuracy_on_100_heldout_problems(baseline, task_name):
 
 
 def test_confidence_falls_with_distance_from_the_prompt(embedded, runs):
-    """Averaged over the story and the chain (these 40 prompts: -0.41; the card's 100 per task:
-    story -0.58, chain -0.24, whose fixed layout is certain at every distance)."""
+    """Averaged over the story and the chain (these 40 prompts: -0.42; the card's 100 per task:
+    story -0.59, chain -0.27, whose fixed layout is certain at every distance)."""
     rhos = []
     for name, triples in runs.items():
         for _, base, _ in triples:
@@ -98,21 +99,36 @@ def test_confidence_falls_with_distance_from_the_prompt(embedded, runs):
     assert np.mean(rhos) <= -0.4
 
 
-@pytest.mark.parametrize("task_name, parallel", [("story", 0.8), ("arithmetic", 0.0)])
-def test_slowfast_shows_its_stages(runs, task_name, parallel):
-    """At least 2 slow/fast cycles per run; on the story, >= 80% of runs have a fast step that
-    decodes >= 2 tokens at once. (On the chain the slow stages decode nearly everything and
-    fast steps are rarely parallel: not met, model card.)"""
-    sf = [t for _, _, t in runs[task_name]]
+def test_slowfast_shows_its_stages_on_the_story(runs):
+    """At least 2 slow/fast cycles per run, and >= 80% of runs with a fast step that decodes
+    >= 2 tokens at once."""
+    sf = [t for _, _, t in runs["story"]]
     assert np.mean([cycles(t) for t in sf]) >= 2
-    assert np.mean([has_parallel_fast_step(t) for t in sf]) >= parallel
+    assert np.mean([has_parallel_fast_step(t) for t in sf]) >= 0.8
+
+
+LONG_CHAIN = 7  # operations: a chain this long outlasts SlowFast's first slow stage
+# issue 27's targets for chains of >= 7 operations in one block: >= 2 cycles on average, >= 80%
+# of runs with a fast forward that decodes >= 2 tokens. Measured on these 20: 1.35 cycles, 75%;
+# on the 41 this long among the card's 100 held-out chains: 1.41, 71%. Not met; held as measured
+LONG_FLOOR = {"cycles": 1.3, "parallel": 0.7}
+
+
+def test_slowfast_shows_its_stages_on_long_chains(embedded):
+    task = TASKS["arithmetic"]
+    long = [ex for ex in task.examples("heldout", 200) if len(ex.meta["ops"]) >= LONG_CHAIN][:N_STAGES]
+    assert len(long) == N_STAGES
+    sf = [generate(embedded, ex.prompt, one_block("slowfast", task.gen_length)) for ex in long]
+    assert np.mean([cycles(t) for t in sf]) >= LONG_FLOOR["cycles"]
+    assert np.mean([has_parallel_fast_step(t) for t in sf]) >= LONG_FLOOR["parallel"]
 
 
 @pytest.mark.parametrize("task_name", ["story", "arithmetic"])
 def test_slowfast_halves_the_forwards_at_equal_accuracy(runs, task_name):
-    """Half the forwards at the baseline's accuracy (within 2 points) on these 20 prompts. On
-    the 100 held-out prompts of the model card: story 40.6 against 96 forwards at 89% against
-    90%; the chain in blocks of 32 12.0 against 64 at 99% against 100% (in one block 6.0)."""
+    """Half the forwards at the baseline's accuracy (within 2 points, allowing one run) on these
+    20 prompts (story: 41.4 forwards against 96, 100% against 90%; chain: 7.3 against 104, 95%
+    against 100%). On the 100 of the model card: story 40.5 forwards at 96% against 87%; the
+    chain 7.8 forwards at 89% against 99%, ten points below (not met there)."""
     task = TASKS[task_name]
     base_acc = np.mean([task.score(ex, b.text)[task.primary_metric] for ex, b, _ in runs[task_name]])
     sf_acc = np.mean([task.score(ex, s.text)[task.primary_metric] for ex, _, s in runs[task_name]])
@@ -122,8 +138,8 @@ def test_slowfast_halves_the_forwards_at_equal_accuracy(runs, task_name):
     assert sf_acc >= base_acc - 0.02 - 1 / N_STAGES  # within 2 points, allowing one run of this small sample
 
 
-# the high-confidence threshold changes the story's NFE by >= 10%; exploration steps, the
-# horizon threshold, window and stability threshold by less (model card), so they are not held
+# the high-confidence threshold changes the story's NFE by >= 10% (1.34x); exploration steps
+# (1.10x), the horizon threshold, window and stability threshold by less (model card), so they are not held
 @pytest.mark.parametrize("parameter", ["high_confidence_threshold"])
 def test_slowfast_sliders_change_the_forward_count(embedded, parameter):
     task = TASKS["story"]
