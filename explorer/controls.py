@@ -209,6 +209,18 @@ PLAIN_PROMPTS = {"embedded": "off: the embedded model's task prompts (Q: 7+5-3=?
                              "its template is for questions (What is 7+5-3?), as the chat box asks them"}
 
 
+# models trained on single questions only: the chat box feeds them the last question alone
+# (the embedded model answers an empty text after an earlier turn in its template)
+SINGLE_TURN = {"embedded"}
+
+
+def chat_turns(model_name, turns: list[dict]) -> list[dict]:
+    """What a chat turn feeds the model: the whole conversation, or for a ``SINGLE_TURN``
+    model its last message (the chat box still shows every turn)."""
+    single = (model_name.strip() if isinstance(model_name, str) else model_name) in SINGLE_TURN
+    return turns[-1:] if single else turns
+
+
 def template_checkbox(model_name, has_chat: Optional[bool]) -> dict:
     """The template checkbox's value, whether it can be changed, and its line: off and fixed
     without a template; off for a model whose own prompts are plain text (the embedded model:

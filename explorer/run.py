@@ -13,7 +13,7 @@ from slowfast.session import BackgroundRun, stream_batches
 from slowfast.tasks import verdict
 from slowfast.trace import Trace
 from visuals.player import PlayerStream, dumps, status_numbers, whole_run
-from explorer.controls import chat_refusal, controls_from
+from explorer.controls import chat_refusal, chat_turns, controls_from
 from explorer import sessions
 from explorer.sessions import begin_work, load, loading_note, prompt_refusal
 
@@ -144,7 +144,7 @@ def on_chat(model_name: str, message: str, history: list, state: dict, *values):
     turns = [{"role": m["role"], "content": message_text(m["content"])} for m in history or []]
     turns.append({"role": "user", "content": message})
     outputs = None
-    turn = on_run(model_name, turns, state, *values)
+    turn = on_run(model_name, chat_turns(model_name, turns), state, *values)
     try:
         for outputs in turn:
             yield [*outputs, turns, ""]

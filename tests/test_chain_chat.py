@@ -194,3 +194,25 @@ def test_the_app_chats_with_the_embedded_model_offline(name):
         assert found.correct == task.correct(ex, state["trace"].text)
         right += found.correct
     assert right >= CHAT_FLOOR[name], right
+
+
+def test_a_second_chat_question_to_the_embedded_model_is_answered():
+    """The embedded model was trained on single questions; fed a conversation in its template it
+    answers an empty text. Its chat box feeds it the last question alone (the conversation is
+    still shown whole), so the second question gets its own answer."""
+    import dataclasses
+
+    import app
+    from slowfast.models import load_model
+    from slowfast.session import Controls
+
+    c = dataclasses.replace(Controls(sampler="baseline"), gen_length=104, block_length=104, steps=104)
+    values = [getattr(c, n) for n in app.CONTROL_NAMES]
+    state = {}
+    first = list(app.on_chat("embedded", "What is 9-4+6?", [], state, *values))[-1][-2]
+    assert first[1]["content"].strip() == "9-4=05, 05+6=11. The answer is 11."
+    second = list(app.on_chat("embedded", "What is 2+3?", first, state, *values))[-1][-2]
+    assert [m["role"] for m in second] == ["user", "assistant"] * 2
+    assert second[3]["content"].strip() == "2+3=05. The answer is 05."
+    model = load_model("embedded", device="cpu")
+    assert state["trace"].prompt_ids == model.encode_chat([{"role": "user", "content": "What is 2+3?"}])
