@@ -1,6 +1,7 @@
 """The browser player's data (visuals/player.py): per-step deltas that rebuild the trace, small
 enough to stream, computed once per step; the browser side is tests/test_browser.py's."""
 import base64
+import copy
 import json
 
 import numpy as np
@@ -29,6 +30,8 @@ def rebuild(trace, messages):
         assert np.abs(conf - r.confidence.astype(np.float64)).max() <= 0.5 / 65535 + 1e-9
         if "arg" in d:
             argmax = np.frombuffer(base64.b64decode(d["arg"]), dtype="<i4").astype(np.int64)
+        elif "arg16" in d:  # every id fits two bytes (the embedded model's vocabulary)
+            argmax = np.frombuffer(base64.b64decode(d["arg16"]), dtype="<u2").astype(np.int64)
         else:
             argmax = argmax.copy()
             argmax[d["chg"]] = d["chg_tok"]
@@ -113,3 +116,16 @@ def test_markdown_subset():
     assert "<h4>Head</h4>" in html and "<b>bold</b>" in html and "<code>code</code>" in html
     assert '<a href="https://arxiv.org/abs/2506.10848"' in html and "<i>it</i>" in html
     assert player.markdown_html("&#91;x&#93;(http://evil)") == "<p>&#91;x&#93;(http://evil)</p>"  # esc'd: inert
+
+
+def test_the_first_delta_sends_two_bytes_per_prediction_where_ids_fit_and_four_where_not(cached_run):
+    """A vocabulary under 65536 ids (the embedded model's 484) needs two bytes per position;
+    LLaDA's 126464 four: both rebuild to the same predictions."""
+    small = player.step_delta(cached_run, 0, set())
+    assert "arg16" in small and "arg" not in small
+    big = copy.deepcopy(cached_run)
+    big.records[0].argmax = np.asarray(big.records[0].argmax, dtype=np.int64) + 126000
+    wide = player.step_delta(big, 0, set())
+    assert "arg" in wide and "arg16" not in wide
+    assert (np.frombuffer(base64.b64decode(wide["arg"]), dtype="<i4") - 126000).tolist() == \
+        np.frombuffer(base64.b64decode(small["arg16"]), dtype="<u2").tolist()

@@ -152,8 +152,11 @@ def step_delta(trace: Any, i: int, sent_tokens: Optional[set] = None) -> dict[st
         "dec": decoded, "tok": [int(argmax[p]) for p in decoded],
         "conf": _confidence_bytes(np.asarray(r.confidence)),
     }
-    if prev is None:  # every position's prediction, four bytes each
-        d["arg"] = base64.b64encode(argmax.astype("<i4").tobytes()).decode("ascii")
+    if prev is None:  # every position's prediction: two bytes each where every id fits, else four
+        if len(argmax) and 0 <= argmax.min() and argmax.max() < 1 << 16:
+            d["arg16"] = base64.b64encode(argmax.astype("<u2").tobytes()).decode("ascii")
+        else:
+            d["arg"] = base64.b64encode(argmax.astype("<i4").tobytes()).decode("ascii")
     else:  # the positions whose prediction changed since the step before, and their new tokens
         d["chg"], d["chg_tok"] = [int(p) for p in changed], [int(argmax[p]) for p in changed]
     if info is not None:
