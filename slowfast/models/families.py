@@ -80,9 +80,9 @@ def refusal(check: MemoryCheck) -> str:
     bf16 = memory_needed(check.parameters or 0, torch.bfloat16)
     where = ("this machine has no GPU and its CPU has " if dev.type == "cpu" else "this GPU has ") + \
         memory_text(check.available or 0)
-    return (f"{check.name} cannot run here: it needs about {memory_text(check.needed or 0)} in {check.dtype} and {where}; "
-            f"it needs a GPU with about {memory_text(bf16)} (bf16)" + (", more than one GPU holds, and this explorer does not "
-                                                                "spread a model over GPUs" if bf16 > ONE_GPU else ""))
+    too_big = ", more than one GPU holds, and this explorer does not spread a model over GPUs" if bf16 > ONE_GPU else ""
+    return (f"{check.name} cannot run here: it needs about {memory_text(check.needed or 0)} in {check.dtype} and "
+            f"{where}; it needs a GPU with about {memory_text(bf16)} (bf16)" + too_big)
 
 
 def family_line(family: Family, device: Optional[str | torch.device] = None) -> str:
