@@ -204,31 +204,33 @@ def on_model_family(model_name: str, sampler: str, gen_length, block_length):
 
 
 TEMPLATE_INFO = "wrap the prompt in the tokenizer's chat template"
-# models whose own prompts are plain text: their template is for questions, asked in the chat box
-PLAIN_PROMPTS = {"embedded": "off: the embedded model's task prompts (Q: 7+5-3=? A:) are plain text; "
-                             "its template is for questions (What is 7+5-3?), as the chat box asks them"}
+PLAIN_PROMPTS = ("off: this model's task prompts (Q: 7+5-3=? A:) are plain text; its template is for "
+                 "questions (What is 7+5-3?), as the chat box asks them")
 
 
-# models trained on single questions only: the chat box feeds them the last question alone
-# (the embedded model answers an empty text after an earlier turn in its template)
-SINGLE_TURN = {"embedded"}
+def trained_here(model_name) -> bool:
+    """Whether ``model_name`` is a model ``python -m slowfast train`` made (the embedded one, or
+    an export of it: its folder has training_info.json). Its chat data are single questions and
+    its tasks' own prompts plain text, so its chat box feeds the last question alone (after an
+    earlier turn in its template it answers an empty text) and its template checkbox starts off."""
+    folder = resolve_local(model_name) if isinstance(model_name, str) else None
+    return folder is not None and (folder / "training_info.json").is_file()
 
 
 def chat_turns(model_name, turns: list[dict]) -> list[dict]:
-    """What a chat turn feeds the model: the whole conversation, or for a ``SINGLE_TURN``
-    model its last message (the chat box still shows every turn)."""
-    single = (model_name.strip() if isinstance(model_name, str) else model_name) in SINGLE_TURN
-    return turns[-1:] if single else turns
+    """What a chat turn feeds the model: the whole conversation, or for a model trained here
+    (``trained_here``) its last message (the chat box still shows every turn)."""
+    return turns[-1:] if trained_here(model_name) else turns
 
 
 def template_checkbox(model_name, has_chat: Optional[bool]) -> dict:
     """The template checkbox's value, whether it can be changed, and its line: off and fixed
-    without a template; off for a model whose own prompts are plain text (the embedded model:
-    a task prompt wrapped in its template is a form it was hardly trained on); on otherwise."""
+    without a template; off for a model trained here (a task prompt wrapped in its template is a
+    form it was hardly trained on); on otherwise."""
     if has_chat is False:
         return dict(value=False, interactive=False, info=NO_CHAT_TEMPLATE)
-    plain = PLAIN_PROMPTS.get(model_name.strip() if isinstance(model_name, str) else model_name)
-    return dict(value=plain is None, interactive=True, info=plain or TEMPLATE_INFO)
+    plain = trained_here(model_name)
+    return dict(value=not plain, interactive=True, info=PLAIN_PROMPTS if plain else TEMPLATE_INFO)
 
 
 def on_model_change(model_name: str):

@@ -67,3 +67,24 @@ def test_the_embedded_models_task_prompts_stay_plain_by_default(tiny_dir):
     assert page.config is not None
     (chat,) = [c for c in page.blocks.values() if getattr(c, "label", None) == "Apply the chat template"]
     assert chat.value is False and chat.interactive is not False
+
+
+def test_an_export_of_the_embedded_model_is_treated_as_the_model_it_is(tmp_path):
+    """What makes the chat box feed one question and the checkbox start off is the model (made
+    by ``slowfast train``: its folder has training_info.json), not the name "embedded": a copy
+    of its folder gets the same; a folder without training_info.json the conversation."""
+    import shutil
+
+    from explorer.controls import chat_turns
+    from slowfast.models.loading import EMBEDDED_DIR
+
+    copy = tmp_path / "my-export"
+    shutil.copytree(EMBEDDED_DIR, copy)
+    turns = [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello"},
+             {"role": "user", "content": "What is 2+3?"}]
+    for name in ("embedded", str(copy)):
+        assert chat_turns(name, turns) == turns[-1:]
+        assert on_model_change(name)[0].value is False
+    (copy / "training_info.json").unlink()
+    assert chat_turns(str(copy), turns) == turns and on_model_change(str(copy))[0].value is True
+    assert chat_turns("GSAI-ML/LLaDA-8B-Instruct", turns) == turns

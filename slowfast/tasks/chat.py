@@ -133,7 +133,7 @@ def chat_tasks(raw_share: float = 0.0, version: str = "v3") -> dict[str, ChatTas
     return {f"chat-{name}": ChatTask(task, raw_share) for name, task in task_set(version).items()}
 
 
-CHAT_TASKS: dict[str, ChatTask] = chat_tasks()  # held-out evaluation: every prompt a question
+CHAT_TASKS: dict[str, ChatTask] = chat_tasks(0.0, SHIPPED_SET)  # held-out evaluation: every prompt a question
 
 
 def example_or_question(prompt: str) -> Optional[tuple[Task, Example]]:
@@ -142,7 +142,7 @@ def example_or_question(prompt: str) -> Optional[tuple[Task, Example]]:
     found = example_for(prompt)
     if found is not None:
         return found
-    for task in chat_tasks(0.0, SHIPPED_SET).values():
+    for task in CHAT_TASKS.values():
         example = task.parse(prompt)
         if example is not None and example.prompt != example.meta["base_prompt"]:
             return task, example

@@ -44,10 +44,10 @@
       this.conf.push(u16(d.conf));
       d.dec.forEach((p, k) => { this.decodedAt[p] = d.i; this.decTok[p] = d.tok[k]; });
       const m = new Map();
-      if (d.arg) { const b = atob(d.arg), v = new DataView(Uint8Array.from(b, c => c.charCodeAt(0)).buffer);
-        for (let p = 0; p < b.length / 4; p++) m.set(p, v.getInt32(4 * p, true)); d.chg = [...m.keys()]; }
-      else if (d.arg16) { const b = atob(d.arg16), v = new DataView(Uint8Array.from(b, c => c.charCodeAt(0)).buffer);
-        for (let p = 0; p < b.length / 2; p++) m.set(p, v.getUint16(2 * p, true)); d.chg = [...m.keys()]; }
+      if (d.arg || d.arg16) {  // every prediction: four bytes each (arg), or two where every id fits (arg16)
+        const w = d.arg ? 4 : 2, b = atob(d.arg || d.arg16), v = new DataView(Uint8Array.from(b, c => c.charCodeAt(0)).buffer);
+        for (let p = 0; p < b.length / w; p++) m.set(p, w === 4 ? v.getInt32(4 * p, true) : v.getUint16(2 * p, true));
+        d.chg = [...m.keys()]; }
       else d.chg.forEach((p, k) => m.set(p, d.chg_tok[k]));
       this.changes.push(m);
       this.edits.push(new Map((d.ed || []).map((p, k) => [p, d.ed_tok[k]])));
